@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+// VLMKit: Llama 3.2 Vision-style vision-language models in Swift, on CPUs.
+// Targets import one way: C libraries <- TensorCore <- Layers <- Models <- Training <- vlm.
+import PackageDescription
+
+let package = Package(
+    name: "VLMKit",
+    products: [
+        .library(name: "TensorCore", targets: ["TensorCore"]),
+        .library(name: "Layers", targets: ["Layers"]),
+        .library(name: "Checkpoint", targets: ["Checkpoint"]),
+        .library(name: "Media", targets: ["Media"]),
+        .library(name: "Tokenization", targets: ["Tokenization"]),
+        .executable(name: "vlm", targets: ["vlm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, each found through pkg-config.
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+
+        // Libraries.
+        .target(name: "TensorCore", dependencies: ["COpenBLAS"]),
+        .target(name: "Layers", dependencies: ["TensorCore"]),
+        .target(name: "Checkpoint", dependencies: ["TensorCore", "CZstd"]),
+        .target(name: "Media", dependencies: ["CPNG", "CJPEG"]),
+        .target(name: "Tokenization"),
+
+        // The command-line tool.
+        .executableTarget(
+            name: "vlm",
+            dependencies: [
+                "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        // Tests.
+        .target(name: "_TestSupport", dependencies: ["TensorCore"], path: "Sources/_TestSupport"),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "_TestSupport"]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "_TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "_TestSupport"]),
+        .testTarget(name: "MediaTests", dependencies: ["Media", "_TestSupport"]),
+        .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoint", "_TestSupport"]),
+    ],
+    // Kernels hand raw buffers to worker threads; Swift 5 mode keeps that legal without wrapping
+    // every pointer in a Sendable box. Types shared across threads are still marked Sendable.
+    swiftLanguageModes: [.v5]
+)

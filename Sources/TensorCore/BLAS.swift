@@ -1,0 +1,64 @@
+import COpenBLAS
+
+/// The one file that calls OpenBLAS.
+///
+/// Matrices are row-major. A transposed operand is passed to BLAS as a transpose flag with its
+/// leading dimension, never copied.
+public enum BLAS {
+    /// Whether a matrix operand is read as stored or transposed.
+    public enum Transpose: Sendable {
+        case none, transposed
+        var cblas: CBLAS_TRANSPOSE { self == .none ? CblasNoTrans : CblasTrans }
+    }
+
+    /// `C = alpha · op(A) · op(B) + beta · C` in float32, with `op(A)` of shape `[m, k]` and
+    /// `op(B)` of shape `[k, n]`.
+    @inline(__always)
+    public static func gemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+                            alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                            b: UnsafePointer<Float>, ldb: Int,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
+                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// `C = alpha · op(A) · op(B) + beta · C` in float64 (gradient checks).
+    @inline(__always)
+    public static func gemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+                            alpha: Double = 1, a: UnsafePointer<Double>, lda: Int,
+                            b: UnsafePointer<Double>, ldb: Int,
+                            beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int) {
+        cblas_dgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
+                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// The number of threads OpenBLAS uses for one GEMM.
+    public static var threadCount: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(newValue)) }
+    }
+
+    /// OpenBLAS's description of itself (build options and the kernel family it chose).
+    public static var configuration: String {
+        guard let text = openblas_get_config() else { return "unknown" }
+        return String(cString: text) + " core=" + (openblas_get_corename().map { String(cString: $0) } ?? "?")
+    }
+}
+
+/// Element-generic entry point so kernels written over ``ComputeScalar`` can call GEMM.
+@inline(__always)
+func gemm<T: ComputeScalar>(_ transA: BLAS.Transpose, _ transB: BLAS.Transpose, m: Int, n: Int, k: Int,
+                            alpha: T = 1, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+                            beta: T = 0, c: UnsafeMutablePointer<T>, ldc: Int) {
+    if T.self == Float.self {
+        BLAS.gemm(transA, transB, m: m, n: n, k: k, alpha: alpha as! Float,
+                  a: UnsafeRawPointer(a).assumingMemoryBound(to: Float.self), lda: lda,
+                  b: UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), ldb: ldb, beta: beta as! Float,
+                  c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: ldc)
+    } else {
+        BLAS.gemm(transA, transB, m: m, n: n, k: k, alpha: alpha as! Double,
+                  a: UnsafeRawPointer(a).assumingMemoryBound(to: Double.self), lda: lda,
+                  b: UnsafeRawPointer(b).assumingMemoryBound(to: Double.self), ldb: ldb, beta: beta as! Double,
+                  c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Double.self), ldc: ldc)
+    }
+}

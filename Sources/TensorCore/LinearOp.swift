@@ -1,0 +1,120 @@
+/// `y = x · Wᵀ + b`, the workhorse of every model. Weights may be float32 or a frozen bfloat16 /
+/// float16 tensor, which is upcast one block of rows at a time inside the product (never as a
+/// whole fp32 copy).
+
+/// Rows of a 16-bit weight upcast per block: big enough for an efficient GEMM, small enough to
+/// stay in cache.
+private let upcastBlockElements = 256 * 1024
+
+/// Converts rows `rows` of a `[n, k]` 16-bit matrix to float32 in `buffer`.
+private func upcastRows(_ weight: Tensor, rows: Range<Int>, k: Int, into buffer: UnsafeMutablePointer<Float>) {
+    let bits = weight.rawPointer.assumingMemoryBound(to: UInt16.self) + rows.lowerBound * k
+    let count = rows.count * k
+    if weight.dtype == .bfloat16 {
+        let out = UnsafeMutableRawPointer(buffer).assumingMemoryBound(to: UInt32.self)
+        for i in 0..<count { out[i] = UInt32(bits[i]) << 16 }
+    } else {
+        for i in 0..<count { buffer[i] = Float(Float16(bitPattern: bits[i])) }
+    }
+}
+
+/// Calls `body(rows, upcastBlock)` for consecutive blocks of rows of a 16-bit `[n, k]` weight.
+private func forEachUpcastBlock(of weight: Tensor, n: Int, k: Int,
+                                _ body: (Range<Int>, UnsafePointer<Float>) -> Void) {
+    let blockRows = max(16, upcastBlockElements / max(k, 1))
+    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: min(blockRows, n) * k)
+    defer { buffer.deallocate() }
+    var start = 0
+    while start < n {
+        let rows = start..<min(start + blockRows, n)
+        upcastRows(weight, rows: rows, k: k, into: buffer)
+        body(rows, buffer)
+        start = rows.upperBound
+    }
+}
+
+/// `out[m, n] = x[m, k] · W[n, k]ᵀ (+ out when accumulate)` for a weight of any float dtype.
+private func productWithTransposedWeight(_ x: UnsafePointer<Float>, _ weight: Tensor, m: Int, n: Int, k: Int,
+                                         into out: UnsafeMutablePointer<Float>) {
+    if weight.dtype == .float32 {
+        BLAS.gemm(.none, .transposed, m: m, n: n, k: k, a: x, lda: k, b: weight.floatPointer, ldb: k,
+                  beta: 1, c: out, ldc: n)
+        return
+    }
+    forEachUpcastBlock(of: weight, n: n, k: k) { rows, block in
+        BLAS.gemm(.none, .transposed, m: m, n: rows.count, k: k, a: x, lda: k, b: block, ldb: k,
+                  beta: 1, c: out + rows.lowerBound, ldc: n)
+    }
+}
+
+/// `dx[m, k] = dy[m, n] · W[n, k]` for a weight of any float dtype.
+private func productWithWeight(_ dy: UnsafePointer<Float>, _ weight: Tensor, m: Int, n: Int, k: Int,
+                               into dx: UnsafeMutablePointer<Float>) {
+    if weight.dtype == .float32 {
+        BLAS.gemm(.none, .none, m: m, n: k, k: n, a: dy, lda: n, b: weight.floatPointer, ldb: k, c: dx, ldc: k)
+        return
+    }
+    forEachUpcastBlock(of: weight, n: n, k: k) { rows, block in
+        BLAS.gemm(.none, .none, m: m, n: k, k: rows.count, a: dy + rows.lowerBound, lda: n, b: block, ldb: k,
+                  beta: rows.lowerBound == 0 ? 0 : 1, c: dx, ldc: k)
+    }
+}
+
+extension Tensor {
+    /// The affine map `x · weightᵀ + bias` over the last axis: `[..., K] → [..., N]` for a weight of
+    /// shape `[N, K]` (Hugging Face's `nn.Linear` layout) and an optional bias `[N]`.
+    ///
+    /// The weight may be float32 or a bfloat16/float16 tensor that does not require gradients.
+    /// Backward: `dx = dy · W`, `dW = dyᵀ · x`, `db = Σ dy` over all leading axes.
+    public func linear(weight: Tensor, bias: Tensor? = nil) -> Tensor {
+        precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
+        let n = weight.shape[0], k = weight.shape[1]
+        precondition(size(-1) == k, "linear: input \(shape) does not end in the weight's input size \(k) (weight \(weight.shape))")
+        if let bias { precondition(bias.shape == [n], "linear: bias \(bias.shape) does not match the weight's output size \(n)") }
+        if dtype == .float64 || weight.dtype == .float64 {
+            // Gradient checks: compose from matmul in double precision.
+            let product = matmul(weight.transposed())
+            return bias.map { product + $0 } ?? product
+        }
+        precondition(dtype == .float32, "linear: input must be float32, got \(dtype)")
+        precondition(weight.dtype.isFloatingPoint && (weight.dtype == .float32 || !weight.requiresGrad),
+                     "linear: weight must be float32, or a 16-bit float that does not require gradients (got \(weight.dtype))")
+        let x = contiguous()
+        let w = weight.isContiguous ? weight : weight.contiguous()
+        let m = elementCount / max(k, 1)
+        let out = Tensor(zeros: Array(shape.dropLast()) + [n])
+        if let bias {
+            let b = bias.contiguous().floatPointer, o = out.floatPointer
+            for row in 0..<m { (o + row * n).update(from: b, count: n) }
+        }
+        if m > 0 && k > 0 { productWithTransposedWeight(x.floatPointer, w, m: m, n: n, k: k, into: out.floatPointer) }
+
+        guard Autograd.needsGraph(self, weight) || (bias.map { Autograd.needsGraph($0) } ?? false) else { return out }
+        // Saves the input (for dW) and the weight (for dx).
+        let savedInput = x.detached(), savedWeight = w.detached()
+        let inputNeeds = requiresGrad, weightNeeds = weight.requiresGrad, biasNeeds = bias?.requiresGrad ?? false
+        let inputShape = shape
+        out.recordOperation("linear", inputs: [self, weight] + (bias.map { [$0] } ?? [])) { g in
+            let dy = g.contiguous()
+            var gradients: [Tensor?] = []
+            if inputNeeds {
+                let dx = Tensor(zeros: inputShape)
+                if m > 0 && k > 0 { productWithWeight(dy.floatPointer, savedWeight, m: m, n: n, k: k, into: dx.floatPointer) }
+                gradients.append(dx)
+            } else {
+                gradients.append(nil)
+            }
+            if weightNeeds {
+                let dw = Tensor(zeros: [n, k])
+                BLAS.gemm(.transposed, .none, m: n, n: k, k: m, a: dy.floatPointer, lda: n,
+                          b: savedInput.floatPointer, ldb: k, c: dw.floatPointer, ldc: k)
+                gradients.append(dw)
+            } else {
+                gradients.append(nil)
+            }
+            if bias != nil { gradients.append(biasNeeds ? dy.reshaped([m, n]).sum(axes: [0]) : nil) }
+            return gradients
+        }
+        return out
+    }
+}

@@ -1,0 +1,46 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A contiguous block of bytes that one or more tensors view.
+///
+/// Storage either owns 64-byte-aligned memory it allocated (zero-filled) or borrows memory that
+/// something else keeps alive, such as a ``MappedFile`` region: checkpoints are viewed in place,
+/// never copied. Storage is a reference type so that views (reshape, transpose, slices) share it.
+public final class Storage: @unchecked Sendable {
+    /// The first byte.
+    public let baseAddress: UnsafeMutableRawPointer
+    /// The number of bytes.
+    public let byteCount: Int
+    /// Keeps borrowed memory alive; `nil` when this storage allocated its memory.
+    private let owner: AnyObject?
+
+    /// Allocates `byteCount` zeroed bytes aligned to 64 (a cache line and an AVX-512 register).
+    public init(byteCount: Int) {
+        precondition(byteCount >= 0, "Storage byte count must be non-negative, got \(byteCount)")
+        let size = max(byteCount, 1)
+        guard let memory = aligned_alloc(64, (size + 63) & ~63) else {
+            fatalError("Storage: could not allocate \(byteCount) bytes")
+        }
+        memset(memory, 0, size)
+        self.baseAddress = memory
+        self.byteCount = byteCount
+        self.owner = nil
+    }
+
+    /// Views memory owned by `owner`, which this storage keeps alive. The memory is never freed here.
+    public init(borrowing baseAddress: UnsafeMutableRawPointer, byteCount: Int, keepingAlive owner: AnyObject) {
+        self.baseAddress = baseAddress
+        self.byteCount = byteCount
+        self.owner = owner
+    }
+
+    /// Whether the bytes belong to another object (for example a memory-mapped file).
+    public var isBorrowed: Bool { owner != nil }
+
+    deinit {
+        if owner == nil { free(baseAddress) }
+    }
+}

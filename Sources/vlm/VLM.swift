@@ -1,0 +1,8 @@
+import ArgumentParser
+
+@main
+struct VLM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vlm",
+        abstract: "VLMKit: build, train and compare vision-language models on a CPU.")
+}

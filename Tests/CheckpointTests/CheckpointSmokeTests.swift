@@ -1,0 +1,4 @@
+import Testing
+@testable import Checkpoint
+
+@Test func CheckpointModuleBuilds() { #expect(Bool(true)) }

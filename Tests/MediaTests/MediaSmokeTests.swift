@@ -1,0 +1,4 @@
+import Testing
+@testable import Media
+
+@Test func MediaModuleBuilds() { #expect(Bool(true)) }
