@@ -1,0 +1,135 @@
+/// Element-wise functions of one tensor, each with its derivative.
+///
+/// Backward: `dx = dy · f'(x)`, with `f'` written in terms of whichever of input and output is
+/// cheaper; each op saves only that.
+
+/// The pointwise functions the models use.
+@usableFromInline
+enum UnaryFunction: String, Sendable {
+    case exp, log, tanh, sigmoid, silu, relu, square, sqrt, reciprocalSqrt, abs, geluErf, geluTanh
+
+    @inlinable @inline(__always)
+    func apply<T: ComputeScalar>(_ x: T) -> T {
+        switch self {
+        case .exp: return T.exp(x)
+        case .log: return T.log(x)
+        case .tanh: return T.tanh(x)
+        case .sigmoid: return 1 / (1 + T.exp(-x))
+        case .silu: return x / (1 + T.exp(-x))
+        case .relu: return x > 0 ? x : 0
+        case .square: return x * x
+        case .sqrt: return x.squareRoot()
+        case .reciprocalSqrt: return 1 / x.squareRoot()
+        case .abs: return Swift.abs(x)
+        case .geluErf: return x * (1 + T.erf(x * T(0.70710678118654752440))) / 2
+        case .geluTanh:
+            let inner = T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)
+            return x * (1 + T.tanh(inner)) / 2
+        }
+    }
+
+    /// `f'(x)` given the input `x` and output `y = f(x)`.
+    @inlinable @inline(__always)
+    func derivative<T: ComputeScalar>(input x: T, output y: T) -> T {
+        switch self {
+        case .exp: return y
+        case .log: return 1 / x
+        case .tanh: return 1 - y * y
+        case .sigmoid: return y * (1 - y)
+        case .silu:
+            let s = 1 / (1 + T.exp(-x))
+            return s * (1 + x * (1 - s))
+        case .relu: return x > 0 ? 1 : 0
+        case .square: return 2 * x
+        case .sqrt: return 1 / (2 * y)
+        case .reciprocalSqrt: return -y * y * y / 2
+        case .abs: return x > 0 ? 1 : (x < 0 ? -1 : 0)
+        case .geluErf:
+            let cdf = (1 + T.erf(x * T(0.70710678118654752440))) / 2
+            let pdf = T.exp(-x * x / 2) * T(0.39894228040143267794)
+            return cdf + x * pdf
+        case .geluTanh:
+            let c = T(0.79788456080286535588)
+            let t = T.tanh(c * (x + T(0.044715) * x * x * x))
+            return (1 + t) / 2 + x * (1 - t * t) * c * (1 + 3 * T(0.044715) * x * x) / 2
+        }
+    }
+}
+
+@inline(__always)
+private func mapKernel<T: ComputeScalar>(_ input: Tensor, into out: Tensor, _ function: UnaryFunction, _: T.Type) {
+    let x = input.pointer(as: T.self), y = out.pointer(as: T.self)
+    Parallel.forEachRange(out.elementCount, grain: 16_384) { range in
+        for i in range { y[i] = function.apply(x[i]) }
+    }
+}
+
+@inline(__always)
+private func derivativeKernel<T: ComputeScalar>(_ input: Tensor, _ output: Tensor, _ gradient: Tensor,
+                                                 into result: Tensor, _ function: UnaryFunction, _: T.Type) {
+    let x = input.pointer(as: T.self), y = output.pointer(as: T.self)
+    let g = gradient.pointer(as: T.self), d = result.pointer(as: T.self)
+    Parallel.forEachRange(result.elementCount, grain: 16_384) { range in
+        for i in range { d[i] = g[i] * function.derivative(input: x[i], output: y[i]) }
+    }
+}
+
+extension Tensor {
+    @usableFromInline
+    func unary(_ function: UnaryFunction) -> Tensor {
+        requireComputeType(function.rawValue)
+        let input = contiguousStorageView()
+        let out = Tensor(zeros: shape, dtype: dtype)
+        dispatchFloat(dtype, function.rawValue,
+                      float: { mapKernel(input, into: out, function, Float.self) },
+                      double: { mapKernel(input, into: out, function, Double.self) })
+        if Autograd.needsGraph(self) {
+            // Saves the input and the output.
+            let savedInput = input.detached(), savedOutput = out.detached()
+            out.recordOperation(function.rawValue, inputs: [self]) { g in
+                let gradient = g.contiguous()
+                let result = Tensor(zeros: gradient.shape, dtype: gradient.dtype)
+                dispatchFloat(gradient.dtype, function.rawValue,
+                              float: { derivativeKernel(savedInput, savedOutput, gradient, into: result, function, Float.self) },
+                              double: { derivativeKernel(savedInput, savedOutput, gradient, into: result, function, Double.self) })
+                return [result]
+            }
+        }
+        return out
+    }
+
+    /// `eˣ` element-wise.
+    public func exp() -> Tensor { unary(.exp) }
+    /// The natural logarithm element-wise.
+    public func log() -> Tensor { unary(.log) }
+    /// The hyperbolic tangent element-wise (the gate function of the adapters).
+    public func tanh() -> Tensor { unary(.tanh) }
+    /// `1 / (1 + e⁻ˣ)` element-wise.
+    public func sigmoid() -> Tensor { unary(.sigmoid) }
+    /// `x · sigmoid(x)` element-wise (SiLU, the Llama MLP activation).
+    public func silu() -> Tensor { unary(.silu) }
+    /// `max(x, 0)` element-wise.
+    public func relu() -> Tensor { unary(.relu) }
+    /// `x²` element-wise.
+    public func squared() -> Tensor { unary(.square) }
+    /// `√x` element-wise.
+    public func squareRoot() -> Tensor { unary(.sqrt) }
+    /// `1/√x` element-wise.
+    public func reciprocalSquareRoot() -> Tensor { unary(.reciprocalSqrt) }
+    /// `|x|` element-wise.
+    public func absolute() -> Tensor { unary(.abs) }
+
+    /// The GELU activation: `x · Φ(x)` exactly (`approximation: .none`, PyTorch's default and
+    /// CLIP's / Mllama's `gelu`) or with the tanh approximation (`gelu_pytorch_tanh`).
+    public func gelu(approximation: GELUApproximation = .none) -> Tensor {
+        unary(approximation == .none ? .geluErf : .geluTanh)
+    }
+}
+
+/// How GELU is computed.
+public enum GELUApproximation: Sendable {
+    /// `x · ½(1 + erf(x/√2))`.
+    case none
+    /// `x · ½(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+    case tanh
+}

@@ -1,4 +1,0 @@
-import Testing
-@testable import TensorCore
-
-@Test func TensorCoreModuleBuilds() { #expect(Bool(true)) }
