@@ -1,0 +1,33 @@
+import TensorCore
+
+/// A fully connected layer `y = x·Wᵀ + b` with `nn.Linear`'s parameter names (`weight` `[out, in]`,
+/// `bias` `[out]`).
+public final class Linear: Module {
+    @Param public var weight: Tensor
+    @Param public var bias: Tensor?
+
+    /// A layer initialised as `nn.Linear` does: weight and bias uniform in `±1/√inFeatures`.
+    public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, generator: inout RandomGenerator) {
+        let bound = 1 / Double(inFeatures).squareRoot()
+        weight = Tensor.randomUniform([outFeatures, inFeatures], in: -bound...bound, using: &generator)
+        self.bias = bias ? Tensor.randomUniform([outFeatures], in: -bound...bound, using: &generator) : nil
+        super.init()
+        weight.requiresGrad = true
+        self.bias?.requiresGrad = true
+    }
+
+    /// A layer with the given weight `[out, in]` and optional bias `[out]`.
+    public init(weight: Tensor, bias: Tensor? = nil) {
+        self.weight = weight
+        self.bias = bias
+        super.init()
+    }
+
+    public var inFeatures: Int { weight.shape[1] }
+    public var outFeatures: Int { weight.shape[0] }
+
+    /// `[..., in] → [..., out]`.
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.linear(weight: weight, bias: bias)
+    }
+}
