@@ -70,7 +70,9 @@ extension Tensor {
     /// Call it only when ``Autograd/needsGraph(_:)-(Tensor...)`` is true. `backward` receives the
     /// gradient of `self` (same shape) and returns one gradient per input, in order, each of that
     /// input's shape, or `nil` for inputs that do not require gradients. It must not capture `self`
-    /// (capture `self.detached()` instead), or the output would keep its own graph alive.
+    /// (capture `self.detached()` instead), or the output would keep its own graph alive. Each
+    /// returned gradient must be either a new tensor or a view of the output gradient (never a saved
+    /// tensor): the engine takes ownership of new buffers and accumulates into them in place.
     public func recordOperation(_ operation: String, inputs: [Tensor],
                                 backward: @escaping (_ outputGradient: Tensor) -> [Tensor?]) {
         let edges: [GraphNode.Edge] = inputs.map { input in
@@ -112,16 +114,27 @@ extension Tensor {
     }
 }
 
-/// Adds `gradient` into `leaf.grad`, creating the buffer on first use.
-private func accumulateIntoLeaf(_ leaf: Tensor, _ gradient: Tensor) {
+/// Adds `gradient` into `leaf.grad`, creating the buffer on first use. An `owned` gradient (a buffer
+/// nothing else refers to) becomes the leaf's gradient as it is; any other is copied, since a rule
+/// may hand the same tensor to several inputs.
+private func accumulateIntoLeaf(_ leaf: Tensor, _ gradient: Tensor, owned: Bool = false) {
     precondition(gradient.shape == leaf.shape,
                  "gradient of shape \(gradient.shape) for a leaf of shape \(leaf.shape)")
     if let existing = leaf.grad {
         existing.addInPlace(gradient)
     } else {
-        // A rule may hand the same tensor to several inputs, so the leaf gets its own buffer.
-        leaf.grad = gradient.copy()
+        leaf.grad = owned && gradient.dtype == leaf.dtype ? gradient : gradient.copy()
     }
+}
+
+/// Whether a gradient returned by a backward rule is a fresh buffer the engine may keep and add
+/// into: it fills its own storage exactly and shares it with neither the output gradient nor the
+/// rule's other results.
+private func isFreshBuffer(_ gradient: Tensor, outputGradient: Tensor, siblings: [Tensor?]) -> Bool {
+    guard gradient.isContiguous, gradient.offset == 0, !gradient.storage.isBorrowed,
+          gradient.elementCount * gradient.dtype.byteSize == gradient.storage.byteCount,
+          gradient.storage !== outputGradient.storage else { return false }
+    return siblings.filter { $0?.storage === gradient.storage }.count == 1
 }
 
 /// Walks the graph below `root` in reverse topological order.
@@ -158,21 +171,24 @@ private func runBackward(from root: GraphNode, seed: Tensor, retainGraph: Bool) 
                      "internal: '\(node.operation)' returned \(inputGradients.count) gradients for \(node.edges.count) inputs")
         for (edge, gradient) in zip(node.edges, inputGradients) {
             guard let gradient else { continue }
+            let fresh = isFreshBuffer(gradient, outputGradient: outputGradient, siblings: inputGradients)
             switch edge {
             case .none:
                 continue
             case .leaf(let leaf):
-                accumulateIntoLeaf(leaf, gradient)
+                accumulateIntoLeaf(leaf, gradient, owned: fresh)
             case .node(let child):
                 let key = ObjectIdentifier(child)
                 if let (existing, owned) = pending[key] {
                     if owned {
                         existing.addInPlace(gradient)
+                    } else if fresh && gradient.shape == existing.shape {
+                        pending[key] = (gradient.addingInPlace(existing), true)
                     } else {
                         pending[key] = (existing.copy().addingInPlace(gradient), true)
                     }
                 } else {
-                    pending[key] = (gradient, false)
+                    pending[key] = (gradient, fresh)
                 }
             }
         }

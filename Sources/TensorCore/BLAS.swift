@@ -1,4 +1,8 @@
 import COpenBLAS
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The one file that calls OpenBLAS.
 ///
@@ -18,8 +22,10 @@ public enum BLAS {
                             alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int,
                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let start = Profile.isEnabled ? Profile.now() : 0
         cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
                     alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n * k) }
     }
 
     /// `C = alpha · op(A) · op(B) + beta · C` in float64 (gradient checks).
@@ -28,8 +34,51 @@ public enum BLAS {
                             alpha: Double = 1, a: UnsafePointer<Double>, lda: Int,
                             b: UnsafePointer<Double>, ldb: Int,
                             beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int) {
+        let start = Profile.isEnabled ? Profile.now() : 0
         cblas_dgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
                     alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n * k) }
+    }
+
+    /// Time and work spent inside GEMM calls, for benchmarks: off by default (one relaxed atomic
+    /// load per call when off). Calls made concurrently from several threads all count, so the
+    /// total can exceed wall-clock time.
+    public enum Profile {
+        private static let enabled = Atomic<Bool>(false)
+        private static let nanoseconds = Atomic<Int>(0)
+        private static let flopCount = Atomic<Int>(0)
+        private static let callCount = Atomic<Int>(0)
+
+        /// Whether GEMM calls are being timed.
+        public static var isEnabled: Bool { enabled.load(ordering: .relaxed) }
+
+        /// Zeroes the counters and starts (or stops) timing.
+        public static func reset(enabled on: Bool) {
+            nanoseconds.store(0, ordering: .relaxed)
+            flopCount.store(0, ordering: .relaxed)
+            callCount.store(0, ordering: .relaxed)
+            enabled.store(on, ordering: .relaxed)
+        }
+
+        /// Seconds spent in GEMM, floating-point operations done and calls made since ``reset(enabled:)``.
+        public static var totals: (seconds: Double, flops: Int, calls: Int) {
+            (Double(nanoseconds.load(ordering: .relaxed)) * 1e-9, flopCount.load(ordering: .relaxed),
+             callCount.load(ordering: .relaxed))
+        }
+
+        /// A monotonic clock in nanoseconds.
+        @inline(__always)
+        public static func now() -> Int {
+            var time = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &time)
+            return time.tv_sec * 1_000_000_000 + time.tv_nsec
+        }
+
+        static func record(since start: Int, flops: Int) {
+            nanoseconds.add(now() - start, ordering: .relaxed)
+            flopCount.add(flops, ordering: .relaxed)
+            callCount.add(1, ordering: .relaxed)
+        }
     }
 
     /// The number of threads OpenBLAS uses for one GEMM.

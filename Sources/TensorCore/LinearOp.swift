@@ -82,7 +82,7 @@ extension Tensor {
         let x = contiguous()
         let w = weight.isContiguous ? weight : weight.contiguous()
         let m = elementCount / max(k, 1)
-        let out = Tensor(zeros: Array(shape.dropLast()) + [n])
+        let out = Tensor(zeros: Array(shape.dropLast()) + [n])  // beta = 1 below accumulates onto the bias rows
         if let bias {
             let b = bias.contiguous().floatPointer, o = out.floatPointer
             for row in 0..<m { (o + row * n).update(from: b, count: n) }
@@ -97,18 +97,22 @@ extension Tensor {
         out.recordOperation("linear", inputs: [self, weight] + (bias.map { [$0] } ?? [])) { g in
             let dy = g.contiguous()
             var gradients: [Tensor?] = []
-            if inputNeeds {
-                let dx = Tensor(zeros: inputShape)
-                if m > 0 && k > 0 { productWithWeight(dy.floatPointer, savedWeight, m: m, n: n, k: k, into: dx.floatPointer) }
+            if inputNeeds && m > 0 && k > 0 {
+                let dx = Tensor(uninitialized: inputShape)  // written in full by the first GEMM (beta = 0)
+                productWithWeight(dy.floatPointer, savedWeight, m: m, n: n, k: k, into: dx.floatPointer)
                 gradients.append(dx)
+            } else if inputNeeds {
+                gradients.append(Tensor(zeros: inputShape))
             } else {
                 gradients.append(nil)
             }
-            if weightNeeds {
-                let dw = Tensor(zeros: [n, k])
+            if weightNeeds && m > 0 {
+                let dw = Tensor(uninitialized: [n, k])
                 BLAS.gemm(.transposed, .none, m: n, n: k, k: m, a: dy.floatPointer, lda: n,
                           b: savedInput.floatPointer, ldb: k, c: dw.floatPointer, ldc: k)
                 gradients.append(dw)
+            } else if weightNeeds {
+                gradients.append(Tensor(zeros: [n, k]))
             } else {
                 gradients.append(nil)
             }

@@ -74,7 +74,8 @@ extension Tensor {
         }
         let a = MatrixOperand(self) == nil ? contiguous() : self
         let b = MatrixOperand(other) == nil ? other.contiguous() : other
-        let out = Tensor(zeros: batchShape + [m, n], dtype: dtype)
+        // Every element is written by BLAS (beta = 0) unless the inner dimension is empty.
+        let out = k > 0 ? Tensor(uninitialized: batchShape + [m, n], dtype: dtype) : Tensor(zeros: batchShape + [m, n], dtype: dtype)
         dispatchFloat(dtype, "matmul",
                       float: { batchedProduct(a, b, into: out, batchShape: batchShape, Float.self) },
                       double: { batchedProduct(a, b, into: out, batchShape: batchShape, Double.self) })

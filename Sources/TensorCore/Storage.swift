@@ -17,14 +17,15 @@ public final class Storage: @unchecked Sendable {
     /// Keeps borrowed memory alive; `nil` when this storage allocated its memory.
     private let owner: AnyObject?
 
-    /// Allocates `byteCount` zeroed bytes aligned to 64 (a cache line and an AVX-512 register).
-    public init(byteCount: Int) {
+    /// Allocates `byteCount` bytes aligned to 64 (a cache line and an AVX-512 register), zero-filled
+    /// unless `zeroed` is false (for outputs a kernel overwrites completely).
+    public init(byteCount: Int, zeroed: Bool = true) {
         precondition(byteCount >= 0, "Storage byte count must be non-negative, got \(byteCount)")
         let size = max(byteCount, 1)
         guard let memory = aligned_alloc(64, (size + 63) & ~63) else {
             fatalError("Storage: could not allocate \(byteCount) bytes")
         }
-        memset(memory, 0, size)
+        if zeroed { memset(memory, 0, size) }
         self.baseAddress = memory
         self.byteCount = byteCount
         self.owner = nil

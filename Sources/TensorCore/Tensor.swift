@@ -60,6 +60,13 @@ public final class Tensor: @unchecked Sendable {
         self.init(storage: storage, dtype: dtype, shape: shape, requiresGrad: requiresGrad)
     }
 
+    /// A new contiguous tensor whose elements are not initialised: for kernel outputs that are
+    /// written in full before anything reads them.
+    public convenience init(uninitialized shape: [Int], dtype: DType = .float32) {
+        let storage = Storage(byteCount: Shape.elementCount(shape) * dtype.byteSize, zeroed: false)
+        self.init(storage: storage, dtype: dtype, shape: shape)
+    }
+
     /// A new float32 tensor holding `values` (row-major) with the given shape.
     public convenience init(_ values: [Float], shape: [Int], requiresGrad: Bool = false) {
         precondition(values.count == Shape.elementCount(shape),

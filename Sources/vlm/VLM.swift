@@ -4,5 +4,6 @@ import ArgumentParser
 struct VLM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vlm",
-        abstract: "VLMKit: build, train and compare vision-language models on a CPU.")
+        abstract: "VLMKit: build, train and compare vision-language models on a CPU.",
+        subcommands: [Bench.self])
 }

@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import Layers
+import TensorCore
+
+/// `vlm bench ops`: GEMM throughput through the tensor API against raw `cblas_sgemm`, and the share
+/// of a linear stack's forward + backward time spent inside GEMM.
+struct OpsBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ops",
+        abstract: "GEMM through the tensor API vs raw cblas_sgemm, and GEMM's share of a linear stack's training step.")
+
+    @Option(help: "Square GEMM sizes to measure.")
+    var sizes: [Int] = [256, 512, 1024, 2048]
+
+    @Option(help: "Width of the linear stack.")
+    var width: Int = 1024
+
+    @Option(help: "Number of linear layers in the stack.")
+    var depth: Int = 8
+
+    @Option(help: "Rows (tokens) pushed through the stack.")
+    var tokens: Int = 512
+
+    @Option(help: "Timed rounds per measurement (the median is reported).")
+    var rounds: Int = 5
+
+    func run() throws {
+        print("OpenBLAS: \(BLAS.configuration), \(BLAS.threadCount) threads; element-wise threads: \(Parallel.threadCount)")
+        print("OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)")")
+        var json: [(String, Any)] = []
+        for n in sizes {
+            let (raw, tensor, transposed) = measureGEMM(n)
+            let flops = 2 * Double(n * n * n)
+            print(String(format: "GEMM %5d³: raw sgemm %7.1f GFLOP/s | Tensor.matmul %7.1f GFLOP/s (%5.1f%%) | with transposed view %7.1f GFLOP/s",
+                         n, flops / raw / 1e9, flops / tensor / 1e9, 100 * raw / tensor, flops / transposed / 1e9))
+            json += [("gemm_\(n)_raw_gflops", flops / raw / 1e9), ("gemm_\(n)_tensor_gflops", flops / tensor / 1e9),
+                     ("gemm_\(n)_ratio", raw / tensor)]
+        }
+        let stack = measureLinearStack()
+        print(String(format: "Linear stack %d × [%d → %d], %d tokens, forward + backward: %.2f ms, GEMM %.2f ms (%.1f%% of the step), %.1f GFLOP/s overall",
+                     depth, width, width, tokens, stack.seconds * 1e3, stack.gemmSeconds * 1e3,
+                     100 * stack.gemmSeconds / stack.seconds, stack.flops / stack.seconds / 1e9))
+        json += [("linear_stack_ms", stack.seconds * 1e3), ("linear_stack_gemm_share", stack.gemmSeconds / stack.seconds),
+                 ("linear_stack_gflops", stack.flops / stack.seconds / 1e9), ("peak_rss_mb", Timing.peakResidentMegabytes())]
+        print(jsonLine(json))
+    }
+
+    /// Seconds per `[n, n] · [n, n]` product: raw BLAS into a preallocated buffer, through
+    /// `Tensor.matmul` (which allocates its output), and through a transposed view.
+    private func measureGEMM(_ n: Int) -> (raw: Double, tensor: Double, transposed: Double) {
+        var generator = RandomGenerator(seed: UInt64(n))
+        let a = Tensor.randomUniform([n, n], in: -1...1, using: &generator)
+        let b = Tensor.randomUniform([n, n], in: -1...1, using: &generator)
+        let c = Tensor(zeros: [n, n])
+        let raw = Timing.median(rounds: rounds) {
+            BLAS.gemm(.none, .none, m: n, n: n, k: n, a: a.floatPointer, lda: n, b: b.floatPointer, ldb: n,
+                      c: c.floatPointer, ldc: n)
+        }
+        let tensor = Timing.median(rounds: rounds) { _ = a.matmul(b) }
+        let bt = b.transposed()
+        let transposed = Timing.median(rounds: rounds) { _ = a.matmul(bt) }
+        return (raw, tensor, transposed)
+    }
+
+    /// A training step through `depth` linear layers with SiLU between them: forward, mean-square
+    /// loss, backward into every weight and bias.
+    private func measureLinearStack() -> (seconds: Double, gemmSeconds: Double, flops: Double) {
+        var generator = RandomGenerator(seed: 1)
+        let layers = (0..<depth).map { _ in Linear(inFeatures: width, outFeatures: width, generator: &generator) }
+        let input = Tensor.randomUniform([tokens, width], in: -1...1, using: &generator)
+        let step = {
+            var h = input
+            for (index, layer) in layers.enumerated() {
+                h = layer(h)
+                if index < layers.count - 1 { h = h.silu() }
+            }
+            h.squared().mean().backward()
+            for layer in layers { layer.weight.grad = nil; layer.bias?.grad = nil }
+        }
+        let seconds = Timing.median(rounds: rounds, step)
+        // The GEMM share comes from the same steps it is divided by.
+        step()
+        BLAS.Profile.reset(enabled: true)
+        let profiled = 5
+        let start = Timing.now()
+        for _ in 0..<profiled { step() }
+        let share = BLAS.Profile.totals.seconds / (Timing.now() - start)
+        BLAS.Profile.reset(enabled: false)
+        let gemmSeconds = share * seconds
+        // Forward 2·T·W², backward 4·T·W² (input and weight gradients; the first layer's input
+        // needs no gradient).
+        let flops = Double(depth) * 2 * Double(tokens * width * width) * 3 - 2 * Double(tokens * width * width)
+        return (seconds, gemmSeconds, flops)
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import TensorCore
+
+/// Wall-clock timing for benchmarks.
+enum Timing {
+    /// Seconds since an arbitrary origin (monotonic).
+    static func now() -> Double { Double(BLAS.Profile.now()) * 1e-9 }
+
+    /// The median of `rounds` timings of `body` after one warm-up run, each round repeating `body`
+    /// enough times to last at least `minimumSeconds`. Returns seconds per call.
+    static func median(rounds: Int = 5, minimumSeconds: Double = 0.2, _ body: () -> Void) -> Double {
+        body()
+        let start = now()
+        body()
+        let single = max(now() - start, 1e-7)
+        let repeats = max(1, Int(minimumSeconds / single))
+        var samples: [Double] = []
+        for _ in 0..<rounds {
+            let roundStart = now()
+            for _ in 0..<repeats { body() }
+            samples.append((now() - roundStart) / Double(repeats))
+        }
+        return samples.sorted()[samples.count / 2]
+    }
+
+    /// Peak resident set size of this process in megabytes (`VmHWM` from /proc/self/status).
+    static func peakResidentMegabytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kilobytes = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+            return kilobytes / 1024
+        }
+        return 0
+    }
+}
+
+/// One JSON object line from ordered key/value pairs (numbers and strings).
+func jsonLine(_ pairs: [(String, Any)]) -> String {
+    let fields = pairs.map { key, value -> String in
+        switch value {
+        case let number as Double: return "\"\(key)\": \(number.isFinite ? String(format: "%.6g", number) : "null")"
+        case let number as Int: return "\"\(key)\": \(number)"
+        default: return "\"\(key)\": \"\(value)\""
+        }
+    }
+    return "{" + fields.joined(separator: ", ") + "}"
+}
