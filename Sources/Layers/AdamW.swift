@@ -44,9 +44,9 @@ public final class AdamW {
     public init(groups: [Group], learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999), epsilon: Double = 1e-8) {
         for group in groups {
             for (name, tensor) in group.parameters {
-                precondition(tensor.requiresGrad && tensor.dtype.isComputeType && tensor.isContiguous,
+                ensure(tensor.requiresGrad && tensor.dtype.isComputeType && tensor.isContiguous,
                              "AdamW: '\(name)' must be a contiguous float tensor that requires gradients (\(tensor))")
-                precondition(!tensor.storage.isBorrowed, "AdamW: '\(name)' views read-only memory; load it as a trainable copy")
+                ensure(!tensor.storage.isBorrowed, "AdamW: '\(name)' views read-only memory; load it as a trainable copy")
             }
         }
         self.groups = groups

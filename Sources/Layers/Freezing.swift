@@ -72,7 +72,7 @@ extension Module {
         where compiled.isEmpty || compiled.contains(where: { $0.matches(name) }) {
             let tensor = parameter.tensor!
             if value {
-                precondition(tensor.dtype.isComputeType,
+                ensure(tensor.dtype.isComputeType,
                              "cannot train '\(name)': it is stored as \(tensor.dtype); convert it to float32 first")
             } else {
                 tensor.grad = nil

@@ -112,14 +112,14 @@ public final class Param<Value>: ParameterSlot {
     public var wrappedValue: Value
 
     public init(wrappedValue: Value) {
-        precondition(Value.self == Tensor.self || Value.self == Tensor?.self, "@Param holds a Tensor or a Tensor?")
+        ensure(Value.self == Tensor.self || Value.self == Tensor?.self, "@Param holds a Tensor or a Tensor?")
         self.wrappedValue = wrappedValue
     }
 
     public var tensor: Tensor? {
         get { wrappedValue as? Tensor }
         set {
-            guard let newValue else { preconditionFailure("a parameter cannot be removed") }
+            guard let newValue else { fatalError("a parameter cannot be removed") }
             wrappedValue = newValue as! Value
         }
     }

@@ -93,14 +93,14 @@ extension Tensor {
     ///   - retainGraph: keep the graph so that a second backward pass can run through it.
     /// - Precondition: the graph has not been freed by an earlier backward pass.
     public func backward(gradient: Tensor? = nil, retainGraph: Bool = false) {
-        precondition(requiresGrad, "backward() on a tensor that does not require gradients \(shape)")
+        ensure(requiresGrad, "backward() on a tensor that does not require gradients \(shape)")
         let seed: Tensor
         if let gradient {
-            precondition(gradient.shape == shape,
+            ensure(gradient.shape == shape,
                          "backward gradient of shape \(gradient.shape) does not match the tensor's shape \(shape)")
             seed = gradient
         } else {
-            precondition(elementCount == 1,
+            ensure(elementCount == 1,
                          "backward() without a gradient needs a single-element tensor (a loss), got shape \(shape)")
             seed = Tensor.filled(1, shape: shape, dtype: dtype)
         }
@@ -118,7 +118,7 @@ extension Tensor {
 /// nothing else refers to) becomes the leaf's gradient as it is; any other is copied, since a rule
 /// may hand the same tensor to several inputs.
 private func accumulateIntoLeaf(_ leaf: Tensor, _ gradient: Tensor, owned: Bool = false) {
-    precondition(gradient.shape == leaf.shape,
+    ensure(gradient.shape == leaf.shape,
                  "gradient of shape \(gradient.shape) for a leaf of shape \(leaf.shape)")
     if let existing = leaf.grad {
         existing.addInPlace(gradient)
@@ -159,15 +159,15 @@ private func runBackward(from root: GraphNode, seed: Tensor, retainGraph: Bool) 
     for node in order.reversed() {
         guard let outputGradient = pending.removeValue(forKey: ObjectIdentifier(node))?.gradient else { continue }
         guard let rule = node.backward else {
-            preconditionFailure(
+            fatalError(
                 "backward through the graph of '\(node.operation)' a second time: its saved tensors were freed "
                 + "by the first backward pass (pass retainGraph: true to the first call to keep them)")
         }
-        precondition(outputGradient.shape == node.outputShape,
+        ensure(outputGradient.shape == node.outputShape,
                      "internal: gradient of shape \(outputGradient.shape) for '\(node.operation)' output \(node.outputShape)")
         let inputGradients = rule(outputGradient)
         if !retainGraph { node.backward = nil }
-        precondition(inputGradients.count == node.edges.count,
+        ensure(inputGradients.count == node.edges.count,
                      "internal: '\(node.operation)' returned \(inputGradients.count) gradients for \(node.edges.count) inputs")
         for (edge, gradient) in zip(node.edges, inputGradients) {
             guard let gradient else { continue }

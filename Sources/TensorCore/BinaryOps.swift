@@ -63,11 +63,11 @@ extension Tensor {
     /// Applies a broadcasting binary operation, recording its backward when needed.
     @usableFromInline
     func binary(_ other: Tensor, _ operation: BinaryOperation) -> Tensor {
-        precondition(dtype == other.dtype,
+        ensure(dtype == other.dtype,
                      "\(operation.rawValue): dtypes differ (\(dtype) \(shape) vs \(other.dtype) \(other.shape))")
         let shape: [Int]
         do { shape = try Shape.broadcast(self.shape, other.shape) } catch {
-            preconditionFailure("\(operation.rawValue): \(error)")
+            fatalError("\(operation.rawValue): \(error)")
         }
         let out = Tensor(zeros: shape, dtype: dtype)
         dispatchFloat(dtype, operation.rawValue,
@@ -108,10 +108,10 @@ extension Tensor {
     /// Adds `other` (broadcast to this shape) into this tensor's storage. Not recorded by autograd:
     /// for gradient buffers and optimiser state.
     public func addInPlace(_ other: Tensor) {
-        precondition(isContiguous, "addInPlace needs a contiguous destination, got strides \(strides)")
-        precondition(dtype == other.dtype, "addInPlace: dtypes differ (\(dtype) vs \(other.dtype))")
+        ensure(isContiguous, "addInPlace needs a contiguous destination, got strides \(strides)")
+        ensure(dtype == other.dtype, "addInPlace: dtypes differ (\(dtype) vs \(other.dtype))")
         let target = shape
-        do { _ = try Shape.broadcast(target, other.shape) } catch { preconditionFailure("addInPlace: \(error)") }
+        do { _ = try Shape.broadcast(target, other.shape) } catch { fatalError("addInPlace: \(error)") }
         dispatchFloat(dtype, "addInPlace",
                       float: { broadcastKernel(self, other, into: self, .add, Float.self) },
                       double: { broadcastKernel(self, other, into: self, .add, Double.self) })

@@ -45,14 +45,14 @@ extension Tensor {
     /// Typed pointer to the first element, checked against the tensor's dtype.
     @inlinable
     public func pointer<T: ComputeScalar>(as type: T.Type) -> UnsafeMutablePointer<T> {
-        precondition(dtype == T.dtype, "expected a \(T.dtype) tensor, got \(dtype) \(shape)")
+        ensure(dtype == T.dtype, "expected a \(T.dtype) tensor, got \(dtype) \(shape)")
         return rawPointer.assumingMemoryBound(to: T.self)
     }
 
     /// Traps with a message naming the operation unless the tensor computes in float32 or float64.
     @inlinable
     public func requireComputeType(_ operation: String) {
-        precondition(dtype.isComputeType, "\(operation) needs a float32 or float64 tensor, got \(dtype) \(shape)")
+        ensure(dtype.isComputeType, "\(operation) needs a float32 or float64 tensor, got \(dtype) \(shape)")
     }
 }
 
@@ -64,6 +64,6 @@ public func dispatchFloat<R>(_ dtype: DType, _ operation: String, float: () -> R
     switch dtype {
     case .float32: return float()
     case .float64: return double()
-    default: preconditionFailure("\(operation) needs float32 or float64 input, got \(dtype)")
+    default: fatalError("\(operation) needs float32 or float64 input, got \(dtype)")
     }
 }

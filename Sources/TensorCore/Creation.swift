@@ -12,7 +12,7 @@ extension Tensor {
         case .float64: result.doublePointer.update(repeating: value, count: result.elementCount)
         case .int64: result.rawPointer.assumingMemoryBound(to: Int64.self).update(repeating: Int64(value), count: result.elementCount)
         case .int32: result.rawPointer.assumingMemoryBound(to: Int32.self).update(repeating: Int32(value), count: result.elementCount)
-        default: preconditionFailure("filled(_:shape:dtype:) does not support \(dtype)")
+        default: fatalError("filled(_:shape:dtype:) does not support \(dtype)")
         }
         return result
     }
@@ -72,13 +72,13 @@ extension Tensor {
         case .int64: return (0..<count).map { Int(raw.assumingMemoryBound(to: Int64.self)[$0]) }
         case .int32: return (0..<count).map { Int(raw.assumingMemoryBound(to: Int32.self)[$0]) }
         case .uint8, .bool: return (0..<count).map { Int(raw.assumingMemoryBound(to: UInt8.self)[$0]) }
-        default: preconditionFailure("integers() needs an integer tensor, got \(dtype) \(shape)")
+        default: fatalError("integers() needs an integer tensor, got \(dtype) \(shape)")
         }
     }
 
     /// The single element of a one-element tensor.
     public func item() -> Double {
-        precondition(elementCount == 1, "item() needs a single-element tensor, got shape \(shape)")
+        ensure(elementCount == 1, "item() needs a single-element tensor, got shape \(shape)")
         return dtype.isFloatingPoint ? doubles()[0] : Double(integers()[0])
     }
 
@@ -99,7 +99,7 @@ extension Tensor {
             for (i, v) in floats().enumerated() {
                 bits[i] = target == .bfloat16 ? BFloat16.bits(from: v) : HalfFloat.bits(from: v)
             }
-        default: preconditionFailure("converted(to:) supports floating-point targets, not \(target)")
+        default: fatalError("converted(to:) supports floating-point targets, not \(target)")
         }
         if Autograd.needsGraph(self) && target.isComputeType {
             let sourceType = dtype
@@ -111,7 +111,7 @@ extension Tensor {
 
 /// Copies the elements of `source` (any strides) into the contiguous `destination` of equal shape.
 func copyElements(from source: Tensor, into destination: Tensor) {
-    precondition(source.shape == destination.shape && source.dtype == destination.dtype && destination.isContiguous)
+    ensure(source.shape == destination.shape && source.dtype == destination.dtype && destination.isContiguous, "copyElements: \(source.dtype) \(source.shape) into \(destination.dtype) \(destination.shape)")
     let size = source.dtype.byteSize
     if source.isContiguous {
         destination.rawPointer.copyMemory(from: source.rawPointer, byteCount: source.elementCount * size)

@@ -67,17 +67,17 @@ extension Tensor {
     /// The weight may be float32 or a bfloat16/float16 tensor that does not require gradients.
     /// Backward: `dx = dy · W`, `dW = dyᵀ · x`, `db = Σ dy` over all leading axes.
     public func linear(weight: Tensor, bias: Tensor? = nil) -> Tensor {
-        precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
+        ensure(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
         let n = weight.shape[0], k = weight.shape[1]
-        precondition(size(-1) == k, "linear: input \(shape) does not end in the weight's input size \(k) (weight \(weight.shape))")
-        if let bias { precondition(bias.shape == [n], "linear: bias \(bias.shape) does not match the weight's output size \(n)") }
+        ensure(size(-1) == k, "linear: input \(shape) does not end in the weight's input size \(k) (weight \(weight.shape))")
+        if let bias { ensure(bias.shape == [n], "linear: bias \(bias.shape) does not match the weight's output size \(n)") }
         if dtype == .float64 || weight.dtype == .float64 {
             // Gradient checks: compose from matmul in double precision.
             let product = matmul(weight.transposed())
             return bias.map { product + $0 } ?? product
         }
-        precondition(dtype == .float32, "linear: input must be float32, got \(dtype)")
-        precondition(weight.dtype.isFloatingPoint && (weight.dtype == .float32 || !weight.requiresGrad),
+        ensure(dtype == .float32, "linear: input must be float32, got \(dtype)")
+        ensure(weight.dtype.isFloatingPoint && (weight.dtype == .float32 || !weight.requiresGrad),
                      "linear: weight must be float32, or a 16-bit float that does not require gradients (got \(weight.dtype))")
         let x = contiguous()
         let w = weight.isContiguous ? weight : weight.contiguous()

@@ -55,7 +55,7 @@ public final class MappedFile: @unchecked Sendable {
     /// The mapping is read-only: a tensor over it must never be written (weights loaded this way are
     /// frozen or copied before training).
     public func storage(offset: Int, byteCount count: Int) -> Storage {
-        precondition(offset >= 0 && count >= 0 && offset + count <= byteCount,
+        ensure(offset >= 0 && count >= 0 && offset + count <= byteCount,
                      "\(path): region \(offset)..<\(offset + count) is outside the file's \(byteCount) bytes")
         let start = baseAddress.map { $0 + offset } ?? UnsafeMutableRawPointer(bitPattern: 64)!
         return Storage(borrowing: start, byteCount: count, keepingAlive: self)

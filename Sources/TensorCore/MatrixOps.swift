@@ -62,15 +62,15 @@ extension Tensor {
     ///
     /// Backward: `dA = dC · Bᵀ`, `dB = Aᵀ · dC`, each summed over the batch axes it was broadcast along.
     public func matmul(_ other: Tensor) -> Tensor {
-        precondition(rank >= 2 && other.rank >= 2,
+        ensure(rank >= 2 && other.rank >= 2,
                      "matmul needs operands of rank ≥ 2, got \(shape) and \(other.shape)")
-        precondition(dtype == other.dtype && dtype.isComputeType,
+        ensure(dtype == other.dtype && dtype.isComputeType,
                      "matmul needs two float32 or two float64 operands, got \(dtype) and \(other.dtype)")
         let m = shape[rank - 2], k = shape[rank - 1], k2 = other.shape[other.rank - 2], n = other.shape[other.rank - 1]
-        precondition(k == k2, "matmul: inner dimensions differ: \(shape) · \(other.shape) (\(k) vs \(k2))")
+        ensure(k == k2, "matmul: inner dimensions differ: \(shape) · \(other.shape) (\(k) vs \(k2))")
         let batchShape: [Int]
         do { batchShape = try Shape.broadcast(Array(shape.dropLast(2)), Array(other.shape.dropLast(2))) } catch {
-            preconditionFailure("matmul: batch axes of \(shape) and \(other.shape) cannot broadcast: \(error)")
+            fatalError("matmul: batch axes of \(shape) and \(other.shape) cannot broadcast: \(error)")
         }
         let a = MatrixOperand(self) == nil ? contiguous() : self
         let b = MatrixOperand(other) == nil ? other.contiguous() : other

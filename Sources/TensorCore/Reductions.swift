@@ -63,7 +63,7 @@ extension Tensor {
     public func sum(toShape target: [Int]) -> Tensor {
         if shape == target { return self }
         let lead = rank - target.count
-        precondition(lead >= 0, "cannot sum shape \(shape) down to \(target)")
+        ensure(lead >= 0, "cannot sum shape \(shape) down to \(target)")
         var axes = Array(0..<lead)
         for (i, size) in target.enumerated() where size == 1 && shape[lead + i] != 1 { axes.append(lead + i) }
         let summed = sum(axes: axes, keepingDimensions: true)

@@ -18,7 +18,7 @@ public enum Shape {
     /// Maps a possibly negative axis into `0..<rank`, trapping with a clear message when out of range.
     public static func normalize(axis: Int, rank: Int) -> Int {
         let normalized = axis < 0 ? axis + rank : axis
-        precondition(normalized >= 0 && normalized < max(rank, 1),
+        ensure(normalized >= 0 && normalized < max(rank, 1),
                      "axis \(axis) is out of range for a tensor of rank \(rank)")
         return normalized
     }

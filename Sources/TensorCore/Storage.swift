@@ -20,7 +20,7 @@ public final class Storage: @unchecked Sendable {
     /// Allocates `byteCount` bytes aligned to 64 (a cache line and an AVX-512 register), zero-filled
     /// unless `zeroed` is false (for outputs a kernel overwrites completely).
     public init(byteCount: Int, zeroed: Bool = true) {
-        precondition(byteCount >= 0, "Storage byte count must be non-negative, got \(byteCount)")
+        ensure(byteCount >= 0, "Storage byte count must be non-negative, got \(byteCount)")
         let size = max(byteCount, 1)
         guard let memory = aligned_alloc(64, (size + 63) & ~63) else {
             fatalError("Storage: could not allocate \(byteCount) bytes")

@@ -60,11 +60,11 @@ extension Tensor {
     @usableFromInline
     func broadcastStrides(to target: [Int]) -> [Int] {
         let lead = target.count - rank
-        precondition(lead >= 0, "cannot broadcast shape \(shape) to \(target)")
+        ensure(lead >= 0, "cannot broadcast shape \(shape) to \(target)")
         return (0..<target.count).map { axis in
             guard axis >= lead else { return 0 }
             let size = shape[axis - lead]
-            precondition(size == target[axis] || size == 1, "cannot broadcast shape \(shape) to \(target)")
+            ensure(size == target[axis] || size == 1, "cannot broadcast shape \(shape) to \(target)")
             return size == 1 ? 0 : strides[axis - lead]
         }
     }

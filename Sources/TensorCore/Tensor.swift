@@ -24,7 +24,7 @@ public final class Tensor: @unchecked Sendable {
     /// inherit it from their inputs.
     public var requiresGrad: Bool {
         didSet {
-            precondition(!requiresGrad || dtype.isComputeType,
+            ensure(!requiresGrad || dtype.isComputeType,
                          "only float32/float64 tensors can require gradients; this one is \(dtype) \(shape)")
         }
     }
@@ -36,13 +36,13 @@ public final class Tensor: @unchecked Sendable {
     /// Creates a view of `storage`. The view must lie within the storage.
     public init(storage: Storage, dtype: DType, shape: [Int], strides: [Int]? = nil, offset: Int = 0,
                 requiresGrad: Bool = false) {
-        precondition(shape.allSatisfy { $0 >= 0 }, "tensor shape \(shape) has a negative dimension")
+        ensure(shape.allSatisfy { $0 >= 0 }, "tensor shape \(shape) has a negative dimension")
         let strides = strides ?? Shape.contiguousStrides(shape)
-        precondition(strides.count == shape.count, "strides \(strides) do not match shape \(shape)")
+        ensure(strides.count == shape.count, "strides \(strides) do not match shape \(shape)")
         if Shape.elementCount(shape) > 0 {
             var lastIndex = offset
             for (size, stride) in zip(shape, strides) { lastIndex += (size - 1) * max(stride, 0) }
-            precondition(offset >= 0 && (lastIndex + 1) * dtype.byteSize <= storage.byteCount,
+            ensure(offset >= 0 && (lastIndex + 1) * dtype.byteSize <= storage.byteCount,
                          "a \(dtype) view of shape \(shape) at offset \(offset) overruns its storage of \(storage.byteCount) bytes")
         }
         self.storage = storage
@@ -69,7 +69,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// A new float32 tensor holding `values` (row-major) with the given shape.
     public convenience init(_ values: [Float], shape: [Int], requiresGrad: Bool = false) {
-        precondition(values.count == Shape.elementCount(shape),
+        ensure(values.count == Shape.elementCount(shape),
                      "\(values.count) values cannot fill a tensor of shape \(shape)")
         self.init(zeros: shape, dtype: .float32)
         values.withUnsafeBufferPointer { source in
@@ -80,7 +80,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// A new float64 tensor holding `values` (row-major) with the given shape.
     public convenience init(_ values: [Double], shape: [Int], requiresGrad: Bool = false) {
-        precondition(values.count == Shape.elementCount(shape),
+        ensure(values.count == Shape.elementCount(shape),
                      "\(values.count) values cannot fill a tensor of shape \(shape)")
         self.init(zeros: shape, dtype: .float64)
         values.withUnsafeBufferPointer { source in
@@ -91,8 +91,8 @@ public final class Tensor: @unchecked Sendable {
 
     /// A new integer tensor (token ids, indices) holding `values` with the given shape.
     public convenience init(indices values: [Int], shape: [Int], dtype: DType = .int64) {
-        precondition(dtype == .int64 || dtype == .int32, "index tensors are int64 or int32, not \(dtype)")
-        precondition(values.count == Shape.elementCount(shape),
+        ensure(dtype == .int64 || dtype == .int32, "index tensors are int64 or int32, not \(dtype)")
+        ensure(values.count == Shape.elementCount(shape),
                      "\(values.count) values cannot fill a tensor of shape \(shape)")
         self.init(zeros: shape, dtype: dtype)
         if dtype == .int64 {
@@ -106,7 +106,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// A scalar (rank-0) float tensor.
     public convenience init(scalar value: Double, dtype: DType = .float32) {
-        precondition(dtype.isComputeType, "scalar tensors are float32 or float64")
+        ensure(dtype.isComputeType, "scalar tensors are float32 or float64")
         if dtype == .float64 { self.init([value], shape: []) } else { self.init([Float(value)], shape: []) }
     }
 
@@ -127,13 +127,13 @@ public final class Tensor: @unchecked Sendable {
 
     /// Typed pointer to the first element of a float32 tensor.
     public var floatPointer: UnsafeMutablePointer<Float> {
-        precondition(dtype == .float32, "expected a float32 tensor, got \(dtype) \(shape)")
+        ensure(dtype == .float32, "expected a float32 tensor, got \(dtype) \(shape)")
         return rawPointer.assumingMemoryBound(to: Float.self)
     }
 
     /// Typed pointer to the first element of a float64 tensor.
     public var doublePointer: UnsafeMutablePointer<Double> {
-        precondition(dtype == .float64, "expected a float64 tensor, got \(dtype) \(shape)")
+        ensure(dtype == .float64, "expected a float64 tensor, got \(dtype) \(shape)")
         return rawPointer.assumingMemoryBound(to: Double.self)
     }
 }

@@ -8,11 +8,11 @@ extension Tensor {
         var resolved = newShape
         if let inferred = newShape.firstIndex(of: -1) {
             let known = newShape.enumerated().filter { $0.offset != inferred }.reduce(1) { $0 * $1.element }
-            precondition(known > 0 && elementCount % known == 0,
+            ensure(known > 0 && elementCount % known == 0,
                          "cannot reshape \(shape) (\(elementCount) elements) to \(newShape)")
             resolved[inferred] = elementCount / known
         }
-        precondition(Shape.elementCount(resolved) == elementCount,
+        ensure(Shape.elementCount(resolved) == elementCount,
                      "cannot reshape \(shape) (\(elementCount) elements) to \(newShape)")
         if resolved == shape { return self }
         let source = contiguousStorageView()
@@ -39,7 +39,7 @@ extension Tensor {
     /// Backward: permute the gradient by the inverse order.
     public func permuted(_ order: [Int]) -> Tensor {
         let order = order.map { Shape.normalize(axis: $0, rank: rank) }
-        precondition(order.count == rank && Set(order).count == rank,
+        ensure(order.count == rank && Set(order).count == rank,
                      "permutation \(order) is not a reordering of the \(rank) axes of \(shape)")
         let out = Tensor(storage: storage, dtype: dtype, shape: order.map { shape[$0] },
                          strides: order.map { strides[$0] }, offset: offset)
@@ -61,7 +61,7 @@ extension Tensor {
     /// A view of `range` along `axis`. Backward: the gradient placed into zeros of the input's shape.
     public func slice(axis: Int, _ range: Range<Int>) -> Tensor {
         let axis = Shape.normalize(axis: axis, rank: rank)
-        precondition(range.lowerBound >= 0 && range.upperBound <= shape[axis],
+        ensure(range.lowerBound >= 0 && range.upperBound <= shape[axis],
                      "slice \(range) is out of bounds for axis \(axis) of size \(shape[axis]) in \(shape)")
         var newShape = shape
         newShape[axis] = range.count
@@ -82,7 +82,7 @@ extension Tensor {
     public func squeezed(axis: Int? = nil) -> Tensor {
         if let axis {
             let a = Shape.normalize(axis: axis, rank: rank)
-            precondition(shape[a] == 1, "cannot squeeze axis \(axis) of size \(shape[a]) in \(shape)")
+            ensure(shape[a] == 1, "cannot squeeze axis \(axis) of size \(shape[a]) in \(shape)")
             var s = shape
             s.remove(at: a)
             return reshaped(s)
@@ -93,7 +93,7 @@ extension Tensor {
     /// Inserts a size-1 axis at `axis`.
     public func unsqueezed(axis: Int) -> Tensor {
         let a = axis < 0 ? axis + rank + 1 : axis
-        precondition(a >= 0 && a <= rank, "cannot insert axis \(axis) into rank \(rank)")
+        ensure(a >= 0 && a <= rank, "cannot insert axis \(axis) into rank \(rank)")
         var s = shape
         s.insert(1, at: a)
         return reshaped(s)
@@ -103,7 +103,7 @@ extension Tensor {
 /// Copies `source` into the region of contiguous `destination` that starts at `start` along `axis`
 /// (all other axes equal). Used by slice's backward and by concatenation.
 func copyElements(from source: Tensor, intoRegionOf destination: Tensor, axis: Int, start: Int) {
-    precondition(destination.isContiguous && source.dtype == destination.dtype)
+    ensure(destination.isContiguous && source.dtype == destination.dtype, "copyElements: \(source.dtype) into a strided or \(destination.dtype) region")
     let region = Tensor(storage: destination.storage, dtype: destination.dtype, shape: source.shape,
                         strides: destination.strides, offset: destination.offset + start * destination.strides[axis])
     let contiguousSource = source.contiguousStorageView()

@@ -6,26 +6,29 @@ import TensorCore
 struct MisuseTests {
     @Test("a matmul with mismatched inner dimensions stops the process")
     func mismatchedMatmul() async {
-        await #expect(processExitsWith: .failure) {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = Tensor(zeros: [2, 3]).matmul(Tensor(zeros: [4, 5]))
         }
+        #expect(stderr(result).contains("inner dimensions differ: [2, 3] · [4, 5]"))
     }
 
     @Test("a broadcast that cannot apply stops the process")
     func badBroadcast() async {
-        await #expect(processExitsWith: .failure) {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = Tensor(zeros: [2, 3]) + Tensor(zeros: [4])
         }
+        #expect(stderr(result).contains("shapes [2, 3] and [4] cannot be broadcast together"))
     }
 
     @Test("a second backward through a freed graph stops the process")
     func backwardTwice() async {
-        await #expect(processExitsWith: .failure) {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let x = Tensor([1, 2] as [Float], shape: [2], requiresGrad: true)
             let loss = (x * x).sum()
             loss.backward()
             loss.backward()
         }
+        #expect(stderr(result).contains("a second time: its saved tensors were freed"))
     }
 
     @Test("retaining the graph allows a second backward that accumulates")
@@ -57,4 +60,9 @@ struct MisuseTests {
         #expect(!z.requiresGrad && z.gradFunction == nil)
         #expect((p * 3).gradFunction != nil)
     }
+}
+
+/// The child process's standard error as text.
+private func stderr(_ result: ExitTest.Result?) -> String {
+    String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
 }
