@@ -28,9 +28,11 @@ enum JPEGDecoder {
         guard tjDecompressHeader3(handle, input, size, &width, &height, &subsampling, &colorspace) == 0 else {
             throw failure(handle, source: source, during: "reading the JPEG header", size: bytes.count)
         }
+        // libjpeg itself rejects a frame header with a zero dimension, so a header read that
+        // "succeeds" without a size means the data ran out before the frame header.
         guard width > 0, height > 0 else {
-            throw MediaError(source: source, kind: .invalidDimensions,
-                             detail: "JPEG's frame header gives a \(width)x\(height) image")
+            throw MediaError(source: source, kind: .truncated,
+                             detail: "JPEG is truncated: the \(bytes.count) bytes end before the frame header")
         }
         try checkPixelLimit(width: Int(width), height: Int(height), limit: pixelLimit, format: "JPEG", source: source)
 
@@ -91,8 +93,7 @@ enum JPEGDecoder {
         let message = String(cString: tjGetErrorStr2(handle))
         let lowered = message.lowercased()
         let kind: MediaError.Kind =
-            lowered.contains("premature end") || lowered.contains("truncated") || lowered.contains("end of file")
-            ? .truncated : .corrupt
+            lowered.contains("premature end of jpeg file") ? .truncated : .corrupt
         let what = kind == .truncated ? "JPEG is truncated" : "corrupt JPEG"
         return MediaError(source: source, kind: kind, detail: "\(what) (\(step), \(size) bytes): \(message)")
     }

@@ -23,21 +23,60 @@ enum PNGDecoder {
         var raw = vlm_png_raw()
         let status = vlm_png_decode(bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count, &raw)
         defer { vlm_png_release(&raw) }
-        guard status == 0 else { throw error(from: &raw, source: source) }
+        guard status == 0 else { throw error(from: &raw, bytes: bytes, source: source) }
         return convert(raw)
     }
 
-    private static func error(from raw: inout vlm_png_raw, source: String) -> MediaError {
+    /// The most precise account of a failed decode. libpng inflates IDAT data before it reaches the
+    /// chunk's CRC, so a damaged IDAT usually fails as a zlib error first; a failed decode therefore
+    /// re-walks the chunks and reports a bad CRC or a cut-short chunk when it finds one.
+    private static func error(from raw: inout vlm_png_raw, bytes: UnsafeRawBufferPointer, source: String) -> MediaError {
         let message = withUnsafeBytes(of: &raw.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if raw.truncated != 0 {
-            return MediaError(source: source, kind: .truncated, detail: "PNG is truncated (the data ends before the image does)")
-        }
         if let range = message.range(of: ": CRC error") {
             let chunk = String(message[..<range.lowerBound])
             return MediaError(source: source, kind: .badChecksum(chunk: chunk),
                               detail: "bad CRC in PNG chunk \(chunk) (the file is corrupt)")
         }
-        return MediaError(source: source, kind: .corrupt, detail: "corrupt PNG: \(message)")
+        switch firstDamagedChunk(bytes) {
+        case .badChecksum(let chunk, let offset):
+            return MediaError(source: source, kind: .badChecksum(chunk: chunk),
+                              detail: "bad CRC in PNG chunk \(chunk) at byte \(offset) (the file is corrupt)")
+        case .cutShort(let chunk?, let offset):
+            return MediaError(source: source, kind: .truncated,
+                              detail: "PNG is truncated: chunk \(chunk) at byte \(offset) runs past the end of the \(bytes.count) bytes")
+        case .cutShort(nil, let offset):
+            return MediaError(source: source, kind: .truncated,
+                              detail: "PNG is truncated: the \(bytes.count) bytes end inside the chunk header at byte \(offset)")
+        case nil:
+            if raw.truncated != 0 {
+                return MediaError(source: source, kind: .truncated,
+                                  detail: "PNG is truncated: the \(bytes.count) bytes end before IEND")
+            }
+            return MediaError(source: source, kind: .corrupt, detail: "corrupt PNG: \(message)")
+        }
+    }
+
+    private enum ChunkDamage {
+        case badChecksum(chunk: String, offset: Int)
+        case cutShort(chunk: String?, offset: Int)
+    }
+
+    /// Walks the chunk list up to IEND, checking every length and CRC.
+    private static func firstDamagedChunk(_ bytes: UnsafeRawBufferPointer) -> ChunkDamage? {
+        var offset = PNGHeader.signature.count
+        while offset + 8 <= bytes.count {
+            let length = Int(bigEndianUInt32(bytes, at: offset))
+            let type = String(decoding: bytes[offset + 4 ..< offset + 8].map { (0x20 ... 0x7E).contains($0) ? $0 : 0x3F },
+                              as: UTF8.self)
+            guard length <= bytes.count - offset - 12 else { return .cutShort(chunk: type, offset: offset) }
+            let stored = bigEndianUInt32(bytes, at: offset + 8 + length)
+            if crc32(UnsafeRawBufferPointer(rebasing: bytes[offset + 4 ..< offset + 8 + length])) != stored {
+                return .badChecksum(chunk: type, offset: offset)
+            }
+            if type == "IEND" { return nil }
+            offset += 12 + length
+        }
+        return offset < bytes.count ? .cutShort(chunk: nil, offset: offset) : nil
     }
 
     private static func convert(_ raw: vlm_png_raw) -> Image {
