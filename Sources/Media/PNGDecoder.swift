@@ -93,6 +93,12 @@ enum PNGDecoder {
                 : Int(samples[row * rowBytes + index])
         }
 
+        // The common photo cases need no conversion: copy libpng's rows as they are.
+        if depth == 8, (colorType == 2 && raw.has_key == 0) || colorType == 6 {
+            let layout: Image.ChannelLayout = colorType == 6 ? .rgba : .rgb
+            return Image(width: width, height: height, layout: layout, pixels: Array(samples))
+        }
+
         switch colorType {
         case 0:  // Grey.
             let scale = [1: 255, 2: 85, 4: 17, 8: 1, 16: 1][depth] ?? 1
