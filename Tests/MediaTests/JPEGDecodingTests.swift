@@ -20,6 +20,15 @@ struct JPEGDecodingTests {
         #expect(worst <= 1, "\(reference.name): max abs diff \(worst); first: \(first)")
     }
 
+    @Test("The fixture set covers baseline, progressive, grey, CMYK, YCCK and all 8 EXIF orientations")
+    func coverage() {
+        let names = Set(PillowReference.named("jpeg_").map(\.name))
+        let required = ["jpeg_baseline_420", "jpeg_baseline_422", "jpeg_baseline_444", "jpeg_progressive",
+                        "jpeg_grey", "jpeg_cmyk", "jpeg_ycck", "jpeg_astronaut_q95"]
+            + (1 ... 8).map { "jpeg_orientation\($0)" }
+        for name in required { #expect(names.contains(name), "missing fixture \(name)") }
+    }
+
     @Test("Orientations 5 to 8 swap width and height; 1 to 4 keep them")
     func orientationDimensions() throws {
         for orientation in 1 ... 8 {
