@@ -100,6 +100,17 @@ struct MalformedInputTests {
         }
     }
 
+    /// Pillow fills missing rows with zeros without complaint; a file whose IHDR promises more rows
+    /// than its data holds is corrupt, so here it is an error. Extra rows are ignored, as Pillow does.
+    @Test("IHDR promising more rows than IDAT holds is an error; surplus rows are ignored as in Pillow")
+    func dimensionsDisagreeWithData() throws {
+        let short = PNGBuilder.png(width: 2, height: 4, depth: 8, colorType: 0, rows: [[1, 2], [3, 4]])
+        #expect(decodeOrDescribe([UInt8](short), source: "short.png") == .corrupt)
+        #expect(throws: MediaError.self) { try decodeImage(data: short, source: "short.png") }
+        let long = PNGBuilder.png(width: 2, height: 2, depth: 8, colorType: 0, rows: [[1, 2], [3, 4], [5, 6], [7, 8]])
+        #expect(try decodeImage(data: long, source: "long.png").pixels == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4])
+    }
+
     @Test("A JPEG frame header with a zero height is an error, and one of 65280x65280 exceeds the pixel limit")
     func jpegFrameDimensions() throws {
         let original = try fixtureBytes("jpeg_baseline_420.jpg")
