@@ -33,7 +33,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     files = args.files or sorted(str(p) for p in Path("../shared/reference/images").glob("*.png")) + [
-        "Tests/Fixtures/media/bench_coffee_q90.jpg"]
+        "Tests/Fixtures/media/jpeg_coffee_full_q90.jpg"]
 
     results, total_s, total_dec, total_comp = [], 0.0, 0.0, 0.0
     for path in files:

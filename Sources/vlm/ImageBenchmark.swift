@@ -15,7 +15,7 @@ struct ImageBenchmark: ParsableCommand {
             Compare: python Benchmarks/peer_images.py with the same arguments.
             """)
 
-    @Argument(help: "PNG or JPEG files (default: ../shared/reference/images/*.png and Tests/Fixtures/media/bench_coffee_q90.jpg).")
+    @Argument(help: "PNG or JPEG files (default: ../shared/reference/images/*.png and Tests/Fixtures/media/jpeg_coffee_full_q90.jpg).")
     var files: [String] = []
 
     @Option(name: .shortAndLong, help: "Timed decodes of each file.")
@@ -71,7 +71,7 @@ struct ImageBenchmark: ParsableCommand {
         let directory = "../shared/reference/images"
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let pngs = names.filter { $0.hasSuffix(".png") }.sorted().map { "\(directory)/\($0)" }
-        let jpeg = "Tests/Fixtures/media/bench_coffee_q90.jpg"
+        let jpeg = "Tests/Fixtures/media/jpeg_coffee_full_q90.jpg"
         guard !pngs.isEmpty else {
             throw ValidationError("no PNGs in \(directory) (run from the repository root, or pass files)")
         }

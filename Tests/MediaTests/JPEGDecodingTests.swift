@@ -24,7 +24,7 @@ struct JPEGDecodingTests {
     func coverage() {
         let names = Set(PillowReference.named("jpeg_").map(\.name))
         let required = ["jpeg_baseline_420", "jpeg_baseline_422", "jpeg_baseline_444", "jpeg_progressive",
-                        "jpeg_grey", "jpeg_cmyk", "jpeg_ycck", "jpeg_astronaut_q95"]
+                        "jpeg_grey", "jpeg_cmyk", "jpeg_ycck", "jpeg_astronaut_q95", "jpeg_coffee_full_q90"]
             + (1 ... 8).map { "jpeg_orientation\($0)" }
         for name in required { #expect(names.contains(name), "missing fixture \(name)") }
     }
