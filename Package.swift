@@ -27,7 +27,10 @@ let package = Package(
         .target(name: "TensorCore", dependencies: ["COpenBLAS"]),
         .target(name: "Layers", dependencies: ["TensorCore"]),
         .target(name: "Checkpoint", dependencies: ["TensorCore", "CZstd"]),
-        .target(name: "Media", dependencies: ["CPNG", "CJPEG"]),
+        // libpng reports errors by longjmp, which must not cross Swift frames: this C target keeps
+        // every libpng call behind setjmp. Only Media uses it.
+        .target(name: "CPNGShim", dependencies: ["CPNG"]),
+        .target(name: "Media", dependencies: ["CPNGShim", "CJPEG"]),
         .target(name: "Tokenization"),
 
         // The command-line tool.
