@@ -62,6 +62,7 @@ extension Zstd {
                     throw Failure(source: source, reason: "cannot allocate \(buffer.capacity * 2) bytes to decompress into")
                 }
             }
+            let consumedBefore = inBuffer.pos, producedBefore = produced
             var outBuffer = ZSTD_outBuffer(dst: buffer.pointer, size: buffer.capacity, pos: produced)
             let result = ZSTD_decompressStream(stream, &outBuffer, &inBuffer)
             if ZSTD_isError(result) != 0 {
@@ -70,9 +71,11 @@ extension Zstd {
             }
             produced = outBuffer.pos
             lastResult = result
-            // Done when all input is consumed and the decoder left room in the output, i.e. it has
-            // nothing more buffered to flush.
-            if inBuffer.pos == inBuffer.size && produced < buffer.capacity { break }
+            // 0 means a frame is fully decoded and flushed; with no input left we are done. The
+            // decoder may also hold consumed input it has not decoded yet, so otherwise keep calling
+            // until a call makes no progress (then the stream was cut short).
+            if inBuffer.pos == inBuffer.size && result == 0 { break }
+            if inBuffer.pos == consumedBefore && produced == producedBefore && produced < buffer.capacity { break }
         }
         guard lastResult == 0 else {
             throw Failure(source: source, reason: "zstd stream is truncated (ends inside a frame)")
@@ -139,5 +142,15 @@ public final class ZstdCompressor {
             if out.pos > 0 { try sink(UnsafeRawBufferPointer(rebasing: raw[0..<out.pos])) }
             return remaining
         }
+    }
+}
+
+extension Zstd {
+    /// The decompressed size the first frame of `input` declares, or `nil` when it does not say
+    /// (or `input` is not zstd).
+    public static func declaredContentSize(_ input: UnsafeRawBufferPointer) -> Int? {
+        guard input.count > 0 else { return nil }
+        let size = ZSTD_getFrameContentSize(input.baseAddress, input.count)
+        return size < UInt64.max - 1 && size <= UInt64(Int.max) ? Int(size) : nil
     }
 }
