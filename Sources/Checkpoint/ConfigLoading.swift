@@ -69,7 +69,7 @@ extension ConfigError {
             self.init(file: file, field: field, reason: "field '\(field)' is null, expected \(Self.describe(type))")
         case .dataCorrupted(let context):
             let field = dotted(context.codingPath)
-            if context.codingPath.isEmpty, context.underlyingError != nil {
+            if context.codingPath.isEmpty, context.underlyingError != nil || context.debugDescription.contains("JSON") {
                 self.init(file: file, field: "", reason: "not valid JSON")
             } else {
                 self.init(file: file, field: field, reason: context.debugDescription)

@@ -137,9 +137,10 @@ public struct LlamaConfig: HuggingFaceConfiguration, Equatable {
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encode(attentionBias, forKey: .attentionBias)
         try c.encode(mlpBias, forKey: .mlpBias)
-        try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
-        try c.encodeTokenIDs(eosTokenIds, forKey: .eosTokenId)
-        try c.encodeIfPresent(padTokenId, forKey: .padTokenId)
+        // Absent ids are written as null, as transformers does: omitting them would bring back a default.
+        if let bosTokenId { try c.encode(bosTokenId, forKey: .bosTokenId) } else { try c.encodeNil(forKey: .bosTokenId) }
+        if let eosTokenIds { try c.encodeTokenIDs(eosTokenIds, forKey: .eosTokenId) } else { try c.encodeNil(forKey: .eosTokenId) }
+        if let padTokenId { try c.encode(padTokenId, forKey: .padTokenId) } else { try c.encodeNil(forKey: .padTokenId) }
         try c.encodeIfPresent(torchDType, forKey: .dtype)
     }
 }
