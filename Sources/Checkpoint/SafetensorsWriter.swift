@@ -16,16 +16,59 @@ import TensorCore
 /// - Throws: ``CheckpointError`` naming the file for duplicate or reserved names and I/O failures.
 public func writeSafetensors(tensors: [(String, Tensor)], metadata: [String: String] = [:], to url: URL,
                              compressionLevel: Int32 = 3) throws {
-    let (header, totalBytes) = try safetensorsHeader(for: tensors, metadata: metadata, file: url.path)
+    let byName = Dictionary(tensors, uniquingKeysWith: { first, _ in first })
+    try writeSafetensors(declarations: tensors.map { TensorDeclaration(name: $0.0, dtype: $0.1.dtype, shape: $0.1.shape) },
+                         metadata: metadata, to: url, compressionLevel: compressionLevel) { declaration, write in
+        let tensor = byName[declaration.name]!
+        let source = tensor.isContiguous ? tensor : tensor.copy()
+        try write(UnsafeRawBufferPointer(start: source.rawPointer, count: source.elementCount * source.dtype.byteSize))
+    }
+}
+
+/// A tensor to be written by ``writeSafetensors(declarations:metadata:to:compressionLevel:fill:)``.
+public struct TensorDeclaration: Sendable, Equatable {
+    public var name: String
+    public var dtype: DType
+    public var shape: [Int]
+    public init(name: String, dtype: DType, shape: [Int]) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+    }
+    /// The number of bytes the tensor's data takes.
+    public var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+}
+
+/// Writes a safetensors file whose tensor bytes are produced on the fly, so that a file larger
+/// than memory (converted weights, benchmarks) can be written: for each declaration in order,
+/// `fill` is called and must pass exactly ``TensorDeclaration/byteCount`` bytes, in row-major
+/// order and any number of chunks, to the `write` function it is given.
+///
+/// - Throws: ``CheckpointError`` naming the file and tensor when `fill` writes too few or too many bytes.
+public func writeSafetensors(declarations: [TensorDeclaration], metadata: [String: String] = [:], to url: URL,
+                             compressionLevel: Int32 = 3,
+                             fill: (TensorDeclaration, (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+    let (header, totalBytes) = try safetensorsHeader(for: declarations, metadata: metadata, file: url.path)
     try AtomicFile.write(to: url) { file in
-        if url.pathExtension == "zst" {
-            let compressor = try ZstdCompressor(level: compressionLevel, pledgedSize: header.count + totalBytes,
-                                                source: url.path) { try file.write($0) }
-            try writeSafetensorsBody(header: header, tensors: tensors, into: compressor.write)
-            try compressor.finish()
-        } else {
-            try writeSafetensorsBody(header: header, tensors: tensors, into: file.write)
+        let compressor = url.pathExtension == "zst"
+            ? try ZstdCompressor(level: compressionLevel, pledgedSize: header.count + totalBytes, source: url.path) { try file.write($0) }
+            : nil
+        let sink: (UnsafeRawBufferPointer) throws -> Void = compressor.map { c in { try c.write($0) } } ?? { try file.write($0) }
+        try header.withUnsafeBytes { try sink($0) }
+        for declaration in declarations {
+            var written = 0
+            try fill(declaration) { chunk in
+                written += chunk.count
+                guard written <= declaration.byteCount else {
+                    throw CheckpointError(file: url.path, reason: "tensor '\(declaration.name)' was given more than its \(declaration.byteCount) bytes")
+                }
+                try sink(chunk)
+            }
+            guard written == declaration.byteCount else {
+                throw CheckpointError(file: url.path, reason: "tensor '\(declaration.name)' was given \(written) of its \(declaration.byteCount) bytes")
+            }
         }
+        try compressor?.finish()
     }
 }
 
@@ -47,7 +90,7 @@ func pythonLayoutOrder(_ tensors: [String: Tensor]) -> [(String, Tensor)] {
 }
 
 /// The header bytes (length prefix included) and the size of the data region.
-func safetensorsHeader(for tensors: [(String, Tensor)], metadata: [String: String], file: String) throws -> ([UInt8], Int) {
+func safetensorsHeader(for tensors: [TensorDeclaration], metadata: [String: String], file: String) throws -> ([UInt8], Int) {
     var json = "{"
     var first = true
     if !metadata.isEmpty {
@@ -59,10 +102,11 @@ func safetensorsHeader(for tensors: [(String, Tensor)], metadata: [String: Strin
     }
     var seen = Set<String>()
     var offset = 0
-    for (name, tensor) in tensors {
+    for tensor in tensors {
+        let name = tensor.name
         guard name != "__metadata__" else { throw CheckpointError(file: file, reason: "'__metadata__' is reserved and cannot name a tensor") }
         guard seen.insert(name).inserted else { throw CheckpointError(file: file, reason: "duplicate tensor name '\(name)'") }
-        let size = tensor.elementCount * tensor.dtype.byteSize
+        let size = tensor.byteCount
         if !first { json += "," }
         first = false
         json += _JSONWriter.quoted(name) + ":{\"dtype\":\"" + SafetensorsDType(tensor.dtype).rawValue + "\",\"shape\":["
@@ -75,14 +119,4 @@ func safetensorsHeader(for tensors: [(String, Tensor)], metadata: [String: Strin
     var length = UInt64(bytes.count).littleEndian
     let prefix = withUnsafeBytes(of: &length) { Array($0) }
     return (prefix + bytes, offset)
-}
-
-/// Streams the header and then every tensor's bytes, row-major, to `sink`.
-func writeSafetensorsBody(header: [UInt8], tensors: [(String, Tensor)],
-                          into sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-    try header.withUnsafeBytes { try sink($0) }
-    for (_, tensor) in tensors where tensor.elementCount > 0 {
-        let source = tensor.isContiguous ? tensor : tensor.copy()
-        try sink(UnsafeRawBufferPointer(start: source.rawPointer, count: source.elementCount * source.dtype.byteSize))
-    }
 }

@@ -106,3 +106,27 @@ struct SafetensorsWriteTests {
         #expect(folder.contents.isEmpty)
     }
 }
+
+@Suite("Streamed safetensors writing")
+struct StreamedWriteTests {
+    @Test("Tensor bytes can be supplied in chunks; too few or too many is an error naming the tensor")
+    func streamedFill() throws {
+        let folder = try TemporaryFolder()
+        let url = folder.file("streamed.safetensors")
+        let declaration = TensorDeclaration(name: "big", dtype: .int32, shape: [1000])
+        try writeSafetensors(declarations: [declaration], to: url) { _, write in
+            for chunk in 0..<10 {
+                let values = (0..<100).map { Int32(chunk * 100 + $0) }
+                try values.withUnsafeBytes { try write($0) }
+            }
+        }
+        #expect(try SafetensorsFile(url: url).tensor("big").integers() == Array(0..<1000))
+        let short = thrownDescription {
+            try writeSafetensors(declarations: [declaration], to: folder.file("short.safetensors")) { _, write in
+                try [Int32](repeating: 0, count: 10).withUnsafeBytes { try write($0) }
+            }
+        }
+        #expect(short?.contains("'big' was given 40 of its 4000 bytes") == true)
+        #expect(folder.contents == ["streamed.safetensors"])
+    }
+}
