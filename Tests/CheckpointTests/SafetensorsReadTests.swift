@@ -69,3 +69,17 @@ struct SafetensorsReadTests {
         #expect(message?.contains("/nonexistent/model.safetensors") == true)
     }
 }
+
+@Suite("Mapping lifetime")
+struct MappingLifetimeTests {
+    @Test("A tensor keeps its file mapped after the file object is gone")
+    func tensorOutlivesFile() throws {
+        let folder = try TemporaryFolder()
+        let url = folder.file("m.safetensors")
+        try writeSafetensors(tensors: [("w", Tensor((0..<8).map { Float($0) }, shape: [2, 4]))], to: url)
+        var tensor: Tensor? = nil
+        do { tensor = try SafetensorsFile(url: url).tensor("w") }
+        try FileManager.default.removeItem(at: url)
+        #expect(tensor?.floats() == (0..<8).map { Float($0) })
+    }
+}
