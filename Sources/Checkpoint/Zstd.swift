@@ -42,6 +42,9 @@ public enum Zstd {
                 return outBuffer.pos
             }
             output.append(contentsOf: chunk[0..<produced])
+            // 0 means the frame is decoded and flushed. Calling again with no input would return a
+            // non-zero hint for a next frame's header, which must not be mistaken for truncation.
+            if lastResult == 0 && inBuffer.pos == inBuffer.size { break }
             if produced == 0 && inBuffer.pos == inBuffer.size { break }
         } while true
         guard lastResult == 0 else {

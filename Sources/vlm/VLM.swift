@@ -5,5 +5,5 @@ struct VLM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vlm",
         abstract: "VLMKit: build, train and compare vision-language models on a CPU.",
-        subcommands: [Bench.self])
+        subcommands: [InspectCommand.self, Bench.self])
 }

@@ -1,4 +1,0 @@
-import Testing
-@testable import Checkpoint
-
-@Test func CheckpointModuleBuilds() { #expect(Bool(true)) }
