@@ -42,6 +42,9 @@ public enum Zstd {
                 return outBuffer.pos
             }
             output.append(contentsOf: chunk[0..<produced])
+            // A frame that has just ended with all input read is done: calling again would start a
+            // new (empty) frame whose nonzero size hint would look like truncation.
+            if lastResult == 0 && inBuffer.pos == inBuffer.size { break }
             if produced == 0 && inBuffer.pos == inBuffer.size { break }
         } while true
         guard lastResult == 0 else {
