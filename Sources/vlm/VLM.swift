@@ -4,5 +4,7 @@ import ArgumentParser
 struct VLM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vlm",
-        abstract: "VLMKit: build, train and compare vision-language models on a CPU.")
+        abstract: "VLMKit: build, train and compare vision-language models on a CPU.",
+        // TokenizerBenchmark (`tokenizer`) belongs under `vlm bench`, mounted where that group lives.
+        subcommands: [TokenizeCommand.self])
 }
