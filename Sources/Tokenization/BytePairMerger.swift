@@ -6,9 +6,14 @@
 /// pieces (runs of spaces, digits or punctuation) use a linked list and a binary heap so a piece of
 /// n bytes costs O(n log n) rather than O(n²).
 struct BytePairMerger {
-    private var ids: [Int32] = []
-    private var ranks: [UInt32] = []
-    private var merged: [Int32] = []
+    /// A symbol and the merge of it with the symbol after it (`rank == noMerge` when there is none).
+    private struct Symbol {
+        var id: Int32
+        var rank: UInt32
+        var merged: Int32
+    }
+
+    private var symbols: [Symbol] = []
     private static let noMerge = UInt32.max
     /// Pieces longer than this take the heap path.
     static let linearLimit = 96
@@ -20,39 +25,30 @@ struct BytePairMerger {
             HeapMerger.merge(piece, byteIds: byteIds, merges: merges, into: &output)
             return
         }
-        ids.removeAll(keepingCapacity: true)
-        ranks.removeAll(keepingCapacity: true)
-        merged.removeAll(keepingCapacity: true)
-        for byte in piece { ids.append(byteIds[Int(byte)]) }
-        for k in 0..<(ids.count - 1) {
-            let found = merges.merge(ids[k], ids[k + 1])
-            ranks.append(found?.rank ?? Self.noMerge)
-            merged.append(found?.merged ?? -1)
+        symbols.removeAll(keepingCapacity: true)
+        for byte in piece { symbols.append(Symbol(id: byteIds[Int(byte)], rank: Self.noMerge, merged: -1)) }
+        @inline(__always) func link(_ k: Int) {
+            if let found = merges.merge(symbols[k].id, symbols[k + 1].id) {
+                symbols[k].rank = found.rank
+                symbols[k].merged = found.merged
+            } else {
+                symbols[k].rank = Self.noMerge
+            }
         }
+        for k in 0..<(symbols.count - 1) { link(k) }
         while true {
-            // ranks[k] describes the pair (ids[k], ids[k + 1]).
             var best = Self.noMerge, at = -1
-            for k in 0..<ranks.count where ranks[k] < best {
-                best = ranks[k]
+            for k in 0..<(symbols.count - 1) where symbols[k].rank < best {
+                best = symbols[k].rank
                 at = k
             }
             if at < 0 { break }
-            ids[at] = merged[at]
-            ids.remove(at: at + 1)
-            ranks.remove(at: at)
-            merged.remove(at: at)
-            if at > 0 {
-                let found = merges.merge(ids[at - 1], ids[at])
-                ranks[at - 1] = found?.rank ?? Self.noMerge
-                merged[at - 1] = found?.merged ?? -1
-            }
-            if at < ranks.count {
-                let found = merges.merge(ids[at], ids[at + 1])
-                ranks[at] = found?.rank ?? Self.noMerge
-                merged[at] = found?.merged ?? -1
-            }
+            symbols[at].id = symbols[at].merged
+            symbols.remove(at: at + 1)
+            if at > 0 { link(at - 1) }
+            if at + 1 < symbols.count { link(at) } else { symbols[at].rank = Self.noMerge }
         }
-        output.append(contentsOf: ids)
+        for symbol in symbols { output.append(symbol.id) }
     }
 }
 

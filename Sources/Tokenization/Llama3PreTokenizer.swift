@@ -29,9 +29,12 @@ struct Llama3PreTokenizer {
 
     enum Class: UInt8 { case letter, number, space, lineBreak, other }
 
-    private static let asciiClasses: [Class] = (0..<128).map { value in
-        let scalar = Unicode.Scalar(UInt8(value))
+    /// Classes of the Basic Multilingual Plane, computed once: the stdlib's property lookups are the
+    /// slowest part of scanning otherwise. Scalars above U+FFFF (emoji, rare CJK) are classified
+    /// directly.
+    private static let planeZeroClasses: [Class] = (0..<0x10000).map { value in
         if value == 0x0A || value == 0x0D { return .lineBreak }
+        guard let scalar = Unicode.Scalar(UInt32(value)) else { return .other }  // surrogates
         return classify(scalar)
     }
 
@@ -49,7 +52,7 @@ struct Llama3PreTokenizer {
     @inline(__always)
     private static func scalar(_ text: UnsafeBufferPointer<UInt8>, at i: Int) -> (Class, Int) {
         let lead = text[i]
-        if lead < 0x80 { return (asciiClasses[Int(lead)], i + 1) }
+        if lead < 0x80 { return (planeZeroClasses[Int(lead)], i + 1) }
         var value: UInt32
         let length: Int
         if lead < 0xE0 {
@@ -60,6 +63,7 @@ struct Llama3PreTokenizer {
             value = UInt32(lead & 0x07); length = 4
         }
         for k in 1..<length { value = value << 6 | UInt32(text[i + k] & 0x3F) }
+        if value < 0x10000 { return (planeZeroClasses[Int(value)], i + length) }
         return (classify(Unicode.Scalar(value) ?? "\u{FFFD}"), i + length)
     }
 
