@@ -89,3 +89,9 @@ func specialTokenNames() throws {
     let reference = try JSONDecoder().decode([String: Int].self, from: data)
     #expect(Tokenizer.llama3SpecialTokens == reference)
 }
+
+@Test("tokenizer.json's ignore_merges is honoured: whole-piece tokens skip merging")
+func ignoreMergesIsRead() {
+    #expect(ReferenceTokenizers.fromJSON.ignoreMerges)
+    #expect(ReferenceTokenizers.fromModel.ignoreMerges)
+}
