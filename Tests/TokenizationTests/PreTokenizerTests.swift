@@ -52,3 +52,12 @@ func lossyDecoding() {
     #expect(tokenizer.decode(ids) == "😀")
     #expect(tokenizer.decode(Array(ids.dropLast())).unicodeScalars.allSatisfy { $0 == "\u{FFFD}" })
 }
+
+@Test("Empty text encodes to no ids, and batch encoding matches one-by-one encoding")
+func emptyAndBatch() {
+    let tokenizer = ReferenceTokenizers.fromModel
+    #expect(tokenizer.encode("").isEmpty)
+    #expect(tokenizer.decode([]) == "")
+    let texts = ["Hello world", "", "<|eot_id|>x", "  \n\t"]
+    #expect(tokenizer.encode(texts) == texts.map { tokenizer.encode($0) })
+}
