@@ -19,8 +19,10 @@ func store16<T: RowScalar>(_ value: SIMD16<T>, _ pointer: UnsafeMutablePointer<T
 }
 
 /// `eˣ` on 16 float32 lanes. Arguments below −88 (including −∞) give 0; above 88 they saturate.
-@inline(__always)
-func exp16(_ input: SIMD16<Float>) -> SIMD16<Float> {
+// `@_transparent` because `@inline(__always)` left it as an out-of-line call (16 lanes passed
+// through memory) in the cross-entropy forward.
+@_transparent
+func exp16Float(_ input: SIMD16<Float>) -> SIMD16<Float> {
     var x = input.replacing(with: -88, where: input .< -88)
     x.replace(with: 88, where: x .> 88)
     // n = round(x / ln 2) by the 1.5·2²³ trick; its integer value sits in the low mantissa bits of t.
@@ -43,7 +45,7 @@ func exp16(_ input: SIMD16<Float>) -> SIMD16<Float> {
 /// `eˣ` on one float32, with exactly the vector path's arithmetic (so row tails match their bodies).
 @inline(__always)
 func exp1(_ x: Float) -> Float {
-    exp16(SIMD16<Float>(repeating: x))[0]
+    exp16Float(SIMD16<Float>(repeating: x))[0]
 }
 
 enum RowKernels {
@@ -100,7 +102,9 @@ enum RowKernels {
             var acc = SIMD16<T>(repeating: -T.infinity)
             while i + 16 <= n {
                 let v = load16(x + i)
-                acc.replace(with: v, where: v .> acc)
+                // Lane by lane with a select: this form becomes one `maxps` per register, where
+                // `replace(with:where:)` was left as a scalar loop in this context.
+                for lane in 0..<16 { acc[lane] = v[lane] > acc[lane] ? v[lane] : acc[lane] }
                 i += 16
             }
             best = acc.max()
@@ -134,13 +138,13 @@ enum RowKernels {
         var i = 0
         if let out {
             while i + 16 <= n {
-                let e = exp16(load16(x + i) - shift)
+                let e = exp16Float(load16(x + i) - shift)
                 acc += e
                 store16(e * scale, out + i)
                 i += 16
             }
         } else {
-            while i + 16 <= n { acc += exp16(load16(x + i) - shift); i += 16 }
+            while i + 16 <= n { acc += exp16Float(load16(x + i) - shift); i += 16 }
         }
         var total = acc.sum()
         while i < n {
@@ -181,7 +185,7 @@ extension Parallel {
 @inline(__always)
 func exp16<T: RowScalar>(_ x: SIMD16<T>) -> SIMD16<T> {
     if T.self == Float.self {
-        return unsafeBitCast(exp16(unsafeBitCast(x, to: SIMD16<Float>.self)), to: SIMD16<T>.self)
+        return unsafeBitCast(exp16Float(unsafeBitCast(x, to: SIMD16<Float>.self)), to: SIMD16<T>.self)
     }
     var result = x
     for lane in 0..<16 { result[lane] = T.exp(x[lane]) }

@@ -66,4 +66,17 @@ struct SoftmaxTests {
         #expect(gradientCheck([wide]) { $0[0].softmax() } == nil)
         #expect(gradientCheck([wide]) { $0[0].logSoftmax() } == nil)
     }
+
+    @Test("float32 softmax is accurate to a few ulp across the whole exponent range")
+    func exponentialAccuracy() {
+        // softmax([x, 0])₀ = eˣ/(1 + eˣ): for x ≪ 0 this is eˣ itself, so it probes exp over [−87, 20].
+        let xs = stride(from: -87.0, through: 20.0, by: 0.173).map { $0 }
+        let values: [Float] = xs.flatMap { [Float($0), 0] }
+        let y = Tensor(values, shape: [xs.count, 2]).softmax().doubles()
+        for (row, x) in xs.enumerated() {
+            let v = Double(Float(x))
+            let expected = 1 / (1 + Glibc.exp(-v))
+            #expect(abs(y[2 * row] - expected) <= 4e-7 * expected, "x = \(v)")
+        }
+    }
 }
