@@ -108,10 +108,6 @@ private func ones<T: RowScalar>(_ count: Int, _: T.Type) -> UnsafeMutablePointer
     return p
 }
 
-/// Rows per parallel chunk: enough work (~16k elements) to be worth a thread.
-@inline(__always)
-func rowGrain(_ width: Int) -> Int { max(1, 16_384 / max(width, 1)) }
-
 // MARK: - RMSNorm kernels
 
 @inline(__always)

@@ -48,6 +48,10 @@ func exp1(_ x: Float) -> Float {
     exp16Float(SIMD16<Float>(repeating: x))[0]
 }
 
+/// Rows per parallel chunk: enough work (~16k elements) to be worth a thread.
+@inline(__always)
+func rowGrain(_ width: Int) -> Int { max(1, 16_384 / max(width, 1)) }
+
 enum RowKernels {
     /// `Σ x[i]`.
     @inline(__always)
