@@ -91,4 +91,11 @@ struct CrossEntropyTests {
         logProbabilities(logits: logits, targets: targets).sum().backward()
         #expect(logits.grad!.doubles()[7..<14].allSatisfy { $0 == 0 })
     }
+
+    @Test("a target outside the vocabulary that is not ignoreIndex traps")
+    func outOfRangeTarget() async {
+        await #expect(processExitsWith: .failure) {
+            _ = crossEntropy(logits: Tensor(zeros: [2, 4]), targets: Tensor(indices: [1, -1], shape: [2]))
+        }
+    }
 }

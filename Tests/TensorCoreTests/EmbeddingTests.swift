@@ -46,4 +46,13 @@ struct EmbeddingTests {
         let out = embedding(Tensor(indices: [1], shape: [1]), table: randomFloats([3, 2], seed: 4))
         #expect(!out.requiresGrad)
     }
+
+    @Test("an id outside the table traps with a message naming the id and V")
+    func outOfRangeId() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = embedding(Tensor(indices: [1, 3], shape: [2]), table: Tensor(zeros: [3, 2]))
+        }
+        let message = result.map { String(decoding: $0.standardErrorContent, as: UTF8.self) } ?? ""
+        #expect(message.contains("id 3") && message.contains("V = 3"), "\(message)")
+    }
 }
