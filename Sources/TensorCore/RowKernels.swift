@@ -2,8 +2,9 @@
 ///
 /// Floating-point reductions do not vectorise by themselves (the compiler must keep the order of the
 /// additions), so these helpers load explicit 16-lane vectors and keep one partial sum per lane.
-/// `exp` has a vectorised float32 path (Cody–Waite range reduction and a degree-7 polynomial, within
-/// 2 ulp of libm); float64, used by gradient checks, calls libm.
+/// `exp` has a vectorised float32 path (Cody–Waite range reduction and a degree-7 polynomial; measured
+/// within 1.2 ulp of the exact value over [−87, 88], results that would be subnormal flush to 0);
+/// float64, used by gradient checks, calls libm.
 
 /// The scalars the row kernels run on: `Float` and `Double`.
 typealias RowScalar = ComputeScalar & SIMDScalar
