@@ -14,11 +14,6 @@ private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
 }
 
-@inline(__always)
-private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
-}
-
 /// `Σ a[i]·b[i]` over `count` elements.
 @inline(__always)
 func rowDot<T: ComputeScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ count: Int) -> T {
@@ -59,45 +54,57 @@ func rowScale<T: ComputeScalar>(_ y: UnsafeMutablePointer<T>, by alpha: T, _ cou
 /// The largest of `count` elements (`-∞` for none).
 @inline(__always)
 func rowMax<T: ComputeScalar>(_ x: UnsafePointer<T>, _ count: Int) -> T {
-    if T.self == Float.self {
-        let p = floats(x)
-        var acc = SIMD16<Float>(repeating: -.infinity)
-        var i = 0
-        while i + 16 <= count {
-            acc = pointwiseMax(acc, load16(p + i))
-            i += 16
-        }
-        var best = acc.max()
-        while i < count { best = Swift.max(best, p[i]); i += 1 }
-        return unsafeBitCast(best, to: T.self)
+    // Four independent chains; scalar max instructions are cheap, Swift's generic SIMD max is not.
+    var m0 = -T.infinity, m1 = -T.infinity, m2 = -T.infinity, m3 = -T.infinity
+    var i = 0
+    while i + 4 <= count {
+        m0 = x[i] > m0 ? x[i] : m0
+        m1 = x[i + 1] > m1 ? x[i + 1] : m1
+        m2 = x[i + 2] > m2 ? x[i + 2] : m2
+        m3 = x[i + 3] > m3 ? x[i + 3] : m3
+        i += 4
     }
-    var best = -T.infinity
-    for i in 0..<count { best = Swift.max(best, x[i]) }
-    return best
+    while i < count { m0 = x[i] > m0 ? x[i] : m0; i += 1 }
+    return Swift.max(Swift.max(m0, m1), Swift.max(m2, m3))
 }
 
-/// `e^x` for 16 lanes: Cody–Waite reduction `x = n·ln2 + r`, a degree-7 Taylor polynomial in `r`
+/// `e^x` in float32: Cody–Waite reduction `x = n·ln2 + r`, a degree-7 Taylor polynomial in `r`
 /// (|r| ≤ ln2/2, error below 2 ulp), and `2ⁿ` built in the exponent bits. Inputs below −87
-/// (including −∞, masked scores) give exactly 0, so masked keys carry no weight.
+/// (including −∞, masked scores) give exactly 0, so hidden keys carry no weight. Written without
+/// branches or calls so that loops over it vectorise.
 @inline(__always)
-private func exp16(_ input: SIMD16<Float>) -> SIMD16<Float> {
-    let x = pointwiseMax(input, SIMD16(repeating: -87))
-    let magic = SIMD16<Float>(repeating: 12_582_912)  // 1.5·2²³: adding it rounds to an integer
-    let shifted = x * SIMD16(repeating: 1.442_695_04) + magic
+func fastExp(_ input: Float) -> Float {
+    let x = input < -87 ? -87 : input
+    let magic: Float = 12_582_912  // 1.5·2²³: adding it rounds to an integer
+    let shifted = x * 1.442_695_04 + magic
     let n = shifted - magic
-    var r = x - n * SIMD16(repeating: 0.693_359_375)
-    r = r - n * SIMD16(repeating: -2.121_944_4e-4)
-    var p = SIMD16<Float>(repeating: 1.0 / 5040)
-    p = p * r + SIMD16(repeating: 1.0 / 720)
-    p = p * r + SIMD16(repeating: 1.0 / 120)
-    p = p * r + SIMD16(repeating: 1.0 / 24)
-    p = p * r + SIMD16(repeating: 1.0 / 6)
-    p = p * r + SIMD16(repeating: 0.5)
-    p = p * r + SIMD16(repeating: 1)
-    p = p * r + SIMD16(repeating: 1)
-    let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- SIMD16(repeating: 0x4B40_0000)
-    let scale = unsafeBitCast((integer &+ SIMD16(repeating: 127)) &<< SIMD16(repeating: 23), to: SIMD16<Float>.self)
-    return (p * scale).replacing(with: 0, where: input .< SIMD16(repeating: -87))
+    var r = x - n * 0.693_359_375
+    r = r - n * -2.121_944_4e-4
+    var p: Float = 1.0 / 5040
+    p = p * r + 1.0 / 720
+    p = p * r + 1.0 / 120
+    p = p * r + 1.0 / 24
+    p = p * r + 1.0 / 6
+    p = p * r + 0.5
+    p = p * r + 1
+    p = p * r + 1
+    let integer = Int32(bitPattern: shifted.bitPattern) &- 0x4B40_0000
+    let scale = Float(bitPattern: UInt32(bitPattern: (integer &+ 127) &<< 23))
+    return input < -87 ? 0 : p * scale
+}
+
+/// `Σ x[i]` over `count` float32 elements, 16 lanes at a time.
+@inline(__always)
+private func floatSum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
+    var acc = SIMD16<Float>()
+    var i = 0
+    while i + 16 <= count {
+        acc += load16(p + i)
+        i += 16
+    }
+    var sum = acc.sum()
+    while i < count { sum += p[i]; i += 1 }
+    return sum
 }
 
 /// `x[i] = e^(x[i] − shift)` in place, returning the sum of the results.
@@ -105,23 +112,9 @@ private func exp16(_ input: SIMD16<Float>) -> SIMD16<Float> {
 func rowExpSubtracting<T: ComputeScalar>(_ x: UnsafeMutablePointer<T>, _ shift: T, _ count: Int) -> T {
     if T.self == Float.self {
         let p = UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self)
-        let s = SIMD16<Float>(repeating: unsafeBitCast(shift, to: Float.self))
-        var acc = SIMD16<Float>()
-        var i = 0
-        while i + 16 <= count {
-            let e = exp16(load16(p + i) - s)
-            store16(e, p + i)
-            acc += e
-            i += 16
-        }
-        if i < count {
-            var tail = SIMD16<Float>(repeating: -.infinity)
-            for lane in 0..<(count - i) { tail[lane] = p[i + lane] }
-            let e = exp16(tail - s)
-            for lane in 0..<(count - i) { p[i + lane] = e[lane] }
-            acc += e
-        }
-        return unsafeBitCast(acc.sum(), to: T.self)
+        let s = unsafeBitCast(shift, to: Float.self)
+        for i in 0..<count { p[i] = fastExp(p[i] - s) }
+        return unsafeBitCast(floatSum(p, count), to: T.self)
     }
     var sum: T = 0
     for i in 0..<count {
