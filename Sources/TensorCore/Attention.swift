@@ -325,37 +325,54 @@ func attentionForward<T: ComputeScalar>(_ layout: AttentionLayout, _ query: Tens
     }
 }
 
-/// Decoding with a KV cache (`Tq == 1`): per head, one row of scores by dot products and the
-/// output as a weighted sum of value rows — no GEMM set-up for a single row.
+/// Decoding with a KV cache (`Tq == 1`): one row of scores per head by dot products and the
+/// output as a weighted sum of value rows — no GEMM set-up for a single row. The query heads that
+/// share a kv head are handled together, so each key and value row is read from memory once per
+/// group rather than once per head (decoding is bound by reading the cache).
 func attentionForwardSingleQuery<T: ComputeScalar>(_ layout: AttentionLayout, _ query: Tensor, _ key: Tensor, _ value: Tensor,
                                                    _ resolvedMask: ResolvedAttentionMask, scale: T, out: Tensor, logSumExp: Tensor) {
     let q = HeadAddressing<T>(query), k = HeadAddressing<T>(key), v = HeadAddressing<T>(value)
     let mask = resolvedMask.pointers(T.self)
     let o = out.pointer(as: T.self), lse = logSumExp.pointer(as: T.self)
-    let (tk, dh) = (layout.keyLength, layout.headWidth)
-    let itemCount = layout.batch * layout.heads
-    forEachAttentionWorkItem(itemCount, grain: max(1, 1 << 17 / max(tk * dh, 1))) { items in
-        let scores = UnsafeMutablePointer<T>.allocate(capacity: max(tk, 1))
+    let (tk, dh, group) = (layout.keyLength, layout.headWidth, layout.groupSize)
+    let keyLimit = mask.keyLimit(rows: 0..<1, keyLength: tk)
+    let itemCount = layout.batch * layout.kvHeads
+    forEachAttentionWorkItem(itemCount, grain: max(1, 1 << 17 / max(group * tk * dh, 1))) { items in
+        let scores = UnsafeMutablePointer<T>.allocate(capacity: max(group * keyLimit, 1))  // (G, Tk)
+        var sums = [T](repeating: 0, count: group)
         defer { scores.deallocate() }
-        for bh in items {
-            let (b, h) = bh.quotientAndRemainder(dividingBy: layout.heads)
-            let kvh = h / layout.groupSize
-            let qRow = q.head(b, h), kHead = k.head(b, kvh), vHead = v.head(b, kvh)
-            let oRow = o + bh * dh
-            let keyLimit = mask.keyLimit(rows: 0..<1, keyLength: tk)
-            for j in 0..<keyLimit { scores[j] = scale * rowDot(qRow, kHead + j * k.rowStride, dh) }
-            mask.apply(to: scores, ld: keyLimit, batch: b, head: h, rows: 0..<1, keys: 0..<keyLimit, keyLength: tk)
-            let maximum = rowMax(scores, keyLimit)
-            guard maximum != -.infinity else {
-                lse[bh] = -.infinity
-                continue
+        for item in items {
+            let (b, kvh) = item.quotientAndRemainder(dividingBy: layout.kvHeads)
+            let firstHead = kvh * group
+            let kHead = k.head(b, kvh), vHead = v.head(b, kvh)
+            // Scores: key row j against each query head of the group.
+            for j in 0..<keyLimit {
+                let keyRow = kHead + j * k.rowStride
+                for g in 0..<group { scores[g * keyLimit + j] = scale * rowDot(q.head(b, firstHead + g), keyRow, dh) }
             }
-            let sum = rowExpSubtracting(scores, maximum, keyLimit)
-            for j in 0..<keyLimit where scores[j] != 0 {
-                rowAddScaled(scores[j], vHead + j * v.rowStride, into: oRow, dh)
+            for g in 0..<group {
+                let h = firstHead + g, row = scores + g * keyLimit
+                mask.apply(to: row, ld: keyLimit, batch: b, head: h, rows: 0..<1, keys: 0..<keyLimit, keyLength: tk)
+                let maximum = rowMax(row, keyLimit)
+                if maximum == -.infinity {
+                    // Every key hidden: output 0, and -∞ marks the row for the backward.
+                    for j in 0..<keyLimit { row[j] = 0 }
+                    sums[g] = 0
+                    lse[b * layout.heads + h] = -.infinity
+                    continue
+                }
+                sums[g] = rowExpSubtracting(row, maximum, keyLimit)
+                lse[b * layout.heads + h] = maximum + T.log(sums[g])
             }
-            rowScale(oRow, by: 1 / sum, dh)
-            lse[bh] = maximum + T.log(sum)
+            // Output: value row j added to each head's output with its weight.
+            let oGroup = o + (b * layout.heads + firstHead) * dh
+            for j in 0..<keyLimit {
+                let valueRow = vHead + j * v.rowStride
+                for g in 0..<group where scores[g * keyLimit + j] != 0 {
+                    rowAddScaled(scores[g * keyLimit + j], valueRow, into: oGroup + g * dh, dh)
+                }
+            }
+            for g in 0..<group where sums[g] > 0 { rowScale(oGroup + g * dh, by: 1 / sums[g], dh) }
         }
     }
 }
