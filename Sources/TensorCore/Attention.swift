@@ -6,7 +6,7 @@
 /// Shapes: B batch, H query heads, K kv heads, Tq queries, Tk keys, Dh head width.
 
 /// Which keys each query may attend to. The parts combine: a key is hidden if any part hides it.
-public struct AttentionMask: @unchecked Sendable {
+public struct AttentionMask: Sendable {
     /// Query `i` sits at absolute position `causalOffset + i` and sees only keys at positions ≤ that.
     public var isCausal: Bool
     /// The number of keys before the first query (a KV cache's length before this step).
@@ -137,7 +137,7 @@ struct HeadAddressing<T: ComputeScalar> {
 
 /// An ``AttentionMask`` checked against the call's sizes, with key padding as a `[B, Tk]` byte
 /// table (1 = visible) and the additive mask in the compute dtype, broadcast to `[B, H, Tq, Tk]`.
-struct ResolvedAttentionMask: @unchecked Sendable {
+struct ResolvedAttentionMask: Sendable {
     let isCausal: Bool
     let causalOffset: Int
     let keyVisible: Tensor?

@@ -196,6 +196,35 @@ struct AttentionTests {
         }
     }
 
+    @Test("key padding of every documented dtype, and additive masks of any broadcastable shape, mean the same")
+    func maskDTypesAndBroadcasts() {
+        let c = AttentionCase(batch: 2, heads: 2, kvHeads: 1, queryLength: 3, keyLength: 4, headWidth: 8,
+                              padding: [1, 1, 0, 1, 0, 1, 1, 1])
+        let q = randomFloats(c.queryShape, seed: 41), k = randomFloats(c.keyShape, seed: 42), v = randomFloats(c.keyShape, seed: 43)
+        let expected = c.reference(q.doubles(), k.doubles(), v.doubles())
+        let bytes = { (dtype: DType) -> Tensor in
+            let t = Tensor(zeros: [2, 4], dtype: dtype)
+            for (i, keep) in c.padding!.enumerated() { t.rawPointer.assumingMemoryBound(to: UInt8.self)[i] = UInt8(keep) }
+            return t
+        }
+        let paddings = [Tensor(indices: c.padding!, shape: [2, 4]), Tensor(indices: c.padding!, shape: [2, 4], dtype: .int32),
+                        bytes(.uint8), bytes(.bool), Tensor(c.padding!.map(Float.init), shape: [2, 4])]
+        for padding in paddings {
+            let out = scaledDotProductAttention(query: q, key: k, value: v, mask: AttentionMask(keyPadding: padding))
+            #expect(errors(out.doubles(), expected).maxAbs < 2e-6, "\(padding.dtype)")
+        }
+        // The same padding as an additive mask, [B, 1, 1, Tk] and as a float64 tensor.
+        let additive = Tensor(c.padding!.map { $0 == 1 ? 0.0 : -.infinity }, shape: [2, 1, 1, 4])
+        let viaAdditive = scaledDotProductAttention(query: q, key: k, value: v, mask: AttentionMask(additive: additive))
+        #expect(errors(viaAdditive.doubles(), expected).maxAbs < 2e-6)
+        // A [Tq, Tk] bias shared by the batch and heads equals the same bias expanded to [B, 1, Tq, Tk].
+        let bias = randomFloats([3, 4], seed: 44)
+        let shared = scaledDotProductAttention(query: q, key: k, value: v, mask: AttentionMask(additive: bias))
+        var perBatch = AttentionCase(batch: 2, heads: 2, kvHeads: 1, queryLength: 3, keyLength: 4, headWidth: 8)
+        perBatch.additive = bias.doubles() + bias.doubles()
+        #expect(errors(shared.doubles(), perBatch.reference(q.doubles(), k.doubles(), v.doubles())).maxAbs < 2e-6)
+    }
+
     @Test("an explicit scale replaces 1/√Dh")
     func explicitScale() {
         let c = AttentionCase(batch: 1, heads: 2, kvHeads: 1, queryLength: 3, keyLength: 4, headWidth: 8)
