@@ -68,8 +68,7 @@ public struct RotaryEmbedding: Sendable {
     /// `[cos(p·θ), cos(p·θ)]` (the frequencies repeated for both halves) with `p = positions[t]`.
     /// The angles `p·θᵢ` are float32 products, as in transformers.
     ///
-    /// For per-sample positions (left padding), build one table per sample and stack them into
-    /// `[B, T, Dh]`.
+    /// For per-sample positions (left padding), pass one position list per sample (`[[Int]]`).
     public func cosSin(positions: [Int], dtype: DType = .float32) -> (cos: Tensor, sin: Tensor) {
         precondition(dtype.isComputeType, "RotaryEmbedding.cosSin: dtype must be float32 or float64, got \(dtype)")
         let half = headDimension / 2
@@ -90,6 +89,17 @@ public struct RotaryEmbedding: Sendable {
         let shape = [positions.count, headDimension]
         let cos = Tensor(cosines, shape: shape), sin = Tensor(sines, shape: shape)
         return (cos.converted(to: dtype), sin.converted(to: dtype))
+    }
+
+    /// Per-sample tables `[B, T, Dh]` for batches whose rows sit at different positions (left
+    /// padding): row `b` holds ``cosSin(positions:dtype:)`` of `positions[b]`.
+    public func cosSin(positions: [[Int]], dtype: DType = .float32) -> (cos: Tensor, sin: Tensor) {
+        let length = positions.first?.count ?? 0
+        precondition(positions.allSatisfy { $0.count == length },
+                     "RotaryEmbedding.cosSin: every sample needs the same number of positions, got \(positions.map(\.count))")
+        let (cos, sin) = cosSin(positions: positions.flatMap { $0 }, dtype: dtype)
+        let shape = [positions.count, length, headDimension]  // (B, T, Dh)
+        return (cos.reshaped(shape), sin.reshaped(shape))
     }
 }
 

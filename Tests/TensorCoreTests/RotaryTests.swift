@@ -124,6 +124,8 @@ struct RotaryTests {
         let first = rope.cosSin(positions: [0, 1, 2, 3, 4]), second = rope.cosSin(positions: [0, 0, 0, 1, 2])
         let perSampleCos = Tensor(first.cos.floats() + second.cos.floats(), shape: [2, 5, 8])
         let perSampleSin = Tensor(first.sin.floats() + second.sin.floats(), shape: [2, 5, 8])
+        let stacked = rope.cosSin(positions: [[0, 1, 2, 3, 4], [0, 0, 0, 1, 2]])
+        #expect(stacked.cos.shape == [2, 5, 8] && stacked.cos.floats() == perSampleCos.floats() && stacked.sin.floats() == perSampleSin.floats())
         let perSample = applyRotaryEmbedding(x, cos: perSampleCos, sin: perSampleSin)
         let expectedPerSample = naiveRotary(x.contiguous().doubles(), shape: [2, 3, 5, 8], cos: perSampleCos.doubles(),
                                             sin: perSampleSin.doubles()) { b, t in b * 5 + t }
