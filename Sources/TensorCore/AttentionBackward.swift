@@ -11,14 +11,17 @@ func attentionBackward(_ layout: AttentionLayout, _ query: Tensor, _ key: Tensor
                        outputGradient: Tensor, needs: (query: Bool, key: Bool, value: Bool))
     -> (query: Tensor?, key: Tensor?, value: Tensor?) {
     let dtype = query.dtype
-    let dq = Tensor(zeros: [layout.batch, layout.heads, layout.queryLength, layout.headWidth], dtype: dtype)
-    let dk = Tensor(zeros: [layout.batch, layout.kvHeads, layout.keyLength, layout.headWidth], dtype: dtype)
-    let dv = Tensor(zeros: dk.shape, dtype: dtype)
+    // Gradients nobody needs are skipped in the kernel (their GEMMs too); their buffers stay empty.
+    let queryShape = [layout.batch, layout.heads, layout.queryLength, layout.headWidth]
+    let keyShape = [layout.batch, layout.kvHeads, layout.keyLength, layout.headWidth]
+    let dq = Tensor(zeros: needs.query ? queryShape : [0, 0, 0, 0], dtype: dtype)
+    let dk = Tensor(zeros: needs.key ? keyShape : [0, 0, 0, 0], dtype: dtype)
+    let dv = Tensor(zeros: needs.value ? keyShape : [0, 0, 0, 0], dtype: dtype)
     dispatchFloat(dtype, "scaledDotProductAttention backward",
                   float: { attentionBackwardKernel(layout, query, key, value, output, logSumExp, mask, scale: Float(scale),
-                                                   outputGradient, dq, dk, dv, Float.self) },
+                                                   outputGradient, dq, dk, dv, needs: needs, Float.self) },
                   double: { attentionBackwardKernel(layout, query, key, value, output, logSumExp, mask, scale: scale,
-                                                    outputGradient, dq, dk, dv, Double.self) })
+                                                    outputGradient, dq, dk, dv, needs: needs, Double.self) })
     return (needs.query ? dq : nil, needs.key ? dk : nil, needs.value ? dv : nil)
 }
 
@@ -26,7 +29,8 @@ private func attentionBackwardKernel<T: ComputeScalar>(_ layout: AttentionLayout
                                                        _ value: Tensor, _ output: Tensor, _ logSumExp: Tensor,
                                                        _ resolvedMask: ResolvedAttentionMask, scale: T,
                                                        _ outputGradient: Tensor, _ dQuery: Tensor, _ dKey: Tensor,
-                                                       _ dValue: Tensor, _: T.Type) {
+                                                       _ dValue: Tensor, needs: (query: Bool, key: Bool, value: Bool),
+                                                       _: T.Type) {
     guard layout.batch * layout.heads * layout.queryLength * layout.keyLength * layout.headWidth > 0 else { return }
     let q = HeadAddressing<T>(query), k = HeadAddressing<T>(key), v = HeadAddressing<T>(value)
     let mask = resolvedMask.pointers(T.self)
@@ -78,8 +82,14 @@ private func attentionBackwardKernel<T: ComputeScalar>(_ layout: AttentionLayout
                             }
                         }
                         // dV += Pᵀ·dO  (n, Dh)
-                        gemm(.transposed, .none, m: n, n: dh, k: m, a: probabilities, lda: n, b: dOBlock, ldb: dh,
-                             beta: 1, c: dvHead + start * dh, ldc: dh)
+                        if needs.value {
+                            gemm(.transposed, .none, m: n, n: dh, k: m, a: probabilities, lda: n, b: dOBlock, ldb: dh,
+                                 beta: 1, c: dvHead + start * dh, ldc: dh)
+                        }
+                        guard needs.query || needs.key else {
+                            start = keys.upperBound
+                            continue
+                        }
                         // dP = dO·Vᵀ  (m, n), then dS = P ⊙ (dP − D) in place.
                         gemm(.none, .transposed, m: m, n: n, k: dh, a: dOBlock, lda: dh, b: vHead + start * v.rowStride,
                              ldb: v.rowStride, beta: 0, c: scoreGradients, ldc: n)
@@ -89,11 +99,15 @@ private func attentionBackwardKernel<T: ComputeScalar>(_ layout: AttentionLayout
                             for c in 0..<n { ds[c] = p[c] * (ds[c] - term) }
                         }
                         // dQ += scale · dS·K  (m, Dh)
-                        gemm(.none, .none, m: m, n: dh, k: n, alpha: scale, a: scoreGradients, lda: n,
-                             b: kHead + start * k.rowStride, ldb: k.rowStride, beta: 1, c: dqBlock, ldc: dh)
+                        if needs.query {
+                            gemm(.none, .none, m: m, n: dh, k: n, alpha: scale, a: scoreGradients, lda: n,
+                                 b: kHead + start * k.rowStride, ldb: k.rowStride, beta: 1, c: dqBlock, ldc: dh)
+                        }
                         // dK += scale · dSᵀ·Q  (n, Dh)
-                        gemm(.transposed, .none, m: n, n: dh, k: m, alpha: scale, a: scoreGradients, lda: n,
-                             b: qBlock, ldb: q.rowStride, beta: 1, c: dkHead + start * dh, ldc: dh)
+                        if needs.key {
+                            gemm(.transposed, .none, m: n, n: dh, k: m, alpha: scale, a: scoreGradients, lda: n,
+                                 b: qBlock, ldb: q.rowStride, beta: 1, c: dkHead + start * dh, ldc: dh)
+                        }
                         start = keys.upperBound
                     }
                     blockStart = rows.upperBound

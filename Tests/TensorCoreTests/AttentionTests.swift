@@ -273,6 +273,29 @@ struct AttentionTests {
         } == nil)
     }
 
+    @Test("when only some of Q, K, V require gradients, those gradients equal the ones computed with all three")
+    func partialGradients() {
+        let c = AttentionCase(batch: 2, heads: 4, kvHeads: 2, queryLength: 5, keyLength: 6, headWidth: 8, isCausal: true, causalOffset: 1)
+        let upstream = randomFloats(c.queryShape, seed: 81)
+        let make = { (needs: [Bool]) -> [Tensor] in
+            [randomFloats(c.queryShape, seed: 82, requiresGrad: needs[0]), randomFloats(c.keyShape, seed: 83, requiresGrad: needs[1]),
+             randomFloats(c.keyShape, seed: 84, requiresGrad: needs[2])]
+        }
+        let all = make([true, true, true])
+        (scaledDotProductAttention(query: all[0], key: all[1], value: all[2], mask: c.mask(dtype: .float32)) * upstream).sum().backward()
+        for needs in [[true, false, false], [false, true, false], [false, false, true], [false, true, true]] {
+            let some = make(needs)
+            (scaledDotProductAttention(query: some[0], key: some[1], value: some[2], mask: c.mask(dtype: .float32)) * upstream).sum().backward()
+            for i in 0..<3 {
+                if needs[i] {
+                    #expect(some[i].grad?.floats() == all[i].grad!.floats(), "input \(i) with \(needs)")
+                } else {
+                    #expect(some[i].grad == nil)
+                }
+            }
+        }
+    }
+
     @Test("float32 forward and backward agree with float64 within 1e-5 relative")
     func float32AgreesWithFloat64() {
         let c = AttentionCase(batch: 2, heads: 8, kvHeads: 2, queryLength: 100, keyLength: 300, headWidth: 64, isCausal: true,
