@@ -1,0 +1,126 @@
+/// Vectorised row primitives for the attention kernels: dot product, `y += a·x`, row maximum and
+/// `exp(x − shift)` with its sum. Each is generic over ``ComputeScalar``; the float32 instantiation
+/// runs 16 lanes at a time (floating-point reductions do not auto-vectorise without fast-math),
+/// the float64 one (gradient checks) stays scalar.
+
+/// Reinterprets a pointer to `T` as a pointer to `Float` (call only when `T` is `Float`).
+@inline(__always)
+private func floats<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+}
+
+@inline(__always)
+private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+}
+
+/// `Σ a[i]·b[i]` over `count` elements.
+@inline(__always)
+func rowDot<T: ComputeScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ count: Int) -> T {
+    if T.self == Float.self {
+        let x = floats(a), y = floats(b)
+        var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+        var i = 0
+        while i + 32 <= count {
+            acc0 += load16(x + i) * load16(y + i)
+            acc1 += load16(x + i + 16) * load16(y + i + 16)
+            i += 32
+        }
+        if i + 16 <= count {
+            acc0 += load16(x + i) * load16(y + i)
+            i += 16
+        }
+        var sum = (acc0 + acc1).sum()
+        while i < count { sum += x[i] * y[i]; i += 1 }
+        return unsafeBitCast(sum, to: T.self)
+    }
+    var sum: T = 0
+    for i in 0..<count { sum += a[i] * b[i] }
+    return sum
+}
+
+/// `y[i] += alpha · x[i]` over `count` elements.
+@inline(__always)
+func rowAddScaled<T: ComputeScalar>(_ alpha: T, _ x: UnsafePointer<T>, into y: UnsafeMutablePointer<T>, _ count: Int) {
+    for i in 0..<count { y[i] += alpha * x[i] }
+}
+
+/// `y[i] *= alpha` over `count` elements.
+@inline(__always)
+func rowScale<T: ComputeScalar>(_ y: UnsafeMutablePointer<T>, by alpha: T, _ count: Int) {
+    for i in 0..<count { y[i] *= alpha }
+}
+
+/// The largest of `count` elements (`-∞` for none).
+@inline(__always)
+func rowMax<T: ComputeScalar>(_ x: UnsafePointer<T>, _ count: Int) -> T {
+    // Four independent chains; scalar max instructions are cheap, Swift's generic SIMD max is not.
+    var m0 = -T.infinity, m1 = -T.infinity, m2 = -T.infinity, m3 = -T.infinity
+    var i = 0
+    while i + 4 <= count {
+        m0 = x[i] > m0 ? x[i] : m0
+        m1 = x[i + 1] > m1 ? x[i + 1] : m1
+        m2 = x[i + 2] > m2 ? x[i + 2] : m2
+        m3 = x[i + 3] > m3 ? x[i + 3] : m3
+        i += 4
+    }
+    while i < count { m0 = x[i] > m0 ? x[i] : m0; i += 1 }
+    return Swift.max(Swift.max(m0, m1), Swift.max(m2, m3))
+}
+
+/// `e^x` in float32: Cody–Waite reduction `x = n·ln2 + r`, a degree-7 Taylor polynomial in `r`
+/// (|r| ≤ ln2/2, error below 2 ulp), and `2ⁿ` built in the exponent bits. Inputs below −87
+/// (including −∞, masked scores) give exactly 0, so hidden keys carry no weight. Written without
+/// branches or calls so that loops over it vectorise.
+@inline(__always)
+func fastExp(_ input: Float) -> Float {
+    let x = input < -87 ? -87 : input
+    let magic: Float = 12_582_912  // 1.5·2²³: adding it rounds to an integer
+    let shifted = x * 1.442_695_04 + magic
+    let n = shifted - magic
+    var r = x - n * 0.693_359_375
+    r = r - n * -2.121_944_4e-4
+    var p: Float = 1.0 / 5040
+    p = p * r + 1.0 / 720
+    p = p * r + 1.0 / 120
+    p = p * r + 1.0 / 24
+    p = p * r + 1.0 / 6
+    p = p * r + 0.5
+    p = p * r + 1
+    p = p * r + 1
+    let integer = Int32(bitPattern: shifted.bitPattern) &- 0x4B40_0000
+    let scale = Float(bitPattern: UInt32(bitPattern: (integer &+ 127) &<< 23))
+    return input < -87 ? 0 : p * scale
+}
+
+/// `Σ x[i]` over `count` float32 elements, 16 lanes at a time.
+@inline(__always)
+private func floatSum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
+    var acc = SIMD16<Float>()
+    var i = 0
+    while i + 16 <= count {
+        acc += load16(p + i)
+        i += 16
+    }
+    var sum = acc.sum()
+    while i < count { sum += p[i]; i += 1 }
+    return sum
+}
+
+/// `x[i] = e^(x[i] − shift)` in place, returning the sum of the results.
+@inline(__always)
+func rowExpSubtracting<T: ComputeScalar>(_ x: UnsafeMutablePointer<T>, _ shift: T, _ count: Int) -> T {
+    if T.self == Float.self {
+        let p = UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self)
+        let s = unsafeBitCast(shift, to: Float.self)
+        for i in 0..<count { p[i] = fastExp(p[i] - s) }
+        return unsafeBitCast(floatSum(p, count), to: T.self)
+    }
+    var sum: T = 0
+    for i in 0..<count {
+        let e = T.exp(x[i] - shift)
+        x[i] = e
+        sum += e
+    }
+    return sum
+}
