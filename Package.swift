@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
         .library(name: "Media", targets: ["Media"]),
         .library(name: "Tokenization", targets: ["Tokenization"]),
+        .library(name: "Models", targets: ["Models"]),
         .executable(name: "vlm", targets: ["vlm"]),
     ],
     dependencies: [
@@ -32,12 +33,13 @@ let package = Package(
         .target(name: "CPNGShim", dependencies: ["CPNG"]),
         .target(name: "Media", dependencies: ["CPNGShim", "CJPEG"]),
         .target(name: "Tokenization"),
+        .target(name: "Models", dependencies: ["TensorCore", "Layers", "Checkpoint"]),
 
         // The command-line tool.
         .executableTarget(
             name: "vlm",
             dependencies: [
-                "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization",
+                "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization", "Models",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -48,6 +50,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "_TestSupport"]),
         .testTarget(name: "MediaTests", dependencies: ["Media", "_TestSupport"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoint", "_TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport"]),
     ],
     // Kernels hand raw buffers to worker threads; Swift 5 mode keeps that legal without wrapping
     // every pointer in a Sendable box. Types shared across threads are still marked Sendable.

@@ -8,7 +8,7 @@
 /// `original_max_position_embeddings / low_freq_factor` are divided by `factor`, those below
 /// `… / high_freq_factor` are kept, and the band between is interpolated.
 public struct RopeParameters: Codable, Sendable, Equatable {
-    /// `default` (plain RoPE), `llama3`, `linear` or `dynamic`.
+    /// `default` (plain RoPE) or `llama3` (the rotary types VLMKit implements).
     public var ropeType: String
     /// The base θ of the frequencies θ^(-2i/Dh).
     public var ropeTheta: Double
@@ -18,7 +18,7 @@ public struct RopeParameters: Codable, Sendable, Equatable {
     public var originalMaxPositionEmbeddings: Int?
 
     /// The rope types VLMKit implements.
-    public static let supportedTypes: Set<String> = ["default", "llama3", "linear", "dynamic"]
+    public static let supportedTypes: Set<String> = ["default", "llama3"]
 
     public init(ropeType: String = "default", ropeTheta: Double, factor: Double? = nil, lowFreqFactor: Double? = nil,
                 highFreqFactor: Double? = nil, originalMaxPositionEmbeddings: Int? = nil) {

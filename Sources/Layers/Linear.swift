@@ -16,6 +16,14 @@ public final class Linear: Module {
         self.bias?.requiresGrad = true
     }
 
+    /// A layer initialised by `factory` (Hugging Face's `normal(0, initializer_range)` weights and
+    /// zero biases for a randomly initialised model; placeholders for one about to be loaded).
+    public init(inFeatures: Int, outFeatures: Int, bias: Bool, factory: ParameterFactory) {
+        weight = factory.normal([outFeatures, inFeatures])
+        self.bias = bias ? factory.constant(0, shape: [outFeatures]) : nil
+        super.init()
+    }
+
     /// A layer with the given weight `[out, in]` and optional bias `[out]`.
     public init(weight: Tensor, bias: Tensor? = nil) {
         self.weight = weight

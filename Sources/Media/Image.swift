@@ -24,9 +24,10 @@ public struct Image: Equatable, Sendable {
 
     /// Wraps pixels; `pixels.count` must be `width * height * layout.channelCount`.
     public init(width: Int, height: Int, layout: ChannelLayout, pixels: [UInt8]) {
-        ensure(width >= 0 && height >= 0, "image dimensions must not be negative")
-        ensure(pixels.count == width * height * layout.channelCount,
-                     "\(pixels.count) samples for a \(width)x\(height) \(layout) image")
+        guard width >= 0 && height >= 0 else { fatalError("image dimensions must not be negative (\(width)x\(height))") }
+        guard pixels.count == width * height * layout.channelCount else {
+            fatalError("\(pixels.count) samples for a \(width)x\(height) \(layout) image")
+        }
         self.width = width
         self.height = height
         self.layout = layout

@@ -91,16 +91,16 @@ struct AttentionLayout {
     var groupSize: Int { heads / kvHeads }
 
     init(query: Tensor, key: Tensor, value: Tensor) {
-        precondition(query.rank == 4 && key.rank == 4 && value.rank == 4,
+        ensure(query.rank == 4 && key.rank == 4 && value.rank == 4,
                      "scaledDotProductAttention: query, key and value must be [B, H, T, Dh], got \(query.shape), \(key.shape), \(value.shape)")
-        precondition(query.dtype == key.dtype && query.dtype == value.dtype && query.dtype.isComputeType,
+        ensure(query.dtype == key.dtype && query.dtype == value.dtype && query.dtype.isComputeType,
                      "scaledDotProductAttention: query, key and value must share a float32 or float64 dtype, got \(query.dtype), \(key.dtype), \(value.dtype)")
-        precondition(key.shape == value.shape, "scaledDotProductAttention: key \(key.shape) and value \(value.shape) differ")
+        ensure(key.shape == value.shape, "scaledDotProductAttention: key \(key.shape) and value \(value.shape) differ")
         (batch, heads, queryLength, headWidth) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
         (kvHeads, keyLength) = (key.shape[1], key.shape[2])
-        precondition(key.shape[0] == batch && key.shape[3] == headWidth,
+        ensure(key.shape[0] == batch && key.shape[3] == headWidth,
                      "scaledDotProductAttention: key \(key.shape) does not match query \(query.shape) in batch or head width")
-        precondition(kvHeads > 0 && heads % kvHeads == 0,
+        ensure(kvHeads > 0 && heads % kvHeads == 0,
                      "scaledDotProductAttention: \(heads) query heads cannot share \(kvHeads) kv heads evenly")
     }
 
@@ -146,9 +146,9 @@ struct ResolvedAttentionMask: Sendable {
     init(_ mask: AttentionMask, layout: AttentionLayout, dtype: DType) {
         isCausal = mask.isCausal
         causalOffset = mask.causalOffset
-        precondition(causalOffset >= 0, "AttentionMask: causalOffset must not be negative, got \(causalOffset)")
+        ensure(causalOffset >= 0, "AttentionMask: causalOffset must not be negative, got \(causalOffset)")
         if let padding = mask.keyPadding {
-            precondition(padding.shape == [layout.batch, layout.keyLength],
+            ensure(padding.shape == [layout.batch, layout.keyLength],
                          "AttentionMask: keyPadding must be [B, Tk] = [\(layout.batch), \(layout.keyLength)], got \(padding.shape)")
             let visible: [Bool] = padding.dtype.isFloatingPoint ? padding.doubles().map { $0 != 0 } : padding.integers().map { $0 != 0 }
             let table = Tensor(zeros: padding.shape, dtype: .uint8)
@@ -159,11 +159,11 @@ struct ResolvedAttentionMask: Sendable {
             keyVisible = nil
         }
         if let additive = mask.additive {
-            precondition(!additive.requiresGrad,
+            ensure(!additive.requiresGrad,
                          "AttentionMask: the additive mask must be a constant; gradients with respect to it are not supported (detach it)")
-            precondition(additive.dtype.isFloatingPoint, "AttentionMask: the additive mask must be a float tensor, got \(additive.dtype)")
+            ensure(additive.dtype.isFloatingPoint, "AttentionMask: the additive mask must be a float tensor, got \(additive.dtype)")
             let target = [layout.batch, layout.heads, layout.queryLength, layout.keyLength]
-            precondition(additive.rank <= 4 && (try? Shape.broadcast(additive.shape, target)) == target,
+            ensure(additive.rank <= 4 && (try? Shape.broadcast(additive.shape, target)) == target,
                          "AttentionMask: additive mask \(additive.shape) does not broadcast to [B, H, Tq, Tk] = \(target)")
             self.additive = additive.detached().converted(to: dtype).detached().expanded(to: target)
         } else {

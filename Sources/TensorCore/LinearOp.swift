@@ -84,8 +84,12 @@ extension Tensor {
         let m = elementCount / max(k, 1)
         let out = Tensor(zeros: Array(shape.dropLast()) + [n])  // beta = 1 below accumulates onto the bias rows
         if let bias {
-            let b = bias.contiguous().floatPointer, o = out.floatPointer
-            for row in 0..<m { (o + row * n).update(from: b, count: n) }
+            // A frozen 16-bit bias is tiny: upcast it whole.
+            let bias32 = bias.dtype == .float32 ? bias.contiguous() : bias.converted(to: .float32)
+            withExtendedLifetime(bias32) {
+                let b = bias32.floatPointer, o = out.floatPointer
+                for row in 0..<m { (o + row * n).update(from: b, count: n) }
+            }
         }
         if m > 0 && k > 0 { productWithTransposedWeight(x.floatPointer, w, m: m, n: n, k: k, into: out.floatPointer) }
 

@@ -20,13 +20,13 @@
 /// `d(images)` by folding the patch-row gradients back into place (patches do not overlap, so
 /// folding is a scatter; ignored border pixels get 0).
 public func patchEmbedding(_ images: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
-    precondition(images.rank == 4, "patchEmbedding: images must be [N, C, Hpx, Wpx], got \(images.shape)")
-    precondition(weight.rank == 4, "patchEmbedding: weight must be [D, C, P, P], got \(weight.shape)")
+    ensure(images.rank == 4, "patchEmbedding: images must be [N, C, Hpx, Wpx], got \(images.shape)")
+    ensure(weight.rank == 4, "patchEmbedding: weight must be [D, C, P, P], got \(weight.shape)")
     let (n, channels) = (images.shape[0], images.shape[1])
     let (width, patchHeight, patchWidth) = (weight.shape[0], weight.shape[2], weight.shape[3])
-    precondition(weight.shape[1] == channels,
+    ensure(weight.shape[1] == channels,
                  "patchEmbedding: weight \(weight.shape) expects \(weight.shape[1]) channels, images \(images.shape) have \(channels)")
-    precondition(patchHeight > 0 && patchWidth > 0, "patchEmbedding: empty patch size in weight \(weight.shape)")
+    ensure(patchHeight > 0 && patchWidth > 0, "patchEmbedding: empty patch size in weight \(weight.shape)")
     let grid = (rows: images.shape[2] / patchHeight, columns: images.shape[3] / patchWidth)
     let patches = unfoldPatches(images, patchHeight: patchHeight, patchWidth: patchWidth)  // (N·L, C·P·P)
     let flatWeight = weight.reshaped([width, channels * patchHeight * patchWidth])  // (D, C·P·P)

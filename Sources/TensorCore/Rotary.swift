@@ -15,7 +15,7 @@ public struct RotaryScaling: Sendable, Equatable {
     public var originalMaxPositionEmbeddings: Int
 
     public init(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalMaxPositionEmbeddings: Int) {
-        precondition(factor > 0 && highFrequencyFactor > lowFrequencyFactor && lowFrequencyFactor > 0,
+        ensure(factor > 0 && highFrequencyFactor > lowFrequencyFactor && lowFrequencyFactor > 0,
                      "RotaryScaling: need factor > 0 and high_freq_factor > low_freq_factor > 0, got \(factor), \(highFrequencyFactor), \(lowFrequencyFactor)")
         self.factor = factor
         self.lowFrequencyFactor = lowFrequencyFactor
@@ -41,7 +41,7 @@ public struct RotaryEmbedding: Sendable {
     ///   - base: `rope_theta` (500 000 for Llama 3).
     ///   - scaling: Llama 3 frequency scaling, or `nil` for plain RoPE.
     public init(headDimension: Int, base: Double, scaling: RotaryScaling? = nil) {
-        precondition(headDimension > 0 && headDimension % 2 == 0, "RotaryEmbedding: head dimension must be even, got \(headDimension)")
+        ensure(headDimension > 0 && headDimension % 2 == 0, "RotaryEmbedding: head dimension must be even, got \(headDimension)")
         self.headDimension = headDimension
         // 1 / base^(arange(0, Dh, 2) / Dh), each step rounded to float32 as torch does.
         var frequencies: [Float] = stride(from: 0, to: headDimension, by: 2).map { i in
@@ -70,7 +70,7 @@ public struct RotaryEmbedding: Sendable {
     ///
     /// For per-sample positions (left padding), pass one position list per sample (`[[Int]]`).
     public func cosSin(positions: [Int], dtype: DType = .float32) -> (cos: Tensor, sin: Tensor) {
-        precondition(dtype.isComputeType, "RotaryEmbedding.cosSin: dtype must be float32 or float64, got \(dtype)")
+        ensure(dtype.isComputeType, "RotaryEmbedding.cosSin: dtype must be float32 or float64, got \(dtype)")
         let half = headDimension / 2
         var cosines = [Double](repeating: 0, count: positions.count * headDimension)
         var sines = cosines
@@ -95,7 +95,7 @@ public struct RotaryEmbedding: Sendable {
     /// padding): row `b` holds ``cosSin(positions:dtype:)`` of `positions[b]`.
     public func cosSin(positions: [[Int]], dtype: DType = .float32) -> (cos: Tensor, sin: Tensor) {
         let length = positions.first?.count ?? 0
-        precondition(positions.allSatisfy { $0.count == length },
+        ensure(positions.allSatisfy { $0.count == length },
                      "RotaryEmbedding.cosSin: every sample needs the same number of positions, got \(positions.map(\.count))")
         let (cos, sin) = cosSin(positions: positions.flatMap { $0 }, dtype: dtype)
         let shape = [positions.count, length, headDimension]  // (B, T, Dh)
@@ -117,13 +117,13 @@ public struct RotaryEmbedding: Sendable {
 /// Backward: the gradient rotated by the opposite angles,
 /// `dx₁ = g₁·cos₁ + g₂·sin₂`, `dx₂ = g₂·cos₂ − g₁·sin₁`.
 public func applyRotaryEmbedding(_ x: Tensor, cos: Tensor, sin: Tensor) -> Tensor {
-    precondition(x.rank == 4, "applyRotaryEmbedding: x must be [B, H, T, Dh], got \(x.shape)")
+    ensure(x.rank == 4, "applyRotaryEmbedding: x must be [B, H, T, Dh], got \(x.shape)")
     x.requireComputeType("applyRotaryEmbedding")
     let (b, t, dh) = (x.shape[0], x.shape[2], x.shape[3])
-    precondition(dh % 2 == 0, "applyRotaryEmbedding: head width must be even, got \(dh)")
-    precondition(cos.shape == sin.shape && (cos.shape == [t, dh] || cos.shape == [b, t, dh]),
+    ensure(dh % 2 == 0, "applyRotaryEmbedding: head width must be even, got \(dh)")
+    ensure(cos.shape == sin.shape && (cos.shape == [t, dh] || cos.shape == [b, t, dh]),
                  "applyRotaryEmbedding: cos \(cos.shape) and sin \(sin.shape) must both be [T, Dh] = [\(t), \(dh)] or [B, T, Dh] for x \(x.shape)")
-    precondition(!cos.requiresGrad && !sin.requiresGrad, "applyRotaryEmbedding: cos and sin tables are constants and must not require gradients")
+    ensure(!cos.requiresGrad && !sin.requiresGrad, "applyRotaryEmbedding: cos and sin tables are constants and must not require gradients")
     let cosTable = cos.detached().converted(to: x.dtype).contiguousStorageView().detached()
     let sinTable = sin.detached().converted(to: x.dtype).contiguousStorageView().detached()
     let out = Tensor(zeros: x.shape, dtype: x.dtype)

@@ -116,3 +116,33 @@ func copyElements(from source: Tensor, intoRegionOf destination: Tensor, axis: I
         (to + offsets[0] * size).copyMemory(from: from + row * rowLength * size, byteCount: rowLength * size)
     }
 }
+
+extension Tensor {
+    /// Copies `source`'s elements into this view, in place (same shape and dtype). Not recorded by
+    /// autograd: for caches and buffers.
+    public func assign(_ source: Tensor) {
+        ensure(source.shape == shape && source.dtype == dtype,
+               "assign: \(source.dtype) \(source.shape) into \(dtype) \(shape)")
+        guard rank > 0 else {
+            let element = source.contiguousStorageView()
+            withExtendedLifetime(element) { rawPointer.copyMemory(from: element.rawPointer, byteCount: dtype.byteSize) }
+            return
+        }
+        let size = dtype.byteSize
+        let contiguousSource = source.contiguousStorageView()
+        let loop = StridedRows(shape: shape, operandStrides: [strides])
+        let rowLength = loop.rowLength
+        let innerStride = strides.last ?? 1
+        let from = contiguousSource.rawPointer, to = rawPointer
+        loop.forEachRow(in: 0..<loop.rowCount) { row, offsets in
+            let destination = to + offsets[0] * size, origin = from + row * rowLength * size
+            if innerStride == 1 {
+                destination.copyMemory(from: origin, byteCount: rowLength * size)
+            } else {
+                for i in 0..<rowLength {
+                    (destination + i * innerStride * size).copyMemory(from: origin + i * size, byteCount: size)
+                }
+            }
+        }
+    }
+}

@@ -2,7 +2,7 @@ import TensorCore
 
 /// Relative L2 error `‖a − b‖ / ‖b‖` and max absolute difference of two equal-length arrays.
 public func errors(_ actual: [Double], _ expected: [Double]) -> (relativeL2: Double, maxAbs: Double) {
-    ensure(actual.count == expected.count, "compared arrays differ in length: \(actual.count) vs \(expected.count)")
+    precondition(actual.count == expected.count, "compared arrays differ in length: \(actual.count) vs \(expected.count)")
     var diff2 = 0.0, ref2 = 0.0, maxAbs = 0.0
     for (a, b) in zip(actual, expected) {
         let d = a - b
@@ -36,7 +36,7 @@ public func closeness(_ actual: Tensor, _ expected: Tensor, rtol: Double = 1e-5,
 public func gradientCheck(_ inputs: [Tensor], epsilon: Double = 1e-6, tolerance: Double = 1e-6,
                           seed: UInt64 = 7, _ function: ([Tensor]) -> Tensor) -> String? {
     for input in inputs where input.requiresGrad {
-        ensure(input.dtype == .float64, "gradientCheck needs float64 inputs, got \(input.dtype) \(input.shape)")
+        precondition(input.dtype == .float64, "gradientCheck needs float64 inputs, got \(input.dtype) \(input.shape)")
         input.grad = nil
     }
     let probe = function(inputs)
@@ -50,8 +50,8 @@ public func gradientCheck(_ inputs: [Tensor], epsilon: Double = 1e-6, tolerance:
     var worst: (error: Double, message: String)? = nil
     for (inputIndex, input) in inputs.enumerated() where input.requiresGrad {
         guard let analytic = input.grad?.doubles() else { return "input \(inputIndex) \(input.shape) received no gradient" }
-        let data = input.contiguous().doublePointer
-        ensure(input.isContiguous, "gradientCheck needs contiguous inputs")
+        precondition(input.isContiguous, "gradientCheck needs contiguous inputs")
+        let data = input.doublePointer
         for i in 0..<input.elementCount {
             let original = data[i]
             data[i] = original + epsilon

@@ -53,7 +53,7 @@ struct TokenizerBenchmark: ParsableCommand {
             let start = DispatchTime.now().uptimeNanoseconds
             for text in corpus.texts { count &+= tokenizer.encode(text).count }
             passSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-            ensure(count == tokens)
+            guard count == tokens else { throw ValidationError("tokenizer gave \(count) tokens on a pass, \(tokens) on the first") }
         }
         let seconds = passSeconds.min()!
         let meanSeconds = passSeconds.reduce(0, +) / Double(passes)
