@@ -270,7 +270,10 @@ func attentionForward<T: ComputeScalar>(_ layout: AttentionLayout, _ query: Tens
         var runningSum = [T](repeating: 0, count: attentionQueryBlock)
         defer { scores.deallocate() }
         for item in items {
-            let (bh, block) = item.quotientAndRemainder(dividingBy: blocksPerHead)
+            let (bh, index) = item.quotientAndRemainder(dividingBy: blocksPerHead)
+            // Blocks in the order first, last, second, second-to-last, …: under a causal mask later
+            // blocks see more keys, so contiguous ranges of items then carry similar work.
+            let block = index % 2 == 0 ? index / 2 : blocksPerHead - 1 - index / 2
             let (b, h) = bh.quotientAndRemainder(dividingBy: layout.heads)
             let kvh = h / layout.groupSize
             let rows = block * attentionQueryBlock..<min((block + 1) * attentionQueryBlock, tq)
