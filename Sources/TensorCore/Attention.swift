@@ -52,8 +52,9 @@ public struct AttentionMask: Sendable {
 /// (transformers' Mllama instead attends uniformly there; its fusion layer zeroes those rows
 /// afterwards, so the models agree.)
 ///
-/// Saves for backward: Q, K, V (the views read, not copies), the output O and the per-row
-/// log-sum-exp `[B, H, Tq]` of the masked, scaled scores — never the probabilities.
+/// Saves for backward: Q, K, V as read (the views themselves, or the one copy made of a view BLAS
+/// cannot read), the output O and the per-row log-sum-exp `[B, H, Tq]` of the masked, scaled
+/// scores — never the probabilities.
 /// Backward (flash-attention 2), per block, with `P = exp(S − LSE)` recomputed:
 /// `dV += Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(dO ⊙ O))`, `dQ = scale·dS·K`,
 /// `dK += scale·dSᵀ·Q`; the query heads that share a kv head add into its dK and dV.
