@@ -52,8 +52,9 @@ public struct AttentionMask: Sendable {
 /// (transformers' Mllama instead attends uniformly there; its fusion layer zeroes those rows
 /// afterwards, so the models agree.)
 ///
-/// Saves for backward: Q, K, V (the views read, not copies), the output O and the per-row
-/// log-sum-exp `[B, H, Tq]` of the masked, scaled scores — never the probabilities.
+/// Saves for backward: Q, K, V as read (the views themselves, or the one copy made of a view BLAS
+/// cannot read), the output O and the per-row log-sum-exp `[B, H, Tq]` of the masked, scaled
+/// scores — never the probabilities.
 /// Backward (flash-attention 2), per block, with `P = exp(S − LSE)` recomputed:
 /// `dV += Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ⊙ (dP − rowsum(dO ⊙ O))`, `dQ = scale·dS·K`,
 /// `dK += scale·dSᵀ·Q`; the query heads that share a kv head add into its dK and dV.
@@ -270,7 +271,10 @@ func attentionForward<T: ComputeScalar>(_ layout: AttentionLayout, _ query: Tens
         var runningSum = [T](repeating: 0, count: attentionQueryBlock)
         defer { scores.deallocate() }
         for item in items {
-            let (bh, block) = item.quotientAndRemainder(dividingBy: blocksPerHead)
+            let (bh, index) = item.quotientAndRemainder(dividingBy: blocksPerHead)
+            // Blocks in the order first, last, second, second-to-last, …: under a causal mask later
+            // blocks see more keys, so contiguous ranges of items then carry similar work.
+            let block = index % 2 == 0 ? index / 2 : blocksPerHead - 1 - index / 2
             let (b, h) = bh.quotientAndRemainder(dividingBy: layout.heads)
             let kvh = h / layout.groupSize
             let rows = block * attentionQueryBlock..<min((block + 1) * attentionQueryBlock, tq)
