@@ -6,6 +6,9 @@
 /// stay in cache.
 private let upcastBlockElements = 256 * 1024
 
+/// Up to this many input rows, products use GEMV per row instead of GEMM.
+private let gemvRowLimit = 1
+
 /// Converts rows `rows` of a `[n, k]` 16-bit matrix to float32 in `buffer`.
 private func upcastRows(_ weight: Tensor, rows: Range<Int>, k: Int, into buffer: UnsafeMutablePointer<Float>) {
     let bits = weight.rawPointer.assumingMemoryBound(to: UInt16.self) + rows.lowerBound * k
@@ -36,6 +39,13 @@ private func forEachUpcastBlock(of weight: Tensor, n: Int, k: Int,
 /// `out[m, n] = x[m, k] · W[n, k]ᵀ (+ out when accumulate)` for a weight of any float dtype.
 private func productWithTransposedWeight(_ x: UnsafePointer<Float>, _ weight: Tensor, m: Int, n: Int, k: Int,
                                          into out: UnsafeMutablePointer<Float>) {
+    if weight.dtype == .float32 && m <= gemvRowLimit {
+        // Decoding: a handful of rows. GEMV streams the weight once per row without packing it.
+        for row in 0..<m {
+            BLAS.gemv(.none, m: n, n: k, a: weight.floatPointer, lda: k, x: x + row * k, beta: 1, y: out + row * n)
+        }
+        return
+    }
     if weight.dtype == .float32 {
         BLAS.gemm(.none, .transposed, m: m, n: n, k: k, a: x, lda: k, b: weight.floatPointer, ldb: k,
                   beta: 1, c: out, ldc: n)

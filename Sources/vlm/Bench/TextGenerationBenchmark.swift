@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Models
+import TensorCore
+
+/// `vlm bench text-generation`: prefill and greedy decoding speed of a Llama checkpoint, the
+/// machine's memory read bandwidth, and how close decoding comes to streaming the weights once per
+/// token at that bandwidth.
+struct TextGenerationBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "text-generation",
+        abstract: "Prefill and decode speed of a Llama checkpoint against the memory-bandwidth bound.",
+        discussion: "Make the checkpoint with Benchmarks/peer_llama_generate.py (it saves its model) to compare with transformers.")
+
+    @Option(help: "A Llama checkpoint directory.")
+    var model: String = "/tmp/vlmkit-bench-llama"
+
+    @Option(help: "Prompt length in tokens.")
+    var promptTokens = 64
+
+    @Option(help: "Tokens to generate (no early stop).")
+    var newTokens = 64
+
+    @Option(help: "Timed rounds (the median is reported).")
+    var rounds = 3
+
+    func run() throws {
+        let llama = try LlamaForCausalLM.load(directory: URL(fileURLWithPath: model))
+        var generator = RandomGenerator(seed: 1)
+        let prompt = (0..<promptTokens).map { _ in 3 + Int(generator.next() % UInt64(llama.config.vocabSize - 3)) }
+        let promptTensor = Tensor(indices: prompt, shape: [1, promptTokens])
+
+        var prefill: [Double] = [], decode: [Double] = []
+        withNoGrad {
+            _ = llama(promptTensor)  // warm-up: touches every mapped weight page
+            for _ in 0..<rounds {
+                let cache = llama.makeCache(batch: 1, capacity: promptTokens + newTokens)
+                var start = Timing.now()
+                _ = llama.decode(promptTensor, attentionMask: Tensor.filled(1, shape: [1, promptTokens], dtype: .int64), cache: cache)
+                prefill.append(Timing.now() - start)
+                start = Timing.now()
+                let output = generate(with: llama, prompts: [prompt], maxNewTokens: newTokens)
+                let total = Timing.now() - start
+                ensure(output[0].count == newTokens, "expected \(newTokens) new tokens, got \(output[0].count)")
+                decode.append(Double(newTokens - 1) / max(total - prefill.last!, 1e-9))
+            }
+        }
+        let prefillSeconds = prefill.sorted()[prefill.count / 2]
+        let tokensPerSecond = decode.sorted()[decode.count / 2]
+
+        // Bytes read per decoded token: every weight except the embedding table (one row of it).
+        let weightBytes = llama.parameters().filter { !$0.name.hasSuffix("embed_tokens.weight") || llama.config.tieWordEmbeddings }
+            .reduce(0) { $0 + $1.tensor.elementCount * $1.tensor.dtype.byteSize }
+        let bandwidth = MemoryBandwidth.measureReadBytesPerSecond()
+        let boundTokensPerSecond = bandwidth / Double(weightBytes)
+        print(String(format: "prefill %d tokens: %.1f ms (%.0f tokens/s)", promptTokens, prefillSeconds * 1e3,
+                     Double(promptTokens) / prefillSeconds))
+        print(String(format: "decode: %.1f tokens/s; weights streamed per token %.0f MB; read bandwidth %.1f GB/s → bound %.1f tokens/s (%.0f%% of it)",
+                     tokensPerSecond, Double(weightBytes) / 1e6, bandwidth / 1e9, boundTokensPerSecond,
+                     100 * tokensPerSecond / boundTokensPerSecond))
+        print(jsonLine([("prefill_ms", prefillSeconds * 1e3), ("decode_tokens_per_s", tokensPerSecond),
+                        ("bandwidth_gb_s", bandwidth / 1e9), ("bound_tokens_per_s", boundTokensPerSecond),
+                        ("fraction_of_bound", tokensPerSecond / boundTokensPerSecond),
+                        ("peak_rss_mb", Timing.peakResidentMegabytes())]))
+    }
+}
+
+/// A STREAM-style read benchmark: every thread sums its share of a buffer far larger than the caches.
+enum MemoryBandwidth {
+    static func measureReadBytesPerSecond(bytes: Int = 1 << 30) -> Double {
+        let count = bytes / 4
+        let buffer = Tensor.filled(1, shape: [count])
+        let pointer = UnsafePointer(buffer.floatPointer)
+        var best = 0.0
+        for _ in 0..<5 {
+            let start = Timing.now()
+            Parallel.forEachRange(count, grain: 1 << 20) { range in
+                // Eight independent accumulators keep the loads in flight.
+                var sums = SIMD8<Float>()
+                var i = range.lowerBound
+                while i + 8 <= range.upperBound {
+                    sums += UnsafeRawPointer(pointer + i).loadUnaligned(as: SIMD8<Float>.self)
+                    i += 8
+                }
+                if sums.sum() == -1 { print("") }  // keeps the loop from being optimised away
+            }
+            best = max(best, Double(bytes) / (Timing.now() - start))
+        }
+        return withExtendedLifetime(buffer) { best }
+    }
+}
