@@ -87,4 +87,17 @@ struct MatrixTests {
         x.linear(weight: upcast).sum().backward()
         #expect(errors(viaBF16, x.grad!.doubles()).maxAbs < 1e-4)
     }
+
+    @Test("linear on a single row (the GEMV path) equals the GEMM path, with and without bias")
+    func singleRowLinear() {
+        let w = randomFloats([37, 19], seed: 30), b = randomFloats([37], seed: 31)
+        let rows = randomFloats([3, 19], seed: 32)
+        let batched = rows.linear(weight: w, bias: b).doubles()
+        for row in 0..<3 {
+            let single = rows.slice(axis: 0, row..<(row + 1)).linear(weight: w, bias: b).doubles()
+            #expect(errors(single, Array(batched[(row * 37)..<((row + 1) * 37)])).maxAbs < 1e-5)
+        }
+        let noBias = rows.slice(axis: 0, 1..<2).linear(weight: w)
+        #expect(errors(noBias.doubles(), rows.slice(axis: 0, 1..<2).matmul(w.transposed()).doubles()).maxAbs < 1e-5)
+    }
 }
