@@ -58,19 +58,73 @@ enum UnaryFunction: String, Sendable {
 
 @inline(__always)
 private func mapKernel<T: ComputeScalar>(_ input: Tensor, into out: Tensor, _ function: UnaryFunction, _: T.Type) {
+    if T.self == Float.self, vectorizedFloatMap(input, into: out, function) { return }
     let x = input.pointer(as: T.self), y = out.pointer(as: T.self)
     Parallel.forEachRange(out.elementCount, grain: 16_384) { range in
         for i in range { y[i] = function.apply(x[i]) }
     }
 }
 
+/// The exponential-based activations in float32, 16 lanes at a time with the vectorised `exp`
+/// (within 1.2 ulp; libm's `expf` is a scalar call per element). Returns false for other functions.
+private func vectorizedFloatMap(_ input: Tensor, into out: Tensor, _ function: UnaryFunction) -> Bool {
+    guard function == .exp || function == .silu || function == .sigmoid else { return false }
+    let x = UnsafePointer(input.floatPointer), y = out.floatPointer
+    @inline(__always) func apply(_ v: SIMD16<Float>) -> SIMD16<Float> {
+        switch function {
+        case .exp: return exp16Float(v)
+        case .silu: return v / (1 + exp16Float(-v))
+        default: return 1 / (1 + exp16Float(-v))
+        }
+    }
+    Parallel.forEachRange(out.elementCount, grain: 16_384) { range in
+        var i = range.lowerBound
+        while i + 16 <= range.upperBound {
+            store16(apply(load16(x + i)), y + i)
+            i += 16
+        }
+        while i < range.upperBound {
+            y[i] = apply(SIMD16(repeating: x[i]))[0]
+            i += 1
+        }
+    }
+    return true
+}
+
 @inline(__always)
 private func derivativeKernel<T: ComputeScalar>(_ input: Tensor, _ output: Tensor, _ gradient: Tensor,
                                                  into result: Tensor, _ function: UnaryFunction, _: T.Type) {
+    if T.self == Float.self && (function == .silu || function == .sigmoid) {
+        vectorizedFloatDerivative(input, output, gradient, into: result, function)
+        return
+    }
     let x = input.pointer(as: T.self), y = output.pointer(as: T.self)
     let g = gradient.pointer(as: T.self), d = result.pointer(as: T.self)
     Parallel.forEachRange(result.elementCount, grain: 16_384) { range in
         for i in range { d[i] = g[i] * function.derivative(input: x[i], output: y[i]) }
+    }
+}
+
+/// `dy · f'(x)` for SiLU and sigmoid in float32, 16 lanes at a time.
+private func vectorizedFloatDerivative(_ input: Tensor, _ output: Tensor, _ gradient: Tensor, into result: Tensor,
+                                       _ function: UnaryFunction) {
+    let x = UnsafePointer(input.floatPointer), y = UnsafePointer(output.floatPointer)
+    let g = UnsafePointer(gradient.floatPointer), d = result.floatPointer
+    @inline(__always) func derivative(_ x: SIMD16<Float>, _ y: SIMD16<Float>) -> SIMD16<Float> {
+        if function == .sigmoid { return y * (1 - y) }
+        let s = 1 / (1 + exp16Float(-x))
+        return s * (1 + x * (1 - s))
+    }
+    Parallel.forEachRange(result.elementCount, grain: 16_384) { range in
+        var i = range.lowerBound
+        while i + 16 <= range.upperBound {
+            store16(load16(g + i) * derivative(load16(x + i), load16(y + i)), d + i)
+            i += 16
+        }
+        while i < range.upperBound {
+            d[i] = g[i] * derivative(SIMD16(repeating: x[i]), SIMD16(repeating: y[i]))[0]
+            i += 1
+        }
     }
 }
 

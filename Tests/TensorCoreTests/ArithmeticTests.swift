@@ -87,6 +87,22 @@ struct ArithmeticTests {
         }
     }
 
+    @Test("float32 exp, SiLU and sigmoid (vectorised) match libm within 2e-6 relative, gradients included")
+    func vectorisedActivations() {
+        let x = randomFloats([1000], in: -20...20, seed: 12, requiresGrad: true)
+        let v = x.floats()
+        let checks: [(String, Tensor, (Float) -> Float)] = [
+            ("exp", x.exp(), { Float.exp($0) }), ("silu", x.silu(), { $0 / (1 + Float.exp(-$0)) }),
+            ("sigmoid", x.sigmoid(), { 1 / (1 + Float.exp(-$0)) })]
+        for (name, result, reference) in checks {
+            let worst = zip(result.floats(), v.map(reference)).map { abs($0 - $1) / max(abs($1), 1e-30) }.max()!
+            #expect(worst < 2e-6, "\(name): worst relative error \(worst)")
+        }
+        x.silu().sum().backward()
+        let expected = v.map { (t: Float) -> Float in let s = 1 / (1 + Float.exp(-t)); return s * (1 + t * (1 - s)) }
+        #expect(zip(x.grad!.floats(), expected).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) })
+    }
+
     @Test("exact GELU matches x·Φ(x) and the tanh form stays within 1e-3 of it")
     func geluForms() {
         let x = Tensor([-3, -1, -0.5, 0, 0.5, 1, 3] as [Double], shape: [7])
