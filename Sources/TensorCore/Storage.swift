@@ -16,6 +16,8 @@ public final class Storage: @unchecked Sendable {
     public let byteCount: Int
     /// Keeps borrowed memory alive; `nil` when this storage allocated its memory.
     private let owner: AnyObject?
+    /// The size of the allocated block (the byte count rounded up to its alignment).
+    private let allocatedBytes: Int
 
     /// Allocates `byteCount` bytes aligned to 64 (a cache line and an AVX-512 register), zero-filled
     /// unless `zeroed` is false (for outputs a kernel overwrites completely).
@@ -27,15 +29,22 @@ public final class Storage: @unchecked Sendable {
         let hugePage = 2 << 20
         let alignment = size >= hugePage ? hugePage : 64
         let rounded = (size + alignment - 1) & ~(alignment - 1)
-        guard let memory = aligned_alloc(alignment, rounded) else {
-            fatalError("Storage: could not allocate \(byteCount) bytes")
+        let memory: UnsafeMutableRawPointer
+        if let reused = BufferPool.take(rounded) {
+            memory = reused
+        } else {
+            guard let fresh = aligned_alloc(alignment, rounded) else {
+                fatalError("Storage: could not allocate \(byteCount) bytes")
+            }
+            #if os(Linux)
+            if alignment == hugePage { _ = madvise(fresh, rounded, MADV_HUGEPAGE) }
+            #endif
+            memory = fresh
         }
-        #if os(Linux)
-        if alignment == hugePage { _ = madvise(memory, rounded, MADV_HUGEPAGE) }
-        #endif
         if zeroed { memset(memory, 0, size) }
         self.baseAddress = memory
         self.byteCount = byteCount
+        self.allocatedBytes = rounded
         self.owner = nil
     }
 
@@ -43,6 +52,7 @@ public final class Storage: @unchecked Sendable {
     public init(borrowing baseAddress: UnsafeMutableRawPointer, byteCount: Int, keepingAlive owner: AnyObject) {
         self.baseAddress = baseAddress
         self.byteCount = byteCount
+        self.allocatedBytes = 0
         self.owner = owner
     }
 
@@ -50,6 +60,6 @@ public final class Storage: @unchecked Sendable {
     public var isBorrowed: Bool { owner != nil }
 
     deinit {
-        if owner == nil { free(baseAddress) }
+        if owner == nil { BufferPool.give(baseAddress, roundedBytes: allocatedBytes) }
     }
 }

@@ -47,20 +47,22 @@ struct OpsBenchmark: ParsableCommand {
     }
 
     /// Seconds per `[n, n] · [n, n]` product: raw BLAS into a preallocated buffer, through
-    /// `Tensor.matmul` (which allocates its output), and through a transposed view.
+    /// `Tensor.matmul` (which allocates its output), and through a transposed view. The three are
+    /// timed in alternation, round after round, so that a change in machine load hits all alike.
     private func measureGEMM(_ n: Int) -> (raw: Double, tensor: Double, transposed: Double) {
         var generator = RandomGenerator(seed: UInt64(n))
         let a = Tensor.randomUniform([n, n], in: -1...1, using: &generator)
         let b = Tensor.randomUniform([n, n], in: -1...1, using: &generator)
-        let c = Tensor(zeros: [n, n])
-        let raw = Timing.median(rounds: rounds) {
-            BLAS.gemm(.none, .none, m: n, n: n, k: n, a: a.floatPointer, lda: n, b: b.floatPointer, ldb: n,
-                      c: c.floatPointer, ldc: n)
-        }
-        let tensor = Timing.median(rounds: rounds) { _ = a.matmul(b) }
         let bt = b.transposed()
-        let transposed = Timing.median(rounds: rounds) { _ = a.matmul(bt) }
-        return (raw, tensor, transposed)
+        let c = Tensor(zeros: [n, n])
+        let bodies: [() -> Void] = [
+            { BLAS.gemm(.none, .none, m: n, n: n, k: n, a: a.floatPointer, lda: n, b: b.floatPointer, ldb: n,
+                        c: c.floatPointer, ldc: n) },
+            { _ = a.matmul(b) },
+            { _ = a.matmul(bt) },
+        ]
+        let timings = Timing.alternatingMedians(rounds: rounds * 3, bodies)
+        return (timings[0], timings[1], timings[2])
     }
 
     /// A training step through `depth` linear layers with SiLU between them: forward, mean-square

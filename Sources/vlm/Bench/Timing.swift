@@ -23,6 +23,26 @@ enum Timing {
         return samples.sorted()[samples.count / 2]
     }
 
+    /// Medians of seconds per call for several bodies timed in alternation (A B C A B C …), each
+    /// sample repeating its body for at least `minimumSeconds`, after one warm-up call each.
+    static func alternatingMedians(rounds: Int, minimumSeconds: Double = 0.1, _ bodies: [() -> Void]) -> [Double] {
+        let repeats = bodies.map { body -> Int in
+            body()
+            let start = now()
+            body()
+            return max(1, Int(minimumSeconds / max(now() - start, 1e-7)))
+        }
+        var samples = Array(repeating: [Double](), count: bodies.count)
+        for _ in 0..<rounds {
+            for (index, body) in bodies.enumerated() {
+                let start = now()
+                for _ in 0..<repeats[index] { body() }
+                samples[index].append((now() - start) / Double(repeats[index]))
+            }
+        }
+        return samples.map { $0.sorted()[$0.count / 2] }
+    }
+
     /// Peak resident set size of this process in megabytes (`VmHWM` from /proc/self/status).
     static func peakResidentMegabytes() -> Double {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }

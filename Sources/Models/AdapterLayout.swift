@@ -1,0 +1,133 @@
+import Checkpoint
+
+/// Where gated cross-attention adapters go in a text model, and the image encoder that feeds them:
+/// the data in `adapters/*.yaml`.
+///
+/// The text dimensions are not part of a layout: they come from whichever Llama checkpoint the
+/// adapters are built on (``mllamaConfig(for:)``), so one layout serves any model size.
+public struct AdapterLayout: Codable, Sendable, Equatable {
+    /// Where the cross-attention layers sit.
+    public enum Placement: Codable, Sendable, Equatable {
+        /// Explicit indices in the fused layer list, as `cross_attention_layers` in an mllama
+        /// config (the published 11B model: 3, 8, …, 38 among 40 layers).
+        case fusedIndices([Int])
+        /// One cross-attention layer before text layer `first`, `first + every`, `first + 2·every`, …
+        case every(Int, first: Int)
+
+        enum CodingKeys: String, CodingKey { case layers, every, first }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            if let layers = try c.decodeIfPresent([Int].self, forKey: .layers) {
+                self = .fusedIndices(layers)
+            } else if let every = try c.decodeIfPresent(Int.self, forKey: .every) {
+                guard every > 0 else {
+                    throw DecodingError.dataCorruptedError(forKey: .every, in: c, debugDescription: "cross_attention.every must be positive")
+                }
+                self = .every(every, first: try c.decodeIfPresent(Int.self, forKey: .first) ?? 0)
+            } else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                        debugDescription: "cross_attention needs 'layers' (a list) or 'every' (with optional 'first')"))
+            }
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            switch self {
+            case .fusedIndices(let layers): try c.encode(layers, forKey: .layers)
+            case .every(let every, let first):
+                try c.encode(every, forKey: .every)
+                try c.encode(first, forKey: .first)
+            }
+        }
+    }
+
+    /// The image encoder's shape (`vision_config` of an mllama checkpoint, minus nothing).
+    public struct VisionEncoder: Codable, Sendable, Equatable {
+        public var hiddenSize: Int
+        public var numHiddenLayers: Int
+        public var numGlobalLayers: Int
+        public var attentionHeads: Int
+        public var intermediateSize: Int
+        public var imageSize: Int
+        public var patchSize: Int
+        public var maxNumTiles: Int
+        public var intermediateLayersIndices: [Int]
+        public var visionOutputDim: Int
+
+        enum CodingKeys: String, CodingKey {
+            case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numGlobalLayers = "num_global_layers"
+            case attentionHeads = "attention_heads", intermediateSize = "intermediate_size", imageSize = "image_size"
+            case patchSize = "patch_size", maxNumTiles = "max_num_tiles"
+            case intermediateLayersIndices = "intermediate_layers_indices", visionOutputDim = "vision_output_dim"
+        }
+    }
+
+    public var crossAttention: Placement
+    public var vision: VisionEncoder
+    /// The standard deviation of fresh weights (`initializer_range`).
+    public var initializerRange: Double
+
+    enum CodingKeys: String, CodingKey {
+        case crossAttention = "cross_attention", vision, initializerRange = "initializer_range"
+    }
+
+    public init(crossAttention: Placement, vision: VisionEncoder, initializerRange: Double = 0.02) {
+        self.crossAttention = crossAttention
+        self.vision = vision
+        self.initializerRange = initializerRange
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        crossAttention = try c.decode(Placement.self, forKey: .crossAttention)
+        vision = try c.decode(VisionEncoder.self, forKey: .vision)
+        initializerRange = try c.decodeIfPresent(Double.self, forKey: .initializerRange) ?? 0.02
+    }
+
+    /// A layout that cannot be applied to a text model, with the reason.
+    public struct Mismatch: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The fused indices of the cross-attention layers for a text model of `textLayers` layers.
+    public func crossAttentionIndices(textLayers: Int) throws -> [Int] {
+        switch crossAttention {
+        case .fusedIndices(let indices):
+            let total = textLayers + indices.count
+            guard indices == indices.sorted(), Set(indices).count == indices.count,
+                  indices.allSatisfy({ $0 >= 0 && $0 < total }) else {
+                throw Mismatch(description: "cross_attention.layers \(indices) must be distinct, ascending and below \(total) "
+                               + "(\(textLayers) text layers + \(indices.count) cross-attention layers)")
+            }
+            return indices
+        case .every(let every, let first):
+            guard first >= 0 && first < textLayers else {
+                throw Mismatch(description: "cross_attention.first = \(first) must name one of the \(textLayers) text layers")
+            }
+            let before = Array(stride(from: first, to: textLayers, by: every))
+            return before.enumerated().map { $0.element + $0.offset }
+        }
+    }
+
+    /// The mllama configuration of `llama` with these adapters: the text model's own dimensions,
+    /// its layers plus the cross-attention layers, and this image encoder.
+    public func mllamaConfig(for llama: LlamaConfig) throws -> MllamaConfig {
+        let indices = try crossAttentionIndices(textLayers: llama.numHiddenLayers)
+        var text = llama
+        text.numHiddenLayers = llama.numHiddenLayers + indices.count
+        let visionConfig = MllamaVisionConfig(
+            hiddenSize: vision.hiddenSize, numHiddenLayers: vision.numHiddenLayers, numGlobalLayers: vision.numGlobalLayers,
+            attentionHeads: vision.attentionHeads, intermediateSize: vision.intermediateSize, imageSize: vision.imageSize,
+            patchSize: vision.patchSize, maxNumTiles: vision.maxNumTiles,
+            intermediateLayersIndices: vision.intermediateLayersIndices, visionOutputDim: vision.visionOutputDim)
+        return MllamaConfig(textConfig: MllamaTextConfig(llama: text, crossAttentionLayers: indices),
+                            visionConfig: visionConfig, imageTokenIndex: llama.vocabSize)
+    }
+
+    /// For each text layer of the source model, its index in the fused layer list.
+    public func fusedIndicesOfTextLayers(textLayers: Int) throws -> [Int] {
+        let cross = Set(try crossAttentionIndices(textLayers: textLayers))
+        return (0..<(textLayers + cross.count)).filter { !cross.contains($0) }
+    }
+}
