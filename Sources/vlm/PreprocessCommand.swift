@@ -42,7 +42,7 @@ struct PreprocessCommand: ParsableCommand {
                                        ("aspect_ratio_mask", batch.aspectRatioMask)],
                              metadata: ["num_tiles": batch.numTiles[0].map(String.init).joined(separator: ",")],
                              to: URL(fileURLWithPath: out))
-        let tiles = zip(image, batch.arrangements[0]).map { "\($0) \($1) tiles" }.joined(separator: ", ")
+        let tiles = zip(image, batch.arrangements[0]).map { "\($0): \($1.rows)x\($1.columns) tiles" }.joined(separator: ", ")
         print("wrote pixel_values \(batch.pixelValues.shape) to \(out) (\(tiles))")
     }
 }
