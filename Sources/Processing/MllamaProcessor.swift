@@ -32,7 +32,7 @@ public struct MllamaBatch {
 /// the last image up to the end of the padded row; and a run of consecutive image tokens shares
 /// the end of the run's last image, so `<|image|><|image|>text` lets the text see both. Only the
 /// image's real tiles (its `num_tiles`) are set; tokens before the first image see nothing.
-public struct MllamaProcessor {
+public struct MllamaProcessor: Sendable {
     public enum PaddingSide: String, Sendable { case left, right }
 
     public let imageProcessor: MllamaImageProcessor
@@ -98,7 +98,8 @@ public struct MllamaProcessor {
     ///
     /// - Throws: ``ProcessingError`` naming the sample when the number of `<|image|>` markers in its
     ///   prompt differs from the number of images given for it, or when `images` does not have one
-    ///   list per prompt; errors from ``MllamaImageProcessor/preprocess(_:)``.
+    ///   list per prompt, or when some samples have images and others none (transformers refuses
+    ///   such batches too); errors from ``MllamaImageProcessor/preprocess(_:)``.
     public func process(prompts: [String], images: [[Image]]) throws -> MllamaBatch {
         guard !prompts.isEmpty else { throw ProcessingError("no prompts to process") }
         guard images.count == prompts.count || (images.isEmpty) else {
@@ -110,6 +111,11 @@ public struct MllamaProcessor {
             if markers != sampleImages.count {
                 throw ProcessingError("sample \(index): the prompt has \(markers) \(imageToken) token\(markers == 1 ? "" : "s") but \(sampleImages.count) image\(sampleImages.count == 1 ? " was" : "s were") given")
             }
+        }
+
+        // As transformers 4.45.2: a batch is all text-only or has images in every sample.
+        if let empty = images.firstIndex(where: \.isEmpty), images.contains(where: { !$0.isEmpty }) {
+            throw ProcessingError("sample \(empty): no images, while other samples have some (every sample needs at least one image, or none may have any)")
         }
 
         let unpadded = prompts.map(tokenIDs(for:))

@@ -82,6 +82,9 @@ final class ProcessingErrorTests: XCTestCase {
         XCTAssertThrowsError(try processor.process(prompts: ["<|image|>a", "b"], images: [[image]])) {
             XCTAssertTrue("\($0)".contains("2 prompts but 1 lists of images"), "\($0)")
         }
+        XCTAssertThrowsError(try processor.process(prompts: ["<|image|>a", "b"], images: [[image], []])) {
+            XCTAssertTrue("\($0)".hasPrefix("sample 1: no images"), "\($0)")
+        }
     }
 
     func testBrokenImageFileNamesTheFile() throws {
