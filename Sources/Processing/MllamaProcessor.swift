@@ -92,8 +92,8 @@ public struct MllamaProcessor: Sendable {
     ///
     /// ```swift
     /// let batch = try processor.process(prompts: ["<|image|>Describe this."], images: [[photo]])
-    /// batch.inputIDs.shape              // [1, 7]
-    /// batch.crossAttentionMask!.shape   // [1, 7, 1, 4]
+    /// batch.inputIDs.shape              // [1, 6]: BOS, <|image|>, BOS, "Describe", " this", "."
+    /// batch.crossAttentionMask!.shape   // [1, 6, 1, 4]
     /// ```
     ///
     /// - Throws: ``ProcessingError`` naming the sample when the number of `<|image|>` markers in its
