@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Media", targets: ["Media"]),
         .library(name: "Tokenization", targets: ["Tokenization"]),
         .library(name: "Models", targets: ["Models"]),
+        .library(name: "Processing", targets: ["Processing"]),
         .executable(name: "vlm", targets: ["vlm"]),
     ],
     dependencies: [
@@ -34,12 +35,14 @@ let package = Package(
         .target(name: "Media", dependencies: ["CPNGShim", "CJPEG"]),
         .target(name: "Tokenization"),
         .target(name: "Models", dependencies: ["TensorCore", "Layers", "Checkpoint"]),
+        // Images and prompts -> model inputs (the Mllama image processor and processor).
+        .target(name: "Processing", dependencies: ["Media", "TensorCore", "Checkpoint", "Tokenization"]),
 
         // The command-line tool.
         .executableTarget(
             name: "vlm",
             dependencies: [
-                "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization", "Models",
+                "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization", "Models", "Processing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -51,6 +54,7 @@ let package = Package(
         .testTarget(name: "MediaTests", dependencies: ["Media", "_TestSupport"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoint", "_TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport"]),
+        .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Media", "Checkpoint", "Tokenization", "_TestSupport"]),
     ],
     // Kernels hand raw buffers to worker threads; Swift 5 mode keeps that legal without wrapping
     // every pointer in a Sendable box. Types shared across threads are still marked Sendable.

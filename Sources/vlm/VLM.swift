@@ -5,5 +5,8 @@ struct VLM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vlm",
         abstract: "VLMKit: build, train and compare vision-language models on a CPU.",
-        subcommands: [InspectCommand.self, TokenizeCommand.self, ForwardCommand.self, GenerateCommand.self, FuzzCommand.self, Bench.self])
+        subcommands: [
+            InspectCommand.self, TokenizeCommand.self, PreprocessCommand.self, ForwardCommand.self,
+            GenerateCommand.self, FuzzCommand.self, Bench.self,
+        ])
 }
