@@ -188,3 +188,56 @@ extension MllamaForConditionalGeneration {
         return names
     }
 }
+
+// MARK: - Generation
+
+extension MllamaForConditionalGeneration: IncrementalDecoder {
+    /// Text-only decoding (or continuing from a cache that already holds an image).
+    public func decode(_ ids: Tensor, attentionMask: Tensor, cache: MllamaCache) -> Tensor {
+        let hidden = hiddenStates(inputIds: ids, attentionMask: attentionMask, cache: cache)   // (B, T, D)
+        return languageModel.logits(hiddenStates: hidden.slice(axis: 1, (hidden.shape[1] - 1)..<hidden.shape[1]))  // (B, 1, V)
+    }
+
+    /// A decoder for ``generate(with:prompts:maxNewTokens:sampling:stopTokens:padToken:onStep:)``
+    /// that sees these images: they are encoded once, with the prompt, and each cross-attention
+    /// layer's keys and values are cached; generated tokens repeat the prompt's last
+    /// cross-attention mask row.
+    ///
+    /// `crossAttentionMask` `[B, T, N, X]` must line up with the prompts as `generate` lays them
+    /// out: left-padded to the longest prompt (rows of padding all 0).
+    public func conditioned(pixelValues: Tensor, aspectRatioIds: Tensor, aspectRatioMask: Tensor? = nil,
+                            crossAttentionMask: Tensor) -> MllamaImageDecoder {
+        MllamaImageDecoder(model: self, pixelValues: pixelValues, aspectRatioIds: aspectRatioIds,
+                           aspectRatioMask: aspectRatioMask, crossAttentionMask: crossAttentionMask)
+    }
+}
+
+/// Mllama with a fixed set of images, for ``generate(with:prompts:maxNewTokens:sampling:stopTokens:padToken:onStep:)``.
+public final class MllamaImageDecoder: IncrementalDecoder {
+    public let model: MllamaForConditionalGeneration
+    public let pixelValues: Tensor
+    public let aspectRatioIds: Tensor
+    public let aspectRatioMask: Tensor?
+    public let crossAttentionMask: Tensor
+
+    init(model: MllamaForConditionalGeneration, pixelValues: Tensor, aspectRatioIds: Tensor, aspectRatioMask: Tensor?,
+         crossAttentionMask: Tensor) {
+        self.model = model
+        self.pixelValues = pixelValues
+        self.aspectRatioIds = aspectRatioIds
+        self.aspectRatioMask = aspectRatioMask
+        self.crossAttentionMask = crossAttentionMask
+    }
+
+    public func makeCache(batch: Int, capacity: Int) -> MllamaCache { model.makeCache(batch: batch, capacity: capacity) }
+
+    /// The prompt step encodes the images; later steps read the cached image keys and values.
+    public func decode(_ ids: Tensor, attentionMask: Tensor, cache: MllamaCache) -> Tensor {
+        let isPrompt = cache.length == 0
+        let hidden = model.hiddenStates(inputIds: ids, attentionMask: attentionMask,
+                                        pixelValues: isPrompt ? pixelValues : nil, aspectRatioIds: aspectRatioIds,
+                                        aspectRatioMask: aspectRatioMask,
+                                        crossAttentionMask: isPrompt ? crossAttentionMask : nil, cache: cache)  // (B, T, D)
+        return model.languageModel.logits(hiddenStates: hidden.slice(axis: 1, (hidden.shape[1] - 1)..<hidden.shape[1]))
+    }
+}
