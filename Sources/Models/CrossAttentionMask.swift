@@ -41,25 +41,25 @@ public struct PreparedCrossAttentionMask {
         let (b, t, n, x) = (tiles.shape[0], tiles.shape[1], tiles.shape[2], tiles.shape[3])
         let s = n * x * tokensPerTile
         let flags = tiles.dtype.isFloatingPoint ? tiles.doubles().map { $0 != 0 } : tiles.integers().map { $0 != 0 }
-        var additive = [Double](repeating: 0, count: b * t * s)
-        var visible = [Double](repeating: 0, count: b * t)
-        for row in 0..<(b * t) {
-            let rowFlags = flags[(row * n * x)..<((row + 1) * n * x)]
-            let seesAny = rowFlags.contains(true)
-            visible[row] = seesAny ? 1 : 0
-            // A row that sees nothing: Meta hides every key (the kernel then outputs 0);
-            // transformers hides none.
-            if !seesAny && masking == .huggingface { continue }
-            for (tile, flag) in rowFlags.enumerated() where !flag {
-                let start = row * s + tile * tokensPerTile
-                for j in start..<(start + tokensPerTile) { additive[j] = -.infinity }
+        let additive = Tensor(zeros: [b, 1, t, s], dtype: dtype)
+        let visible = Tensor(zeros: [b, t, 1], dtype: dtype)
+        func fill<T: ComputeScalar & BinaryFloatingPoint>(_ additive: UnsafeMutablePointer<T>, _ visible: UnsafeMutablePointer<T>) {
+            for row in 0..<(b * t) {
+                let rowFlags = flags[(row * n * x)..<((row + 1) * n * x)]
+                let seesAny = rowFlags.contains(true)
+                visible[row] = seesAny ? 1 : 0
+                // A row that sees nothing: Meta hides every key (the kernel then outputs 0);
+                // transformers hides none.
+                if !seesAny && masking == .huggingface { continue }
+                for (tile, flag) in rowFlags.enumerated() where !flag {
+                    let start = row * s + tile * tokensPerTile
+                    for j in start..<(start + tokensPerTile) { additive[j] = -.infinity }
+                }
             }
         }
-        func tensor(_ values: [Double], _ shape: [Int]) -> Tensor {
-            dtype == .float64 ? Tensor(values, shape: shape) : Tensor(values.map(Float.init), shape: shape)
-        }
-        self.additive = tensor(additive, [b, 1, t, s])
-        self.rowVisible = tensor(visible, [b, t, 1])
+        if dtype == .float64 { fill(additive.doublePointer, visible.doublePointer) } else { fill(additive.floatPointer, visible.floatPointer) }
+        self.additive = additive
+        self.rowVisible = visible
     }
 
     /// No mask: every text token sees every image token and no row is zeroed (transformers'

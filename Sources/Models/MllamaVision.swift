@@ -298,20 +298,20 @@ public final class MllamaVisionModel: Module {
         let images = tileMask.shape[0], tiles = tileMask.shape[1]
         let real = tileMask.integers()
         let length = tiles * paddedTokens
-        let minimum = dtype == .float64 ? -Double.greatestFiniteMagnitude : -Double(Float.greatestFiniteMagnitude)
-        var values = [Double](repeating: 0, count: images * length * length)
-        for image in 0..<images {
-            let isPadding = (0..<length).map { index -> Bool in
-                let (tile, token) = index.quotientAndRemainder(dividingBy: paddedTokens)
-                return real[image * tiles + tile] == 0 || token >= tokens
-            }
-            for i in 0..<length where isPadding[i] {
-                let row = (image * length + i) * length
-                for j in 0..<length where isPadding[j] { values[row + j] = minimum }
+        let mask = Tensor(zeros: [images, 1, length, length], dtype: dtype)
+        func fill<T: ComputeScalar & BinaryFloatingPoint>(_ values: UnsafeMutablePointer<T>) {
+            for image in 0..<images {
+                let padding = (0..<length).filter { index in
+                    let (tile, token) = index.quotientAndRemainder(dividingBy: paddedTokens)
+                    return real[image * tiles + tile] == 0 || token >= tokens
+                }
+                for i in padding {
+                    let row = values + (image * length + i) * length
+                    for j in padding { row[j] = -T.greatestFiniteMagnitude }
+                }
             }
         }
-        let mask = dtype == .float64 ? Tensor(values, shape: [images, 1, length, length])
-                                     : Tensor(values.map(Float.init), shape: [images, 1, length, length])
+        if dtype == .float64 { fill(mask.doublePointer) } else { fill(mask.floatPointer) }
         return mask
     }
 }
