@@ -142,6 +142,91 @@ struct MllamaParityTests {
         #expect(output[0] == Array(sequence[prompt.count...]))
     }
 
+    /// The cache holds the image's keys and values after the prompt; later steps pass no pixels and
+    /// repeat the prompt's last cross-attention mask row, and must reproduce the logits transformers
+    /// recorded at every step (`scores`).
+    @Test("decoding from the cache reproduces transformers' per-step logits", arguments: cases)
+    func cachedDecodingScores(name: String) throws {
+        let fixture = try MllamaFixture(name)
+        let model = try MllamaForConditionalGeneration.load(directory: fixture.directory)
+        model.crossAttentionMasking = .huggingface
+        let reference = try SafetensorsFile(path: fixture.directory.appendingPathComponent("generate.safetensors").path).tensors()
+        let prompt = reference["prompt_input_ids"]!, sequence = reference["sequences"]!.integers()
+        let scores = reference["scores"]!
+        let (steps, v) = (scores.shape[1], scores.shape[2])
+        let cache = model.makeCache(batch: 1, capacity: sequence.count)
+        var logits = withNoGrad {
+            model(inputIds: prompt, pixelValues: reference["pixel_values"]!, aspectRatioIds: reference["aspect_ratio_ids"]!,
+                  aspectRatioMask: reference["aspect_ratio_mask"]!, crossAttentionMask: reference["cross_attention_mask"]!,
+                  cache: cache)
+        }
+        #expect(cache.hasImage)
+        let expected = scores.doubles()
+        for step in 0..<steps {
+            let last = Array(logits.doubles().suffix(v))
+            let stepErrors = errors(last, Array(expected[(step * v)..<((step + 1) * v)]))
+            #expect(stepErrors.maxAbs <= 1e-4, "step \(step): \(stepErrors)")
+            let token = sequence[prompt.shape[1] + step]
+            logits = withNoGrad { model(inputIds: Tensor(indices: [token], shape: [1, 1]), cache: cache) }
+        }
+    }
+
+    /// The self-attention layers are Llama's: a Llama built from the fixture's text weights (the
+    /// self-attention layers renumbered, the embedding's text rows) gives the same logits bit for bit.
+    @Test("with no image the logits are exactly those of the Llama text model")
+    func textOnlyIsLlama() throws {
+        let fixture = try MllamaFixture("tiny_multi_image")
+        let model = try MllamaForConditionalGeneration.load(directory: fixture.directory)
+        let text = model.config.textConfig
+        var llamaConfig = text.llama
+        let selfLayers = (0..<llamaConfig.numHiddenLayers).filter { !text.crossAttentionLayers.contains($0) }
+        llamaConfig.numHiddenLayers = selfLayers.count
+        llamaConfig.modelType = "llama"
+        let llama = LlamaForCausalLM(config: llamaConfig, factory: ParameterFactory(.uninitialized))
+        var tensors: [String: Tensor] = [:]
+        for (name, tensor) in model.parameters() {
+            if name == "language_model.model.embed_tokens.weight" { tensors["model.embed_tokens.weight"] = tensor }
+            else if name == "language_model.model.norm.weight" { tensors["model.norm.weight"] = tensor }
+            else if name == "language_model.lm_head.weight" { tensors["lm_head.weight"] = tensor }
+            else if name.hasPrefix("language_model.model.layers.") {
+                let rest = name.dropFirst("language_model.model.layers.".count)
+                let index = Int(rest.prefix { $0 != "." })!
+                if let position = selfLayers.firstIndex(of: index) {
+                    tensors["model.layers.\(position)" + rest.drop { $0 != "." }] = tensor
+                }
+            }
+        }
+        try llama.loadParameters(tensors)
+        let ids = fixture.inputs["input_ids"]!.integers().map { $0 == model.config.imageTokenIndex ? 5 : $0 }
+        let idsTensor = Tensor(indices: ids, shape: fixture.inputs["input_ids"]!.shape)
+        let mask = fixture.inputs["attention_mask"]!
+        let fromMllama = withNoGrad { model(inputIds: idsTensor, attentionMask: mask) }
+        let fromLlama = withNoGrad { llama(idsTensor, attentionMask: mask) }
+        #expect(fromMllama.doubles() == fromLlama.doubles())
+    }
+
+    @Test("loading reports every missing, unexpected and mis-shaped tensor by name")
+    func strictLoading() throws {
+        let fixture = try MllamaFixture("tiny_single_image_56")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vlmkit-mllama-\(UInt64.random(in: 0...UInt64.max))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.copyItem(at: fixture.directory.appendingPathComponent("config.json"),
+                                         to: directory.appendingPathComponent("config.json"))
+        var tensors = try SafetensorsFile(path: fixture.directory.appendingPathComponent("model.safetensors").path).tensors()
+        tensors["language_model.model.layers.1.cross_attn_mlp_gate"] = nil
+        tensors["vision_model.layernorm_pre.bias"] = Tensor(zeros: [3])
+        tensors["vision_model.extra"] = Tensor(zeros: [1])
+        try writeSafetensors(tensors: tensors, to: directory.appendingPathComponent("model.safetensors"))
+        #expect {
+            try MllamaForConditionalGeneration.load(directory: directory)
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("language_model.model.layers.1.cross_attn_mlp_gate") && text.contains("vision_model.extra")
+                && text.contains("vision_model.layernorm_pre.bias expects [32], found [3]")
+        }
+    }
+
     @Test("the newer checkpoint layout (model.language_model.*, lm_head) loads to the same model")
     func newerLayout() throws {
         let fixture = try MllamaFixture("tiny_single_image_56")
