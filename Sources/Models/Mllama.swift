@@ -241,3 +241,10 @@ public final class MllamaImageDecoder: IncrementalDecoder {
         return model.languageModel.logits(hiddenStates: hidden.slice(axis: 1, (hidden.shape[1] - 1)..<hidden.shape[1]))
     }
 }
+
+extension Tensor {
+    /// A 16-bit float tensor (a frozen bf16 or f16 weight) upcast to float32 for element-wise use;
+    /// any other tensor as it is. Only small parameters (gates, class and position embeddings)
+    /// go through this — matrices stay 16-bit and `linear` upcasts them block by block.
+    var upcast: Tensor { dtype == .bfloat16 || dtype == .float16 ? converted(to: .float32) : self }
+}

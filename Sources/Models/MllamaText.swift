@@ -133,10 +133,10 @@ public final class MllamaCrossAttentionDecoderLayer: Module {
     ///   - mask: which image tokens each text token sees.
     public func callAsFunction(_ x: Tensor, keys: Tensor, values: Tensor, mask: PreparedCrossAttentionMask) -> Tensor {
         let attended = crossAttention(inputNorm(x), keys: keys, values: values, additiveMask: mask.additive)  // (B, T, D)
-        let h = x + attentionGate.tanh() * attended
+        let h = x + attentionGate.upcast.tanh() * attended
         var fed = mlp(postAttentionNorm(h))                                                                  // (B, T, D)
         if let rowVisible = mask.rowVisible { fed = rowVisible * fed }
-        return h + mlpGate.tanh() * fed
+        return h + mlpGate.upcast.tanh() * fed
     }
 }
 

@@ -92,10 +92,10 @@ public final class MllamaVisionEncoderLayer: Module {
     /// `[B, T, E] → [B, T, E]`.
     public func callAsFunction(_ x: Tensor, mask: AttentionMask) -> Tensor {
         var attended = selfAttention(inputNorm(x), mask: mask)                      // (B, T, E)
-        if let attentionGate { attended = attentionGate.tanh() * attended }
+        if let attentionGate { attended = attentionGate.upcast.tanh() * attended }
         let h = x + attended
         var fed = mlp(postAttentionNorm(h))                                         // (B, T, E)
-        if let feedForwardGate { fed = feedForwardGate.tanh() * fed }
+        if let feedForwardGate { fed = feedForwardGate.upcast.tanh() * fed }
         return h + fed
     }
 }
@@ -142,7 +142,7 @@ public final class MllamaAspectRatioEmbedding: Module {
     func callAsFunction(_ x: Tensor, aspectRatioIds: Tensor) -> Tensor {
         let e = x.shape[3]
         let rows = embedding(aspectRatioIds).reshaped([-1, maxTiles, 1, e])          // (B·N, X, 1, E)
-        return x + rows * gate.tanh()
+        return x + rows * gate.upcast.tanh()
     }
 }
 
@@ -171,8 +171,8 @@ public final class MllamaGatedPositionalEmbedding: Module {
     /// `[B·N, X, L, E] → [B·N, X, L, E]`.
     func callAsFunction(_ x: Tensor, aspectRatioIds: Tensor) -> Tensor {
         let (images, l, e) = (x.shape[0], x.shape[2], x.shape[3])
-        let g = gate.tanh()
-        let shared = x + ((1.0 - g) * embedding).reshaped([1, 1, l, e])
+        let g = gate.upcast.tanh()
+        let shared = x + ((1.0 - g) * embedding.upcast).reshaped([1, 1, l, e])
         let perTile = tileEmbedding(aspectRatioIds).reshaped([images, maxTiles, l, e])   // (B·N, X, L, E)
         return shared + g * perTile
     }
@@ -258,7 +258,7 @@ public final class MllamaVisionModel: Module {
         let patches = h.shape[1], l = patches + 1
         ensure(l == tokensPerTile, "images of \(height)×\(width) pixels give \(patches) patches; the model expects \(tokensPerTile - 1)")
         h = preTilePositionalEmbedding(h.reshaped([images, x, patches, e]), aspectRatioIds: ids)  // (B·N, X, L−1, E)
-        let classToken = classEmbedding.reshaped([1, 1, e]).expanded(to: [images * x, 1, e])
+        let classToken = classEmbedding.upcast.reshaped([1, 1, e]).expanded(to: [images * x, 1, e])
         h = Tensor.concatenate([classToken, h.reshaped([images * x, patches, e])], axis: 1)   // (B·N·X, L, E)
         h = gatedPositionalEmbedding(h.reshaped([images, x, l, e]), aspectRatioIds: ids)      // (B·N, X, L, E)
         h = preNorm(h)

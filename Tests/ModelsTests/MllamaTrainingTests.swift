@@ -179,6 +179,14 @@ struct MllamaTrainingTests {
         try writeSafetensors(tensors: tensors, to: directory.appendingPathComponent("model.safetensors"))
         let model = try MllamaForConditionalGeneration.load(directory: directory)
         #expect(model.parameters().allSatisfy { $0.tensor.dtype == .bfloat16 && !$0.tensor.requiresGrad })
+        let fixture = try MllamaFixture("tiny_single_image_56")
+        for masking in [CrossAttentionMasking.meta, .huggingface] {
+            model.crossAttentionMasking = masking
+            let logits = fixture.logits(of: model)
+            let expected = try fixture.tensor(masking == .meta ? "logits_meta" : "logits_hf", "logits")
+            // Every weight rounded to 8 significant bits moves the logits by about 1 %.
+            #expect(errors(logits.doubles(), expected.doubles()).relativeL2 <= 3e-2, "\(masking)")
+        }
         let saved = model.checkpointTensors()
         #expect(Set(saved.keys) == Set(tensors.keys))
         for (name, tensor) in tensors { #expect(bytes(of: saved[name]!) == bytes(of: tensor), "\(name)") }
