@@ -212,6 +212,23 @@ extension MllamaForConditionalGeneration: IncrementalDecoder {
     }
 }
 
+extension MllamaForConditionalGeneration {
+    /// Per-prompt tile masks `[Tᵢ, N, X]` stacked into the `[B, T, N, X]` batch that ``conditioned(pixelValues:aspectRatioIds:aspectRatioMask:crossAttentionMask:)``
+    /// needs for prompts of different lengths: each left-padded with zero rows to the longest
+    /// prompt, as `generate` left-pads the prompts themselves.
+    public static func leftPaddedCrossAttentionMask(_ masks: [Tensor]) -> Tensor {
+        ensure(!masks.isEmpty && masks.allSatisfy { $0.rank == 3 && Array($0.shape.dropFirst()) == Array(masks[0].shape.dropFirst()) },
+               "cross-attention masks must all be [T, N, X] with the same N and X, got \(masks.map(\.shape))")
+        let length = masks.map { $0.shape[0] }.max()!, tiles = masks[0].shape[1] * masks[0].shape[2]
+        var values: [Int] = []
+        for mask in masks {
+            values += Array(repeating: 0, count: (length - mask.shape[0]) * tiles)
+            values += mask.dtype.isFloatingPoint ? mask.doubles().map { $0 != 0 ? 1 : 0 } : mask.integers()
+        }
+        return Tensor(indices: values, shape: [masks.count, length, masks[0].shape[1], masks[0].shape[2]])
+    }
+}
+
 /// Mllama with a fixed set of images, for ``generate(with:prompts:maxNewTokens:sampling:stopTokens:padToken:onStep:)``.
 public final class MllamaImageDecoder: IncrementalDecoder {
     public let model: MllamaForConditionalGeneration

@@ -227,6 +227,38 @@ struct MllamaParityTests {
         }
     }
 
+    @Test("batched prompts with images and of different lengths generate what each generates alone")
+    func batchedGenerationWithImages() throws {
+        let fixture = try MllamaFixture("tiny_single_image_56")
+        let model = try MllamaForConditionalGeneration.load(directory: fixture.directory)
+        let reference = try SafetensorsFile(path: fixture.directory.appendingPathComponent("generate.safetensors").path).tensors()
+        let image = reference["pixel_values"]!                                   // (1, 1, 4, 3, 56, 56), a 2×2 image
+        let flipped = Tensor(image.floats().reversed(), shape: image.shape)
+        let pixels = Tensor.concatenate([image, flipped], axis: 0)
+        let ratios = Tensor.concatenate([reference["aspect_ratio_ids"]!, reference["aspect_ratio_ids"]!], axis: 0)
+        let tiles = Tensor.concatenate([reference["aspect_ratio_mask"]!, reference["aspect_ratio_mask"]!], axis: 0)
+        let prompts = [reference["prompt_input_ids"]!.integers(), [1, 128, 17]]
+        // Each token sees the image from its `<|image|>` on, all four tiles.
+        let masks = prompts.map { prompt in
+            let start = prompt.firstIndex(of: 128)!
+            return Tensor(indices: prompt.indices.flatMap { Array(repeating: $0 >= start ? 1 : 0, count: 4) }, shape: [prompt.count, 1, 4])
+        }
+        for masking in [CrossAttentionMasking.meta, .huggingface] {
+            model.crossAttentionMasking = masking
+            let batched = generate(with: model.conditioned(pixelValues: pixels, aspectRatioIds: ratios, aspectRatioMask: tiles,
+                                                           crossAttentionMask: MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks)),
+                                   prompts: prompts, maxNewTokens: 8)
+            for row in 0..<2 {
+                let alone = generate(with: model.conditioned(pixelValues: pixels.slice(axis: 0, row..<(row + 1)),
+                                                             aspectRatioIds: ratios.slice(axis: 0, row..<(row + 1)),
+                                                             aspectRatioMask: tiles.slice(axis: 0, row..<(row + 1)),
+                                                             crossAttentionMask: masks[row].unsqueezed(axis: 0)),
+                                     prompts: [prompts[row]], maxNewTokens: 8)
+                #expect(batched[row] == alone[0], "\(masking) row \(row)")
+            }
+        }
+    }
+
     @Test("the newer checkpoint layout (model.language_model.*, lm_head) loads to the same model")
     func newerLayout() throws {
         let fixture = try MllamaFixture("tiny_single_image_56")
