@@ -203,6 +203,23 @@ struct MllamaParityTests {
         let fromMllama = withNoGrad { model(inputIds: idsTensor, attentionMask: mask) }
         let fromLlama = withNoGrad { llama(idsTensor, attentionMask: mask) }
         #expect(fromMllama.doubles() == fromLlama.doubles())
+        let prompts = [[1, 10, 11, 12], [1, 40]]
+        #expect(generate(with: model, prompts: prompts, maxNewTokens: 6) == generate(with: llama, prompts: prompts, maxNewTokens: 6))
+    }
+
+    /// transformers' additive mask is 0 or `finfo.min` and its row mask 0 or 1; ours hides with −∞
+    /// where transformers adds `min` (the same softmax weights: exactly 0) and has the same row mask.
+    @Test("the prepared cross-attention mask is transformers' (.huggingface)", arguments: cases)
+    func crossAttentionMaskMatches(name: String) throws {
+        let fixture = try MllamaFixture(name)
+        let model = try MllamaForConditionalGeneration.load(directory: fixture.directory)
+        let prepared = PreparedCrossAttentionMask(tiles: fixture.inputs["cross_attention_mask"]!,
+                                                  tokensPerTile: model.visionModel.tokensPerTile, masking: .huggingface, dtype: .float32)
+        let expected = try fixture.tensor("intermediates", "cross_attention_mask_4d")
+        #expect(prepared.additive!.shape == expected.shape)
+        #expect(prepared.additive!.doubles().map { $0 == 0 } == expected.doubles().map { $0 == 0 })
+        let rows = try fixture.tensor("intermediates", "full_text_row_masked_out_mask")
+        #expect(prepared.rowVisible!.doubles() == rows.doubles())
     }
 
     @Test("loading reports every missing, unexpected and mis-shaped tensor by name")
