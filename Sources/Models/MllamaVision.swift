@@ -292,8 +292,8 @@ public final class MllamaVisionModel: Module {
     /// every key, padding included. `min` is the dtype's most negative finite value (not −∞), so
     /// the softmax is computed exactly as in the reference.
     ///
-    /// When L is already a multiple of 8, transformers 4.45.2 slices `[-0:]` and marks every token
-    /// as padding; Meta (followed here) marks none but the padded tiles'.
+    /// (transformers 4.45.2 would mark every token as padding if L were a multiple of 8 — it slices
+    /// `[-0:]` — but L = g² + 1 never is: squares are 0, 1 or 4 modulo 8.)
     static func paddingMask(tileMask: Tensor, tokens: Int, paddedTokens: Int, dtype: DType) -> Tensor {
         let images = tileMask.shape[0], tiles = tileMask.shape[1]
         let real = tileMask.integers()
