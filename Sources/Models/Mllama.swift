@@ -88,11 +88,13 @@ public final class MllamaForConditionalGeneration: Module {
                                                                   cachedLength: cached)
         var imageStates: Tensor? = nil
         if let pixelValues {
-            guard let aspectRatioIds else { fatalError("aspect_ratio_ids must be given with pixel_values") }
+            ensure(aspectRatioIds != nil, "aspect_ratio_ids must be given with pixel_values")
             ensure(pixelValues.shape[0] == b, "pixel_values has batch \(pixelValues.shape[0]), input_ids \(b)")
-            imageStates = self.imageStates(pixelValues: pixelValues, aspectRatioIds: aspectRatioIds,
+            imageStates = self.imageStates(pixelValues: pixelValues, aspectRatioIds: aspectRatioIds!,
                                            aspectRatioMask: aspectRatioMask)               // (B, S, D)
+            // New images replace whatever the cache held.
             cache?.imageKeysValues = [:]
+            cache?.lastCrossAttentionRow = nil
         }
         var crossAttention: CrossAttentionInputs? = nil
         if imageStates != nil || cache?.hasImage == true {
