@@ -81,6 +81,38 @@ struct MllamaTrainingTests {
         #expect(failure == nil, "\(failure ?? "")")
     }
 
+    /// The whole path from pixels to logits: gradients of a selection of parameters in every part
+    /// (vision embeddings and gates, a local and the global layer, the projector, the cross-attention
+    /// layer, the extra embedding rows) against central differences, with every gate nonzero.
+    @Test("gradients through the whole model match central differences (float64)")
+    func endToEndGradients() {
+        let model = MllamaForConditionalGeneration(config: tinyMllamaConfig(), factory: ParameterFactory(.random(seed: 8, standardDeviation: 0.3)))
+        convertToFloat64(model)
+        let named = Dictionary(uniqueKeysWithValues: model.parameters())
+        for (name, tensor) in named where name.hasSuffix("gate") || name.hasSuffix("gate_attn") || name.hasSuffix("gate_ffn") {
+            setGate(tensor, name.count % 2 == 0 ? 0.6 : -0.5)
+        }
+        let checked = [
+            "vision_model.class_embedding", "vision_model.gated_positional_embedding.gate",
+            "vision_model.pre_tile_positional_embedding.gate", "vision_model.post_tile_positional_embedding.gate",
+            "vision_model.layernorm_pre.bias", "vision_model.transformer.layers.0.mlp.fc2.bias",
+            "vision_model.transformer.layers.1.input_layernorm.weight",
+            "vision_model.global_transformer.layers.0.gate_attn", "vision_model.global_transformer.layers.0.gate_ffn",
+            "multi_modal_projector.bias", "language_model.model.layers.1.cross_attn_attn_gate",
+            "language_model.model.layers.1.cross_attn_mlp_gate", "language_model.model.layers.1.cross_attn.k_norm.weight",
+            "language_model.model.embed_tokens.extra_weight",
+        ].map { named[$0]! }
+        for (_, tensor) in named { tensor.requiresGrad = false }
+        for tensor in checked { tensor.requiresGrad = true }
+        let (pixels, ids, tiles) = tinyImages(batch: 1, seed: 51, dtype: .float64)
+        let tokens = Tensor(indices: [1, 24, 5, 6], shape: [1, 4])
+        let crossMask = Tensor(indices: [0, 0, 1, 0, 1, 0, 1, 0], shape: [1, 4, 1, 2])
+        let failure = gradientCheck(checked, tolerance: 1e-6) { _ in
+            model(inputIds: tokens, pixelValues: pixels, aspectRatioIds: ids, aspectRatioMask: tiles, crossAttentionMask: crossMask)
+        }
+        #expect(failure == nil, "\(failure ?? "")")
+    }
+
     /// `h = x + tanh(0)·attention = x` and `out = h + tanh(0)·mlp = h` exactly, so a fresh model's
     /// cross-attention layers are the identity: the logits with images are those without.
     @Test("with the gates at 0 the logits with images equal the logits without")
