@@ -22,12 +22,17 @@ public struct SamplingOptions: Sendable, Equatable {
     public var isGreedy: Bool { temperature == 0 }
 }
 
-/// A decoder that can extend a KV cache one step at a time.
+/// A decoder that can extend a cache one step at a time.
+///
+/// `Cache` is whatever the model keeps between steps: a ``KVCache`` for Llama; for Mllama also
+/// the image's cross-attention keys and values (``MllamaCache``).
 public protocol IncrementalDecoder: AnyObject {
+    associatedtype Cache
     /// A cache for `batch` rows of up to `capacity` positions.
-    func makeCache(batch: Int, capacity: Int) -> KVCache
+    func makeCache(batch: Int, capacity: Int) -> Cache
     /// Logits `[B, T, V]` for `ids` `[B, T]` after the cached positions; `attentionMask` covers cached + new.
-    func decode(_ ids: Tensor, attentionMask: Tensor, cache: KVCache) -> Tensor
+    /// The first call (an empty cache) is the prompt.
+    func decode(_ ids: Tensor, attentionMask: Tensor, cache: Cache) -> Tensor
 }
 
 extension LlamaForCausalLM: IncrementalDecoder {
