@@ -17,6 +17,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // System libraries, each found through pkg-config.
@@ -44,6 +45,7 @@ let package = Package(
             dependencies: [
                 "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization", "Models", "Processing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ]),
 
         // Tests.
@@ -53,7 +55,8 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "_TestSupport"]),
         .testTarget(name: "MediaTests", dependencies: ["Media", "_TestSupport"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoint", "_TestSupport"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport",
+                                                       .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Media", "Checkpoint", "Tokenization", "_TestSupport"]),
     ],
     // Kernels hand raw buffers to worker threads; Swift 5 mode keeps that legal without wrapping

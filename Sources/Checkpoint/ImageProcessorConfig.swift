@@ -108,6 +108,14 @@ public struct MllamaImageProcessorConfig: HuggingFaceConfiguration, Equatable {
         self.maxImageTiles = maxImageTiles
     }
 
+    /// The settings Llama 3.2 Vision ships (CLIP's mean and standard deviation, bilinear
+    /// resampling), for tiles of `tileSize` pixels.
+    public static func published(tileSize: Int = 560, maxImageTiles: Int = 4) -> MllamaImageProcessorConfig {
+        MllamaImageProcessorConfig(size: .init(height: tileSize, width: tileSize),
+                                   imageMean: [0.48145466, 0.4578275, 0.40821073],
+                                   imageStd: [0.26862954, 0.26130258, 0.27577711], maxImageTiles: maxImageTiles)
+    }
+
     enum CodingKeys: String, CodingKey {
         case doConvertRgb = "do_convert_rgb", doResize = "do_resize", size, resample, doRescale = "do_rescale"
         case rescaleFactor = "rescale_factor", doNormalize = "do_normalize", imageMean = "image_mean"

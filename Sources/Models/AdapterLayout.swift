@@ -114,6 +114,15 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
     /// its layers plus the cross-attention layers, and this image encoder.
     public func mllamaConfig(for llama: LlamaConfig) throws -> MllamaConfig {
         let indices = try crossAttentionIndices(textLayers: llama.numHiddenLayers)
+        let features = vision.hiddenSize * (1 + vision.intermediateLayersIndices.count)
+        guard vision.visionOutputDim == features else {
+            throw Mismatch(description: "vision.vision_output_dim is \(vision.visionOutputDim), but the encoder emits "
+                           + "hidden_size × (1 + intermediate layers) = \(features) features per token")
+        }
+        guard vision.hiddenSize % vision.attentionHeads == 0,
+              vision.intermediateLayersIndices.allSatisfy({ $0 >= 0 && $0 < vision.numHiddenLayers }) else {
+            throw Mismatch(description: "vision: hidden_size must divide into attention_heads and every intermediate layer index must be below num_hidden_layers")
+        }
         var text = llama
         text.numHiddenLayers = llama.numHiddenLayers + indices.count
         let visionConfig = MllamaVisionConfig(

@@ -1,21 +1,27 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Media
 import Models
+import Processing
 import TensorCore
 import Tokenization
 
-/// `vlm generate`: text continuation or chat replies, streamed to standard output.
+/// `vlm generate`: text continuation or chat replies, with images for mllama checkpoints, streamed
+/// to standard output.
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text from a prompt with a KV cache, streaming tokens as they come.")
+        abstract: "Generate text from a prompt (and images, for mllama models) with a KV cache, streaming tokens.")
 
-    @Option(help: "A Hugging Face checkpoint directory (config.json, safetensors, tokenizer).")
+    @Option(help: "A Hugging Face checkpoint directory (config.json, safetensors, tokenizer; preprocessor_config.json for images).")
     var model: String
 
-    @Option(help: "The prompt text.")
+    @Option(help: "The prompt text. With images, <|image|> marks where each goes (default: all before the text).")
     var prompt: String
+
+    @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for an mllama model; repeat for several.")
+    var images: [String] = []
 
     @Flag(help: "Wrap the prompt as a user message in the Llama 3 chat format and answer as the assistant.")
     var chat = false
@@ -46,29 +52,77 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let directory = URL(fileURLWithPath: model)
-        let llama = try LlamaForCausalLM.load(directory: directory)
-        let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory), extraSpecialTokens: [:])
+        let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let generation = try? GenerationConfig.load(from: directory.appendingPathComponent("generation_config.json"))
-        var stopTokens = Set(generation?.eosTokenIds ?? llama.config.eosTokenIds ?? [])
-        let promptIds: [Int]
-        if chat {
-            let format = try Llama3ChatFormat(tokenizer: tokenizer)
-            promptIds = try format.encode([ChatMessage(role: .user, text: prompt)], addGenerationPrompt: true).ids
-            if let eot = tokenizer.specialTokenID("<|eot_id|>") { stopTokens.insert(eot) }
-        } else {
-            let bos = generation?.bosTokenId ?? llama.config.bosTokenId
-            promptIds = (bos.map { [$0] } ?? []) + tokenizer.encode(prompt)
+        let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
+        switch config {
+        case .llama:
+            guard images.isEmpty else { throw ValidationError("\(model) is a text-only llama checkpoint: --image needs an mllama model") }
+            let llama = try LlamaForCausalLM.load(directory: directory)
+            let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory), extraSpecialTokens: [:])
+            var stop = Set(generation?.eosTokenIds ?? llama.config.eosTokenIds ?? [])
+            let ids = try promptIds(tokenizer: tokenizer, bos: generation?.bosTokenId ?? llama.config.bosTokenId, stop: &stop)
+            stream(llama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: generation?.padTokenId ?? 0, options: options)
+        case .mllama(let mllamaConfig):
+            let mllama = try MllamaForConditionalGeneration.load(directory: directory)
+            let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory),
+                                              extraSpecialTokens: ["<|image|>": mllamaConfig.imageTokenIndex])
+            var stop = Set(generation?.eosTokenIds ?? mllamaConfig.textConfig.llama.eosTokenIds ?? [])
+            let pad = generation?.padTokenId ?? 0
+            if images.isEmpty {
+                let ids = try promptIds(tokenizer: tokenizer, bos: generation?.bosTokenId ?? mllamaConfig.textConfig.llama.bosTokenId,
+                                        stop: &stop)
+                stream(mllama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options)
+                return
+            }
+            let processorConfig = try MllamaImageProcessorConfig.load(
+                from: directory.appendingPathComponent(MllamaImageProcessorConfig.fileName))
+            var processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: processorConfig), tokenizer: tokenizer)
+            let text = imagePrompt(stop: &stop, tokenizer: tokenizer)
+            if chat { processor.addsBeginOfText = false }  // the chat header already starts with it
+            let batch = try processor.process(prompts: [text], images: [try images.map { try loadImage(path: $0) }])
+            guard let imageBatch = batch.images, let crossMask = batch.crossAttentionMask else {
+                throw ValidationError("the processor produced no image inputs")
+            }
+            let decoder = mllama.conditioned(pixelValues: imageBatch.pixelValues, aspectRatioIds: imageBatch.aspectRatioIDs,
+                                             aspectRatioMask: imageBatch.aspectRatioMask, crossAttentionMask: crossMask)
+            stream(decoder, prompt: batch.tokenIDs[0], tokenizer: tokenizer, stop: stop, pad: pad, options: options)
+        default:
+            throw ValidationError("\(model): model_type '\(config.modelType)' is not supported by `vlm generate` yet")
         }
+    }
+
+    /// Token ids of a text-only prompt: the chat format, or BOS + the text.
+    private func promptIds(tokenizer: Tokenizer, bos: Int?, stop: inout Set<Int>) throws -> [Int] {
+        if chat {
+            if let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
+            return try Llama3ChatFormat(tokenizer: tokenizer)
+                .encode([ChatMessage(role: .user, text: prompt)], addGenerationPrompt: true).ids
+        }
+        return (bos.map { [$0] } ?? []) + tokenizer.encode(prompt)
+    }
+
+    /// The prompt text handed to the processor: `<|image|>` markers (all first unless placed), in
+    /// the chat layout when asked.
+    private func imagePrompt(stop: inout Set<Int>, tokenizer: Tokenizer) -> String {
+        let marked = prompt.contains("<|image|>") ? prompt : String(repeating: "<|image|>", count: images.count) + prompt
+        guard chat else { return marked }
+        if let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
+        return "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n\(marked)<|eot_id|>"
+            + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    }
+
+    /// Generates and prints complete characters as they arrive, then a summary on standard error.
+    private func stream(_ decoder: some IncrementalDecoder, prompt ids: [Int], tokenizer: Tokenizer, stop: Set<Int>,
+                        pad: Int, options: SamplingOptions) {
         var produced: [Int] = []
         var printed = ""
-        let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
         let start = Date()
-        _ = generate(with: llama, prompts: [promptIds], maxNewTokens: maxTokens, sampling: options,
-                     stopTokens: stopTokens, padToken: generation?.padTokenId ?? 0) { step in
-            guard let token = step[0] else { return true }
-            if stopTokens.contains(token) { return true }
+        _ = generate(with: decoder, prompts: [ids], maxNewTokens: maxTokens, sampling: options, stopTokens: stop,
+                     padToken: pad) { step in
+            guard let token = step[0], !stop.contains(token) else { return true }
             produced.append(token)
-            // Print only complete characters: a multi-byte character may span tokens.
+            // A multi-byte character may span tokens: print only once it is complete.
             let text = tokenizer.decode(produced)
             if !text.hasSuffix("\u{FFFD}"), text.count > printed.count, text.hasPrefix(printed) {
                 FileHandle.standardOutput.write(Data(text.dropFirst(printed.count).utf8))
@@ -76,10 +130,9 @@ struct GenerateCommand: ParsableCommand {
             }
             return true
         }
-        let seconds = Date().timeIntervalSince(start)
         print("")
         FileHandle.standardError.write(Data(String(format: "[%d prompt tokens, %d new tokens, %.2f s]\n",
-                                                   promptIds.count, produced.count, seconds).utf8))
+                                                   ids.count, produced.count, Date().timeIntervalSince(start)).utf8))
     }
 
     private func tokenizerPath(in directory: URL) throws -> String {
