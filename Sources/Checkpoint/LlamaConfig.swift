@@ -80,7 +80,8 @@ public struct LlamaConfig: HuggingFaceConfiguration, Equatable {
         case intermediateSize = "intermediate_size", numHiddenLayers = "num_hidden_layers"
         case numAttentionHeads = "num_attention_heads", numKeyValueHeads = "num_key_value_heads", headDim = "head_dim"
         case hiddenAct = "hidden_act", maxPositionEmbeddings = "max_position_embeddings", rmsNormEps = "rms_norm_eps"
-        case ropeParameters = "rope_parameters", tieWordEmbeddings = "tie_word_embeddings"
+        case ropeParameters = "rope_parameters", ropeTheta = "rope_theta", ropeScaling = "rope_scaling"
+        case tieWordEmbeddings = "tie_word_embeddings"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias"
         case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id"
         case dtype, torchDType = "torch_dtype"
@@ -133,7 +134,10 @@ public struct LlamaConfig: HuggingFaceConfiguration, Equatable {
         try c.encode(hiddenAct, forKey: .hiddenAct)
         try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
         try c.encode(rmsNormEps, forKey: .rmsNormEps)
-        try c.encode(rope, forKey: .ropeParameters)
+        // The published spelling (rope_theta + rope_scaling), which transformers 4.x and 5.x both read;
+        // 4.45.2's Mllama needs rope_scaling present even for plain RoPE.
+        try c.encode(rope.ropeTheta, forKey: .ropeTheta)
+        try c.encode(rope.scalingWithoutTheta, forKey: .ropeScaling)
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encode(attentionBias, forKey: .attentionBias)
         try c.encode(mlpBias, forKey: .mlpBias)

@@ -87,6 +87,22 @@ public struct RopeParameters: Codable, Sendable, Equatable {
         try c.encodeIfPresent(originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
     }
 
+    /// The `rope_scaling` dictionary of the published spelling: these settings without `rope_theta`.
+    var scalingWithoutTheta: ScalingDictionary { ScalingDictionary(parameters: self) }
+
+    /// Encodes ``RopeParameters`` as `rope_scaling` (theta goes in its own top-level field).
+    struct ScalingDictionary: Encodable {
+        let parameters: RopeParameters
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(parameters.ropeType, forKey: .ropeType)
+            try c.encodeIfPresent(parameters.factor, forKey: .factor)
+            try c.encodeIfPresent(parameters.lowFreqFactor, forKey: .lowFreqFactor)
+            try c.encodeIfPresent(parameters.highFreqFactor, forKey: .highFreqFactor)
+            try c.encodeIfPresent(parameters.originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
+        }
+    }
+
     /// Reads the rope settings of a text config in either spelling (see the type's documentation).
     static func decode(from decoder: Decoder, defaultTheta: Double) throws -> RopeParameters {
         let c = try decoder.container(keyedBy: _AnyKey.self)

@@ -132,7 +132,9 @@ struct ConfigTests {
         #expect(try MllamaImageProcessorConfig.load(from: Fixtures.url("checkpoint/tiny_mllama")) == MllamaImageProcessorConfig())
     }
 
-    @Test("Configs encode in transformers' newer spelling and decode back equal")
+    /// VLMKit writes the published spelling, which transformers 4.45.2 (the Llama 3.2 Vision
+    /// release, whose Mllama requires `rope_scaling`) and 5.x both read.
+    @Test("Configs encode in the published rope_theta + rope_scaling spelling and decode back equal")
     func roundTrip() throws {
         let text = LlamaConfig(vocabSize: 32, hiddenSize: 16, intermediateSize: 32, numHiddenLayers: 2, numAttentionHeads: 4,
                                numKeyValueHeads: 2, rope: .llama3(), eosTokenIds: [5, 6])
@@ -146,7 +148,8 @@ struct ConfigTests {
             let data = try model.jsonData()
             let decoded = try ModelConfig.decode(data, file: "roundtrip.json")
             #expect(decoded == model, "\(decoded) != \(model)")
-            #expect(String(decoding: data, as: UTF8.self).contains("\"rope_parameters\""))
+            let json = String(decoding: data, as: UTF8.self)
+            #expect(json.contains("\"rope_scaling\"") && json.contains("\"rope_theta\"") && !json.contains("\"rope_parameters\""))
         }
         let generation = GenerationConfig(eosTokenIds: [1, 2], doSample: true, temperature: 0.7, maxNewTokens: 64)
         #expect(try GenerationConfig.decode(generation.jsonData(), file: "g.json") == generation)
