@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
 import Tokenization
 
@@ -50,7 +51,7 @@ struct TokenizeCommand: ParsableCommand {
             json += "[" + row.map(String.init).joined(separator: ",") + "]"
         }
         json += "]\n"
-        do { try Data(json.utf8).write(to: URL(fileURLWithPath: out), options: .atomic) } catch {
+        do { try AtomicFile.write(Data(json.utf8), to: URL(fileURLWithPath: out)) } catch {
             throw ValidationError("\(out): cannot write (\(error.localizedDescription))")
         }
     }
