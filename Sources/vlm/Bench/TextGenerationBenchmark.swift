@@ -45,6 +45,8 @@ struct TextGenerationBenchmark: ParsableCommand {
                 decode.append(Double(newTokens - 1) / max(total - prefill.last!, 1e-9))
             }
         }
+        // Before the bandwidth probe, whose 1 GiB buffer would count.
+        let peakResident = Timing.peakResidentMegabytes()
         let prefillSeconds = prefill.sorted()[prefill.count / 2]
         let tokensPerSecond = decode.sorted()[decode.count / 2]
 
@@ -61,7 +63,7 @@ struct TextGenerationBenchmark: ParsableCommand {
         print(jsonLine([("prefill_ms", prefillSeconds * 1e3), ("decode_tokens_per_s", tokensPerSecond),
                         ("bandwidth_gb_s", bandwidth / 1e9), ("bound_tokens_per_s", boundTokensPerSecond),
                         ("fraction_of_bound", tokensPerSecond / boundTokensPerSecond),
-                        ("peak_rss_mb", Timing.peakResidentMegabytes())]))
+                        ("peak_rss_mb", peakResident)]))
     }
 }
 
