@@ -40,8 +40,8 @@ public func gradientCheck(_ inputs: [Tensor], epsilon: Double = 1e-6, tolerance:
         input.grad = nil
     }
     let probe = function(inputs)
-    var generator = SplitMix64(seed: seed)
-    let weights = Tensor((0..<probe.elementCount).map { _ in generator.nextDouble() * 2 - 1 }, shape: probe.shape)
+    var generator = RandomGenerator(seed: seed)
+    let weights = Tensor((0..<probe.elementCount).map { _ in generator.nextUniform() * 2 - 1 }, shape: probe.shape)
     let objective = { (outputs: Tensor) -> Double in
         zip(outputs.doubles(), weights.doubles()).reduce(0) { $0 + $1.0 * $1.1 }
     }
@@ -69,33 +69,21 @@ public func gradientCheck(_ inputs: [Tensor], epsilon: Double = 1e-6, tolerance:
     return worst.map { "gradient mismatch (error \($0.error)): \($0.message)" }
 }
 
-/// A small deterministic generator for test data.
-public struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    public mutating func nextDouble() -> Double { Double(next() >> 11) * 0x1.0p-53 }
-}
+/// The seeded generator of test data and corruption loops: TensorCore's SplitMix64.
+public typealias SeededGenerator = RandomGenerator
 
 /// A float64 tensor of uniform values in `range`, requiring gradients, for gradient checks.
 public func randomDoubles(_ shape: [Int], in range: ClosedRange<Double> = -1...1, seed: UInt64,
                           requiresGrad: Bool = true) -> Tensor {
-    var generator = SplitMix64(seed: seed)
-    let values = (0..<Shape.elementCount(shape)).map { _ in range.lowerBound + generator.nextDouble() * (range.upperBound - range.lowerBound) }
+    var generator = RandomGenerator(seed: seed)
+    let values = (0..<Shape.elementCount(shape)).map { _ in range.lowerBound + generator.nextUniform() * (range.upperBound - range.lowerBound) }
     return Tensor(values, shape: shape, requiresGrad: requiresGrad)
 }
 
 /// A float32 tensor of uniform values in `range`.
 public func randomFloats(_ shape: [Int], in range: ClosedRange<Double> = -1...1, seed: UInt64,
                          requiresGrad: Bool = false) -> Tensor {
-    var generator = SplitMix64(seed: seed)
-    let values = (0..<Shape.elementCount(shape)).map { _ in Float(range.lowerBound + generator.nextDouble() * (range.upperBound - range.lowerBound)) }
+    var generator = RandomGenerator(seed: seed)
+    let values = (0..<Shape.elementCount(shape)).map { _ in Float(range.lowerBound + generator.nextUniform() * (range.upperBound - range.lowerBound)) }
     return Tensor(values, shape: shape, requiresGrad: requiresGrad)
 }

@@ -71,10 +71,10 @@ private func rightPadding(batch: Int, keyLength: Int, hidden: [Int]) -> [Int] {
 }
 
 private func randomAdditive(_ count: Int, seed: UInt64) -> [Double] {
-    var generator = SplitMix64(seed: seed)
+    var generator = RandomGenerator(seed: seed)
     // Mostly small biases, some keys hidden outright.
     return (0..<count).map { _ in
-        let u = generator.nextDouble()
+        let u = generator.nextUniform()
         return u < 0.15 ? -.infinity : (u - 0.5) * 2
     }
 }
