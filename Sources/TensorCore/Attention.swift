@@ -233,8 +233,8 @@ struct MaskPointers<T: ComputeScalar> {
 
 /// Query rows per block and keys per block: the score block `[queryBlock, keyBlock]` and the
 /// GEMMs that make it stay in L2.
-let attentionQueryBlock = 64
-let attentionKeyBlock = 256
+let attentionQueryBlock = 128
+let attentionKeyBlock = 512
 
 /// Runs `body` over `0..<count` split across ``Parallel``'s threads. While more than one worker
 /// runs, each does its own GEMMs, so OpenBLAS is held at one thread for the duration (two levels

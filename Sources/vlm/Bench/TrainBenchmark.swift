@@ -25,6 +25,9 @@ struct TrainBenchmark: ParsableCommand {
     @Option(help: "Timed steps (the median is reported).")
     var steps = 5
 
+    @Flag(help: "Also list GEMM time by shape for the profiled step.")
+    var gemmShapes = false
+
     func validate() throws {
         guard MllamaBenchPreset.named(preset) != nil else { throw ValidationError("unknown preset '\(preset)'") }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
@@ -79,11 +82,12 @@ struct TrainBenchmark: ParsableCommand {
         let optimizerSeconds = median(phaseSamples.map(\.optimizer))
 
         // One more step with every GEMM timed.
-        BLAS.Profile.reset(enabled: true)
+        BLAS.Profile.reset(enabled: true, byShape: gemmShapes)
         let profiledStart = Timing.now()
         step()
         let profiledSeconds = Timing.now() - profiledStart
         let gemm = BLAS.Profile.totals
+        let shapes = BLAS.Profile.byShape
         BLAS.Profile.reset(enabled: false)
 
         let flops = MllamaTrainingFlops(preset: preset)
@@ -104,6 +108,12 @@ struct TrainBenchmark: ParsableCommand {
         print(String(format: "profiled step %.0f ms: GEMM %.0f ms (%.0f%%, %d calls, %.0f GFLOP/s inside GEMM), everything else %.0f ms",
                      profiledSeconds * 1e3, gemm.seconds * 1e3, 100 * gemm.seconds / profiledSeconds, gemm.calls,
                      Double(gemm.flops) / max(gemm.seconds, 1e-9) / 1e9, (profiledSeconds - gemm.seconds) * 1e3))
+        if gemmShapes {
+            for entry in shapes.prefix(40) {
+                print(String(format: "  GEMM %-22@ %4d calls %7.1f ms %6.1f GFLOP/s", entry.shape, entry.calls, entry.seconds * 1e3,
+                             Double(entry.flops) / max(entry.seconds, 1e-9) / 1e9))
+            }
+        }
         let peak = Timing.peakResidentMegabytes()
         print(String(format: "peak RSS %.0f MB", peak))
         print(jsonLine([("step_ms", seconds * 1e3), ("tokens_per_s", tokensPerSecond), ("images_per_s", imagesPerSecond),
