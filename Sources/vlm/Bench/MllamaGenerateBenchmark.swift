@@ -61,6 +61,25 @@ struct MllamaGenerateBenchmark: ParsableCommand {
                 decode.append(Double(newTokens - 1) / max(total - prefill.last!, 1e-9))
             }
         }
+        // One more round with BLAS calls timed: how much of a decoding step is GEMV.
+        let profiled: (seconds: Double, blas: Double, calls: Int) = withNoGrad {
+            let cache = decoder.makeCache(batch: 1, capacity: promptTokens + newTokens)
+            _ = decoder.decode(prompt, attentionMask: promptMask, cache: cache)
+            // Feeds the prompt's last id every step: the work per step does not depend on the id.
+            let ids = [inputs.ids.last!]
+            var mask = Array(repeating: 1, count: promptTokens)
+            BLAS.Profile.reset(enabled: true)
+            let start = Timing.now()
+            for _ in 0..<(newTokens - 1) {
+                mask.append(1)
+                _ = decoder.decode(Tensor(indices: ids, shape: [1, 1]),
+                                   attentionMask: Tensor(indices: mask, shape: [1, mask.count]), cache: cache)
+            }
+            let seconds = Timing.now() - start
+            let totals = BLAS.Profile.totals
+            BLAS.Profile.reset(enabled: false)
+            return (seconds, totals.seconds, totals.calls)
+        }
         let prefillSeconds = prefill.sorted()[prefill.count / 2]
         let tokensPerSecond = decode.sorted()[decode.count / 2]
         let llama = preset.config.textConfig.llama
@@ -71,6 +90,10 @@ struct MllamaGenerateBenchmark: ParsableCommand {
         print(String(format: "prefill (image + %d tokens): %.1f ms", promptTokens, prefillSeconds * 1e3))
         print(String(format: "decode: %.1f tokens/s (%d new tokens, median of %d; text weights %.0f MB per token)",
                      tokensPerSecond, newTokens, rounds, Double(textWeights) / 1e6))
+        let perToken = profiled.seconds / Double(newTokens - 1)
+        print(String(format: "profiled decoding: %.2f ms per token, of which BLAS (GEMV/GEMM) %.2f ms (%.0f%%, %d calls per token), %.1f GB/s of text weights streamed",
+                     perToken * 1e3, profiled.blas / Double(newTokens - 1) * 1e3, 100 * profiled.blas / profiled.seconds,
+                     profiled.calls / (newTokens - 1), Double(textWeights) / perToken / 1e9))
         let peak = Timing.peakResidentMegabytes()
         print(String(format: "peak RSS %.0f MB", peak))
         print(jsonLine([("prefill_ms", prefillSeconds * 1e3), ("decode_tokens_per_s", tokensPerSecond), ("peak_rss_mb", peak)]))
