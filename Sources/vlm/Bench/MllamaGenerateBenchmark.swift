@@ -90,12 +90,16 @@ struct MllamaGenerateBenchmark: ParsableCommand {
         print(String(format: "prefill (image + %d tokens): %.1f ms", promptTokens, prefillSeconds * 1e3))
         print(String(format: "decode: %.1f tokens/s (%d new tokens, median of %d; text weights %.0f MB per token)",
                      tokensPerSecond, newTokens, rounds, Double(textWeights) / 1e6))
+        let peak = Timing.peakResidentMegabytes()  // before the bandwidth test's 1 GB buffer
+        let bandwidth = MemoryBandwidth.measureReadBytesPerSecond()
         let perToken = profiled.seconds / Double(newTokens - 1)
         print(String(format: "profiled decoding: %.2f ms per token, of which BLAS (GEMV/GEMM) %.2f ms (%.0f%%, %d calls per token), %.1f GB/s of text weights streamed",
                      perToken * 1e3, profiled.blas / Double(newTokens - 1) * 1e3, 100 * profiled.blas / profiled.seconds,
                      profiled.calls / (newTokens - 1), Double(textWeights) / perToken / 1e9))
-        let peak = Timing.peakResidentMegabytes()
+        print(String(format: "memory read bandwidth %.1f GB/s → bound %.0f tokens/s (decoding reaches %.0f%% of it)",
+                     bandwidth / 1e9, bandwidth / Double(textWeights), 100 * tokensPerSecond / (bandwidth / Double(textWeights))))
         print(String(format: "peak RSS %.0f MB", peak))
-        print(jsonLine([("prefill_ms", prefillSeconds * 1e3), ("decode_tokens_per_s", tokensPerSecond), ("peak_rss_mb", peak)]))
+        print(jsonLine([("prefill_ms", prefillSeconds * 1e3), ("decode_tokens_per_s", tokensPerSecond),
+                        ("bandwidth_gb_s", bandwidth / 1e9), ("peak_rss_mb", peak)]))
     }
 }
