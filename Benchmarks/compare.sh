@@ -37,11 +37,12 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); inherited OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-(unset)}" | tee "$LOG"
 for setting in haswell detected; do
-    if [ "$setting" = haswell ]; then
-        run() { env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell "$@"; }
-    else
-        run() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$@"; }
-    fi
+    # Runs a command (or the peer function) in a subshell with this setting's environment.
+    run() (
+        unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
+        if [ "$setting" = haswell ]; then export OPENBLAS_CORETYPE=Haswell; fi
+        "$@"
+    )
     for round in $(seq "$ROUNDS"); do
         l=$(load); out=$(run "$VLM" bench train --preset small --steps "$STEPS" | tail -1)
         echo "$setting $round vlmkit train load=$l $out" | tee -a "$LOG"

@@ -61,6 +61,9 @@ public enum BLAS {
         private static let flopCount = Atomic<Int>(0)
         private static let callCount = Atomic<Int>(0)
         private static let shapesEnabled = Atomic<Bool>(false)
+        private static let attentionActive = Atomic<Int>(0)
+        private static let attentionNanoseconds = Atomic<Int>(0)
+        private static let attentionGemmNanoseconds = Atomic<Int>(0)
         private static let shapes = Mutex([String: (nanoseconds: Int, flops: Int, calls: Int)]())
 
         /// Whether GEMM calls are being timed.
@@ -69,6 +72,8 @@ public enum BLAS {
         /// Zeroes the counters and starts (or stops) timing.
         public static func reset(enabled on: Bool, byShape: Bool = false) {
             shapes.withLock { $0 = [:] }
+            attentionNanoseconds.store(0, ordering: .relaxed)
+            attentionGemmNanoseconds.store(0, ordering: .relaxed)
             shapesEnabled.store(on && byShape, ordering: .relaxed)
             nanoseconds.store(0, ordering: .relaxed)
             flopCount.store(0, ordering: .relaxed)
@@ -98,8 +103,29 @@ public enum BLAS {
             }.sorted { $0.seconds > $1.seconds }
         }
 
+        /// Wall-clock seconds inside fused attention (forward and backward), and the GEMM time
+        /// (summed over the threads that ran them concurrently) inside it.
+        public static var attentionTotals: (seconds: Double, gemmSeconds: Double) {
+            (Double(attentionNanoseconds.load(ordering: .relaxed)) * 1e-9,
+             Double(attentionGemmNanoseconds.load(ordering: .relaxed)) * 1e-9)
+        }
+
+        /// Times `body` as attention work (when profiling).
+        @inline(__always)
+        static func attention<Result>(_ body: () -> Result) -> Result {
+            guard isEnabled else { return body() }
+            let start = now()
+            attentionActive.add(1, ordering: .relaxed)
+            defer {
+                attentionActive.subtract(1, ordering: .relaxed)
+                attentionNanoseconds.add(now() - start, ordering: .relaxed)
+            }
+            return body()
+        }
+
         static func record(since start: Int, flops: Int, shape: (Transpose, Transpose, Int, Int, Int)? = nil) {
             let elapsed = now() - start
+            if attentionActive.load(ordering: .relaxed) > 0 { attentionGemmNanoseconds.add(elapsed, ordering: .relaxed) }
             nanoseconds.add(elapsed, ordering: .relaxed)
             flopCount.add(flops, ordering: .relaxed)
             callCount.add(1, ordering: .relaxed)

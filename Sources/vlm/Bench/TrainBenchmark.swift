@@ -88,6 +88,7 @@ struct TrainBenchmark: ParsableCommand {
         let profiledSeconds = Timing.now() - profiledStart
         let gemm = BLAS.Profile.totals
         let shapes = BLAS.Profile.byShape
+        let attention = BLAS.Profile.attentionTotals
         BLAS.Profile.reset(enabled: false)
 
         let flops = MllamaTrainingFlops(preset: preset)
@@ -108,6 +109,13 @@ struct TrainBenchmark: ParsableCommand {
         print(String(format: "profiled step %.0f ms: GEMM %.0f ms (%.0f%%, %d calls, %.0f GFLOP/s inside GEMM), everything else %.0f ms",
                      profiledSeconds * 1e3, gemm.seconds * 1e3, 100 * gemm.seconds / profiledSeconds, gemm.calls,
                      Double(gemm.flops) / max(gemm.seconds, 1e-9) / 1e9, (profiledSeconds - gemm.seconds) * 1e3))
+        // Linear-layer GEMMs run one at a time (OpenBLAS threads each), so their summed time is wall
+        // time; attention's GEMMs run concurrently on the workers and are counted inside attention.
+        let linearGemm = gemm.seconds - attention.gemmSeconds
+        let rest = profiledSeconds - linearGemm - attention.seconds
+        print(String(format: "where the profiled step's time goes: GEMM in linear layers %.0f ms (%.0f%%), fused attention %.0f ms (%.0f%%; its GEMMs %.0f ms of thread time), everything else %.0f ms (%.0f%%: element-wise, norms, loss, copies, optimiser, autograd)",
+                     linearGemm * 1e3, 100 * linearGemm / profiledSeconds, attention.seconds * 1e3,
+                     100 * attention.seconds / profiledSeconds, attention.gemmSeconds * 1e3, rest * 1e3, 100 * rest / profiledSeconds))
         if gemmShapes {
             for entry in shapes.prefix(40) {
                 print(String(format: "  GEMM %-22@ %4d calls %7.1f ms %6.1f GFLOP/s", entry.shape, entry.calls, entry.seconds * 1e3,
@@ -119,7 +127,8 @@ struct TrainBenchmark: ParsableCommand {
         print(jsonLine([("step_ms", seconds * 1e3), ("tokens_per_s", tokensPerSecond), ("images_per_s", imagesPerSecond),
                         ("gflops", gflops), ("gflops_torch_count", 231e9 / seconds / 1e9), ("step_gflop", flops.total / 1e9),
                         ("forward_ms", forward * 1e3), ("backward_ms", backward * 1e3), ("optimizer_ms", optimizerSeconds * 1e3),
-                        ("gemm_share", gemm.seconds / profiledSeconds), ("peak_rss_mb", peak)]))
+                        ("gemm_share", gemm.seconds / profiledSeconds), ("linear_gemm_share", linearGemm / profiledSeconds),
+                        ("attention_share", attention.seconds / profiledSeconds), ("peak_rss_mb", peak)]))
     }
 }
 
