@@ -3,6 +3,13 @@
 // Targets import one way: C libraries <- TensorCore <- Layers <- Models <- Training <- vlm.
 import PackageDescription
 
+// Opt-in CPU tuning: `VLMKIT_TARGET_CPU=x86-64-v3 swift build -c release` (or x86-64-v4, znver4,
+// native…) compiles the kernels for that CPU, so the 16-lane loops use AVX2 / AVX-512 instead of
+// the SSE2 baseline. Off by default: the flag is an unsafeFlag (a package using it cannot be a
+// dependency of another package), and the binary would not run on older CPUs.
+let targetCPU = Context.environment["VLMKIT_TARGET_CPU"].flatMap { $0.isEmpty ? nil : $0 }
+let kernelSettings: [SwiftSetting] = targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
+
 let package = Package(
     name: "VLMKit",
     products: [
@@ -27,15 +34,15 @@ let package = Package(
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
 
         // Libraries.
-        .target(name: "TensorCore", dependencies: ["COpenBLAS"]),
-        .target(name: "Layers", dependencies: ["TensorCore"]),
+        .target(name: "TensorCore", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "Layers", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
         .target(name: "Checkpoint", dependencies: ["TensorCore", "CZstd"]),
         // libpng reports errors by longjmp, which must not cross Swift frames: this C target keeps
         // every libpng call behind setjmp. Only Media uses it.
         .target(name: "CPNGShim", dependencies: ["CPNG"]),
         .target(name: "Media", dependencies: ["CPNGShim", "CJPEG"]),
         .target(name: "Tokenization"),
-        .target(name: "Models", dependencies: ["TensorCore", "Layers", "Checkpoint"]),
+        .target(name: "Models", dependencies: ["TensorCore", "Layers", "Checkpoint"], swiftSettings: kernelSettings),
         // Images and prompts -> model inputs (the Mllama image processor and processor).
         .target(name: "Processing", dependencies: ["Media", "TensorCore", "Checkpoint", "Tokenization"]),
 

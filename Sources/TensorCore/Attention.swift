@@ -66,18 +66,23 @@ public func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
     let q = AttentionLayout.readable(query), k = AttentionLayout.readable(key), v = AttentionLayout.readable(value)
     let out = Tensor(zeros: [layout.batch, layout.heads, layout.queryLength, layout.headWidth], dtype: query.dtype)
     let logSumExp = Tensor(zeros: [layout.batch, layout.heads, layout.queryLength], dtype: query.dtype)
-    dispatchFloat(query.dtype, "scaledDotProductAttention",
-                  float: { attentionForward(layout, q, k, v, resolvedMask, scale: Float(scale), out: out, logSumExp: logSumExp) },
-                  double: { attentionForward(layout, q, k, v, resolvedMask, scale: scale, out: out, logSumExp: logSumExp) })
+    BLAS.Profile.attention {
+        dispatchFloat(query.dtype, "scaledDotProductAttention",
+                      float: { attentionForward(layout, q, k, v, resolvedMask, scale: Float(scale), out: out, logSumExp: logSumExp) },
+                      double: { attentionForward(layout, q, k, v, resolvedMask, scale: scale, out: out, logSumExp: logSumExp) })
+    }
 
     guard Autograd.needsGraph(query, key, value) else { return out }
     // Saves Q, K, V, O and the log-sum-exp (see above).
     let savedQuery = q.detached(), savedKey = k.detached(), savedValue = v.detached(), savedOutput = out.detached()
     let needs = (query: query.requiresGrad, key: key.requiresGrad, value: value.requiresGrad)
     out.recordOperation("scaledDotProductAttention", inputs: [query, key, value]) { g in
-        let gradients = attentionBackward(layout, savedQuery, savedKey, savedValue, output: savedOutput,
-                                          logSumExp: logSumExp, mask: resolvedMask, scale: scale,
-                                          outputGradient: g.contiguous(), needs: needs)
+        let outputGradient = g.contiguous()
+        let gradients = BLAS.Profile.attention {
+            attentionBackward(layout, savedQuery, savedKey, savedValue, output: savedOutput,
+                              logSumExp: logSumExp, mask: resolvedMask, scale: scale,
+                              outputGradient: outputGradient, needs: needs)
+        }
         return [gradients.query, gradients.key, gradients.value]
     }
     return out
@@ -233,8 +238,8 @@ struct MaskPointers<T: ComputeScalar> {
 
 /// Query rows per block and keys per block: the score block `[queryBlock, keyBlock]` and the
 /// GEMMs that make it stay in L2.
-let attentionQueryBlock = 64
-let attentionKeyBlock = 256
+let attentionQueryBlock = 128
+let attentionKeyBlock = 512
 
 /// Runs `body` over `0..<count` split across ``Parallel``'s threads. While more than one worker
 /// runs, each does its own GEMMs, so OpenBLAS is held at one thread for the duration (two levels

@@ -25,7 +25,7 @@ public enum BLAS {
         let start = Profile.isEnabled ? Profile.now() : 0
         cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
                     alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-        if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n * k) }
+        if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n * k, shape: (transA, transB, m, n, k)) }
     }
 
     /// `C = alpha · op(A) · op(B) + beta · C` in float64 (gradient checks).
@@ -60,12 +60,21 @@ public enum BLAS {
         private static let nanoseconds = Atomic<Int>(0)
         private static let flopCount = Atomic<Int>(0)
         private static let callCount = Atomic<Int>(0)
+        private static let shapesEnabled = Atomic<Bool>(false)
+        private static let attentionActive = Atomic<Int>(0)
+        private static let attentionNanoseconds = Atomic<Int>(0)
+        private static let attentionGemmNanoseconds = Atomic<Int>(0)
+        private static let shapes = Mutex([String: (nanoseconds: Int, flops: Int, calls: Int)]())
 
         /// Whether GEMM calls are being timed.
         public static var isEnabled: Bool { enabled.load(ordering: .relaxed) }
 
         /// Zeroes the counters and starts (or stops) timing.
-        public static func reset(enabled on: Bool) {
+        public static func reset(enabled on: Bool, byShape: Bool = false) {
+            shapes.withLock { $0 = [:] }
+            attentionNanoseconds.store(0, ordering: .relaxed)
+            attentionGemmNanoseconds.store(0, ordering: .relaxed)
+            shapesEnabled.store(on && byShape, ordering: .relaxed)
             nanoseconds.store(0, ordering: .relaxed)
             flopCount.store(0, ordering: .relaxed)
             callCount.store(0, ordering: .relaxed)
@@ -86,10 +95,47 @@ public enum BLAS {
             return time.tv_sec * 1_000_000_000 + time.tv_nsec
         }
 
-        static func record(since start: Int, flops: Int) {
-            nanoseconds.add(now() - start, ordering: .relaxed)
+        /// Float32 GEMM time by operand layout and shape (`"NT 1024×512×512"` = op(A) as stored,
+        /// op(B) transposed, m × n × k), when ``reset(enabled:byShape:)`` asked for it.
+        public static var byShape: [(shape: String, seconds: Double, flops: Int, calls: Int)] {
+            shapes.withLock { table in
+                table.map { (shape: $0.key, seconds: Double($0.value.nanoseconds) * 1e-9, flops: $0.value.flops, calls: $0.value.calls) }
+            }.sorted { $0.seconds > $1.seconds }
+        }
+
+        /// Wall-clock seconds inside fused attention (forward and backward), and the GEMM time
+        /// (summed over the threads that ran them concurrently) inside it.
+        public static var attentionTotals: (seconds: Double, gemmSeconds: Double) {
+            (Double(attentionNanoseconds.load(ordering: .relaxed)) * 1e-9,
+             Double(attentionGemmNanoseconds.load(ordering: .relaxed)) * 1e-9)
+        }
+
+        /// Times `body` as attention work (when profiling).
+        @inline(__always)
+        static func attention<Result>(_ body: () -> Result) -> Result {
+            guard isEnabled else { return body() }
+            let start = now()
+            attentionActive.add(1, ordering: .relaxed)
+            defer {
+                attentionActive.subtract(1, ordering: .relaxed)
+                attentionNanoseconds.add(now() - start, ordering: .relaxed)
+            }
+            return body()
+        }
+
+        static func record(since start: Int, flops: Int, shape: (Transpose, Transpose, Int, Int, Int)? = nil) {
+            let elapsed = now() - start
+            if attentionActive.load(ordering: .relaxed) > 0 { attentionGemmNanoseconds.add(elapsed, ordering: .relaxed) }
+            nanoseconds.add(elapsed, ordering: .relaxed)
             flopCount.add(flops, ordering: .relaxed)
             callCount.add(1, ordering: .relaxed)
+            if let shape, shapesEnabled.load(ordering: .relaxed) {
+                let key = (shape.0 == .none ? "N" : "T") + (shape.1 == .none ? "N" : "T") + " \(shape.2)×\(shape.3)×\(shape.4)"
+                shapes.withLock { table in
+                    let old = table[key] ?? (0, 0, 0)
+                    table[key] = (old.nanoseconds + elapsed, old.flops + flops, old.calls + 1)
+                }
+            }
         }
     }
 

@@ -69,7 +69,7 @@ extension Tensor {
         do { shape = try Shape.broadcast(self.shape, other.shape) } catch {
             fatalError("\(operation.rawValue): \(error)")
         }
-        let out = Tensor(zeros: shape, dtype: dtype)
+        let out = Tensor(uninitialized: shape, dtype: dtype)  // written in full by the kernel
         dispatchFloat(dtype, operation.rawValue,
                       float: { broadcastKernel(self, other, into: out, operation, Float.self) },
                       double: { broadcastKernel(self, other, into: out, operation, Double.self) })

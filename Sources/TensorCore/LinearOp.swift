@@ -37,23 +37,25 @@ private func forEachUpcastBlock(of weight: Tensor, n: Int, k: Int,
 }
 
 /// `out[m, n] = x[m, k] · W[n, k]ᵀ (+ out when accumulate)` for a weight of any float dtype.
+/// `accumulate` false overwrites `out` (which may be uninitialised).
 private func productWithTransposedWeight(_ x: UnsafePointer<Float>, _ weight: Tensor, m: Int, n: Int, k: Int,
-                                         into out: UnsafeMutablePointer<Float>) {
+                                         into out: UnsafeMutablePointer<Float>, accumulate: Bool) {
+    let beta: Float = accumulate ? 1 : 0
     if weight.dtype == .float32 && m <= gemvRowLimit {
         // Decoding: a handful of rows. GEMV streams the weight once per row without packing it.
         for row in 0..<m {
-            BLAS.gemv(.none, m: n, n: k, a: weight.floatPointer, lda: k, x: x + row * k, beta: 1, y: out + row * n)
+            BLAS.gemv(.none, m: n, n: k, a: weight.floatPointer, lda: k, x: x + row * k, beta: beta, y: out + row * n)
         }
         return
     }
     if weight.dtype == .float32 {
         BLAS.gemm(.none, .transposed, m: m, n: n, k: k, a: x, lda: k, b: weight.floatPointer, ldb: k,
-                  beta: 1, c: out, ldc: n)
+                  beta: beta, c: out, ldc: n)
         return
     }
     forEachUpcastBlock(of: weight, n: n, k: k) { rows, block in
         BLAS.gemm(.none, .transposed, m: m, n: rows.count, k: k, a: x, lda: k, b: block, ldb: k,
-                  beta: 1, c: out + rows.lowerBound, ldc: n)
+                  beta: beta, c: out + rows.lowerBound, ldc: n)
     }
 }
 
@@ -92,7 +94,10 @@ extension Tensor {
         let x = contiguous()
         let w = weight.isContiguous ? weight : weight.contiguous()
         let m = elementCount / max(k, 1)
-        let out = Tensor(zeros: Array(shape.dropLast()) + [n])  // beta = 1 below accumulates onto the bias rows
+        // With a bias, beta = 1 below accumulates onto the bias rows; without one, the GEMM
+        // overwrites the output (no zero-fill: it would be one more pass over the output's memory).
+        let out = bias == nil && m > 0 && k > 0 ? Tensor(uninitialized: Array(shape.dropLast()) + [n])
+                                                : Tensor(zeros: Array(shape.dropLast()) + [n])
         if let bias {
             // A frozen 16-bit bias is tiny: upcast it whole.
             let bias32 = bias.dtype == .float32 ? bias.contiguous() : bias.converted(to: .float32)
@@ -101,7 +106,7 @@ extension Tensor {
                 for row in 0..<m { (o + row * n).update(from: b, count: n) }
             }
         }
-        if m > 0 && k > 0 { productWithTransposedWeight(x.floatPointer, w, m: m, n: n, k: k, into: out.floatPointer) }
+        if m > 0 && k > 0 { productWithTransposedWeight(x.floatPointer, w, m: m, n: n, k: k, into: out.floatPointer, accumulate: bias != nil) }
 
         guard Autograd.needsGraph(self, weight) || (bias.map { Autograd.needsGraph($0) } ?? false) else { return out }
         // Saves the input (for dW) and the weight (for dx).

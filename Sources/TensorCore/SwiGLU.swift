@@ -10,7 +10,7 @@ public func swiglu(gate: Tensor, up: Tensor) -> Tensor {
     ensure(gate.shape == up.shape && gate.dtype == up.dtype,
                  "swiglu: gate \(gate.dtype) \(gate.shape) and up \(up.dtype) \(up.shape) must match")
     let a = gate.contiguousStorageView(), b = up.contiguousStorageView()
-    let out = Tensor(zeros: gate.shape, dtype: gate.dtype)
+    let out = Tensor(uninitialized: gate.shape, dtype: gate.dtype)  // written in full
     dispatchFloat(gate.dtype, "swiglu",
                   float: { swigluForward(a, b, out, Float.self) },
                   double: { swigluForward(a, b, out, Double.self) })
@@ -19,8 +19,8 @@ public func swiglu(gate: Tensor, up: Tensor) -> Tensor {
     let gateNeeds = gate.requiresGrad, upNeeds = up.requiresGrad
     out.recordOperation("swiglu", inputs: [gate, up]) { g in
         let g = g.contiguousStorageView()
-        let dgate = gateNeeds ? Tensor(zeros: g.shape, dtype: g.dtype) : nil
-        let dup = upNeeds ? Tensor(zeros: g.shape, dtype: g.dtype) : nil
+        let dgate = gateNeeds ? Tensor(uninitialized: g.shape, dtype: g.dtype) : nil
+        let dup = upNeeds ? Tensor(uninitialized: g.shape, dtype: g.dtype) : nil
         dispatchFloat(g.dtype, "swiglu backward",
                       float: { swigluBackward(savedGate, savedUp, g, dgate, dup, Float.self) },
                       double: { swigluBackward(savedGate, savedUp, g, dgate, dup, Double.self) })

@@ -65,15 +65,17 @@ private func mapKernel<T: ComputeScalar>(_ input: Tensor, into out: Tensor, _ fu
     }
 }
 
-/// The exponential-based activations in float32, 16 lanes at a time with the vectorised `exp`
-/// (within 1.2 ulp; libm's `expf` is a scalar call per element). Returns false for other functions.
+/// The exponential-based activations and exact GELU in float32, 16 lanes at a time with the
+/// vectorised `exp` (within 1.2 ulp) and `erf` (``erf16Float(_:)``); libm's `expf` and `erff` are
+/// a scalar call per element. Returns false for other functions.
 private func vectorizedFloatMap(_ input: Tensor, into out: Tensor, _ function: UnaryFunction) -> Bool {
-    guard function == .exp || function == .silu || function == .sigmoid else { return false }
+    guard function == .exp || function == .silu || function == .sigmoid || function == .geluErf else { return false }
     let x = UnsafePointer(input.floatPointer), y = out.floatPointer
     @inline(__always) func apply(_ v: SIMD16<Float>) -> SIMD16<Float> {
         switch function {
         case .exp: return exp16Float(v)
         case .silu: return v / (1 + exp16Float(-v))
+        case .geluErf: return v * (1 + erf16Float(v * 0.707_106_78)) * 0.5
         default: return 1 / (1 + exp16Float(-v))
         }
     }
@@ -94,7 +96,7 @@ private func vectorizedFloatMap(_ input: Tensor, into out: Tensor, _ function: U
 @inline(__always)
 private func derivativeKernel<T: ComputeScalar>(_ input: Tensor, _ output: Tensor, _ gradient: Tensor,
                                                  into result: Tensor, _ function: UnaryFunction, _: T.Type) {
-    if T.self == Float.self && (function == .silu || function == .sigmoid) {
+    if T.self == Float.self && (function == .silu || function == .sigmoid || function == .geluErf) {
         vectorizedFloatDerivative(input, output, gradient, into: result, function)
         return
     }
@@ -105,13 +107,42 @@ private func derivativeKernel<T: ComputeScalar>(_ input: Tensor, _ output: Tenso
     }
 }
 
-/// `dy · f'(x)` for SiLU and sigmoid in float32, 16 lanes at a time.
+/// `erf(x)` in float32, 16 lanes at a time: the odd/even rational approximation Eigen and
+/// TensorFlow use (`generic_fast_erf_float`, degree 13 over degree 8 in x), exact to a few ulp of
+/// 1; inputs are clamped to ±4, beyond which erf rounds to ±1 in float32.
+// `@_transparent` and `replacing(with:where:)` as in `exp16Float`: `clamped` and an out-of-line
+// call each compiled to lane-by-lane code through memory (slower than scalar `erff`).
+@_transparent
+func erf16Float(_ input: SIMD16<Float>) -> SIMD16<Float> {
+    var x = input.replacing(with: -4, where: input .< -4)
+    x.replace(with: 4, where: x .> 4)
+    let x2 = x * x
+    var p = x2 * -2.726_142_25e-10 + 2.770_681_42e-08
+    p = x2 * p + -2.101_024_02e-06
+    p = x2 * p + -5.692_506_39e-05
+    p = x2 * p + -7.349_906_30e-04
+    p = x2 * p + -2.954_599_81e-03
+    p = x2 * p + -1.609_603_33e-02
+    p = x * p
+    var q = x2 * -1.456_607_18e-05 + -2.133_740_55e-04
+    q = x2 * q + -1.682_826_97e-03
+    q = x2 * q + -7.373_329_17e-03
+    q = x2 * q + -1.426_473_90e-02
+    return p / q
+}
+
+/// `dy · f'(x)` for SiLU, sigmoid and exact GELU in float32, 16 lanes at a time.
 private func vectorizedFloatDerivative(_ input: Tensor, _ output: Tensor, _ gradient: Tensor, into result: Tensor,
                                        _ function: UnaryFunction) {
     let x = UnsafePointer(input.floatPointer), y = UnsafePointer(output.floatPointer)
     let g = UnsafePointer(gradient.floatPointer), d = result.floatPointer
     @inline(__always) func derivative(_ x: SIMD16<Float>, _ y: SIMD16<Float>) -> SIMD16<Float> {
         if function == .sigmoid { return y * (1 - y) }
+        if function == .geluErf {
+            // Φ(x) + x·φ(x)
+            let cdf = (1 + erf16Float(x * 0.707_106_78)) * 0.5
+            return cdf + x * exp16Float(x * x * -0.5) * 0.398_942_28
+        }
         let s = 1 / (1 + exp16Float(-x))
         return s * (1 + x * (1 - s))
     }
@@ -133,7 +164,7 @@ extension Tensor {
     func unary(_ function: UnaryFunction) -> Tensor {
         requireComputeType(function.rawValue)
         let input = contiguousStorageView()
-        let out = Tensor(zeros: shape, dtype: dtype)
+        let out = Tensor(uninitialized: shape, dtype: dtype)  // written in full by the kernel
         dispatchFloat(dtype, function.rawValue,
                       float: { mapKernel(input, into: out, function, Float.self) },
                       double: { mapKernel(input, into: out, function, Double.self) })
@@ -142,7 +173,7 @@ extension Tensor {
             let savedInput = input.detached(), savedOutput = out.detached()
             out.recordOperation(function.rawValue, inputs: [self]) { g in
                 let gradient = g.contiguous()
-                let result = Tensor(zeros: gradient.shape, dtype: gradient.dtype)
+                let result = Tensor(uninitialized: gradient.shape, dtype: gradient.dtype)
                 dispatchFloat(gradient.dtype, function.rawValue,
                               float: { derivativeKernel(savedInput, savedOutput, gradient, into: result, function, Float.self) },
                               double: { derivativeKernel(savedInput, savedOutput, gradient, into: result, function, Double.self) })
