@@ -43,9 +43,9 @@ struct AdaptersCommand: ParsableCommand {
 func loadAdapterLayout(path: String) throws -> AdapterLayout {
     let text: String
     do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-        throw ValidationError("\(path): cannot read (\(error.localizedDescription))")
+        throw CommandFailure("\(path): cannot read (\(error.localizedDescription))")
     }
     do { return try YAMLDecoder().decode(AdapterLayout.self, from: text) } catch {
-        throw ValidationError("\(path): not a valid adapter layout: \(error)")
+        throw CommandFailure("\(path): not a valid adapter layout: \(error)")
     }
 }

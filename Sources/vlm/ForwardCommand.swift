@@ -39,14 +39,14 @@ struct ForwardCommand: ParsableCommand {
         let tensors = try SafetensorsFile(path: inputs)
         func optional(_ name: String) throws -> Tensor? { tensors.contains(name) ? try tensors.tensor(name) : nil }
         guard let ids = try optional("input_ids") else {
-            throw ValidationError("\(inputs): no tensor named 'input_ids' (found \(tensors.names.joined(separator: ", ")))")
+            throw CommandFailure("\(inputs): no tensor named 'input_ids' (found \(tensors.names.joined(separator: ", ")))")
         }
         guard ids.rank == 2, ids.dtype == .int64 || ids.dtype == .int32 else {
-            throw ValidationError("\(inputs): input_ids must be int64 or int32 [B, T], got \(ids.dtype) \(ids.shape)")
+            throw CommandFailure("\(inputs): input_ids must be int64 or int32 [B, T], got \(ids.dtype) \(ids.shape)")
         }
         let mask = try optional("attention_mask")
         if let mask, mask.shape != ids.shape {
-            throw ValidationError("\(inputs): attention_mask \(mask.shape) must match input_ids \(ids.shape)")
+            throw CommandFailure("\(inputs): attention_mask \(mask.shape) must match input_ids \(ids.shape)")
         }
         let logits: Tensor
         switch config {
@@ -61,7 +61,7 @@ struct ForwardCommand: ParsableCommand {
             try validateIds(ids, vocabulary: mllamaConfig.textConfig.llama.vocabSize + 8)
             let pixels = try optional("pixel_values")
             if pixels != nil, try optional("aspect_ratio_ids") == nil {
-                throw ValidationError("\(inputs): pixel_values needs aspect_ratio_ids beside it")
+                throw CommandFailure("\(inputs): pixel_values needs aspect_ratio_ids beside it")
             }
             logits = try withNoGrad {
                 mllama(inputIds: ids, attentionMask: mask, pixelValues: pixels,
@@ -69,7 +69,7 @@ struct ForwardCommand: ParsableCommand {
                        crossAttentionMask: try optional("cross_attention_mask"))
             }
         default:
-            throw ValidationError("\(model): model_type '\(config.modelType)' is not supported by `vlm forward` yet")
+            throw CommandFailure("\(model): model_type '\(config.modelType)' is not supported by `vlm forward` yet")
         }
         try writeSafetensors(tensors: [("logits", logits)], to: URL(fileURLWithPath: out))
         print("wrote logits \(logits.shape) to \(out)")
@@ -77,7 +77,7 @@ struct ForwardCommand: ParsableCommand {
 
     private func validateIds(_ ids: Tensor, vocabulary: Int) throws {
         if let bad = ids.integers().first(where: { $0 < 0 || $0 >= vocabulary }) {
-            throw ValidationError("\(inputs): input_ids contains \(bad), outside the vocabulary of \(vocabulary)")
+            throw CommandFailure("\(inputs): input_ids contains \(bad), outside the vocabulary of \(vocabulary)")
         }
     }
 }

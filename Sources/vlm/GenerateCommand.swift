@@ -57,7 +57,7 @@ struct GenerateCommand: ParsableCommand {
         let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
         switch config {
         case .llama:
-            guard images.isEmpty else { throw ValidationError("\(model) is a text-only llama checkpoint: --image needs an mllama model") }
+            guard images.isEmpty else { throw CommandFailure("\(model) is a text-only llama checkpoint: --image needs an mllama model") }
             let llama = try LlamaForCausalLM.load(directory: directory)
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory), extraSpecialTokens: [:])
             var stop = Set(generation?.eosTokenIds ?? llama.config.eosTokenIds ?? [])
@@ -82,13 +82,13 @@ struct GenerateCommand: ParsableCommand {
             if chat { processor.addsBeginOfText = false }  // the chat header already starts with it
             let batch = try processor.process(prompts: [text], images: [try images.map { try loadImage(path: $0) }])
             guard let imageBatch = batch.images, let crossMask = batch.crossAttentionMask else {
-                throw ValidationError("the processor produced no image inputs")
+                throw CommandFailure("the processor produced no image inputs")
             }
             let decoder = mllama.conditioned(pixelValues: imageBatch.pixelValues, aspectRatioIds: imageBatch.aspectRatioIDs,
                                              aspectRatioMask: imageBatch.aspectRatioMask, crossAttentionMask: crossMask)
             stream(decoder, prompt: batch.tokenIDs[0], tokenizer: tokenizer, stop: stop, pad: pad, options: options)
         default:
-            throw ValidationError("\(model): model_type '\(config.modelType)' is not supported by `vlm generate` yet")
+            throw CommandFailure("\(model): model_type '\(config.modelType)' is not supported by `vlm generate` yet")
         }
     }
 
@@ -141,6 +141,6 @@ struct GenerateCommand: ParsableCommand {
             let candidate = directory.appendingPathComponent(name).path
             if FileManager.default.fileExists(atPath: candidate) { return candidate }
         }
-        throw ValidationError("\(model): no tokenizer.json, tokenizer.json.zst or tokenizer.model; pass --tokenizer")
+        throw CommandFailure("\(model): no tokenizer.json, tokenizer.json.zst or tokenizer.model; pass --tokenizer")
     }
 }
