@@ -94,10 +94,11 @@ extension Tensor {
         let x = contiguous()
         let w = weight.isContiguous ? weight : weight.contiguous()
         let m = elementCount / max(k, 1)
-        // With a bias, beta = 1 below accumulates onto the bias rows; without one, the GEMM
-        // overwrites the output (no zero-fill: it would be one more pass over the output's memory).
-        let out = bias == nil && m > 0 && k > 0 ? Tensor(uninitialized: Array(shape.dropLast()) + [n])
-                                                : Tensor(zeros: Array(shape.dropLast()) + [n])
+        // With a bias, every row is first set to it and beta = 1 below accumulates onto it; without
+        // one, the GEMM overwrites the output. Either way no zero-fill (one more pass over memory),
+        // except for an empty product without a bias.
+        let out = bias != nil || (m > 0 && k > 0) ? Tensor(uninitialized: Array(shape.dropLast()) + [n])
+                                                  : Tensor(zeros: Array(shape.dropLast()) + [n])
         if let bias {
             // A frozen 16-bit bias is tiny: upcast it whole.
             let bias32 = bias.dtype == .float32 ? bias.contiguous() : bias.converted(to: .float32)

@@ -22,7 +22,7 @@ extension Tensor {
         let w = weight.map { normalizationParameter($0, role: "rmsNorm weight", width: width) }
         let x = contiguousStorageView()
         let rows = width == 0 ? 0 : elementCount / width
-        let out = Tensor(zeros: shape, dtype: dtype)
+        let out = Tensor(uninitialized: shape, dtype: dtype)  // every row written
         let rstd = Tensor(zeros: [rows], dtype: dtype)
         dispatchFloat(dtype, "rmsNorm",
                       float: { rmsNormForward(x, w, out, rstd, rows: rows, width: width, epsilon: epsilon, Float.self) },
@@ -62,7 +62,7 @@ extension Tensor {
         let b = bias.map { normalizationParameter($0, role: "layerNorm bias", width: width) }
         let x = contiguousStorageView()
         let rows = width == 0 ? 0 : elementCount / width
-        let out = Tensor(zeros: shape, dtype: dtype)
+        let out = Tensor(uninitialized: shape, dtype: dtype)  // every row written
         let mean = Tensor(zeros: [rows], dtype: dtype), rstd = Tensor(zeros: [rows], dtype: dtype)
         dispatchFloat(dtype, "layerNorm",
                       float: { layerNormForward(x, w, b, out, mean, rstd, rows: rows, width: width, epsilon: epsilon, Float.self) },

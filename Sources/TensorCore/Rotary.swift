@@ -126,14 +126,14 @@ public func applyRotaryEmbedding(_ x: Tensor, cos: Tensor, sin: Tensor) -> Tenso
     ensure(!cos.requiresGrad && !sin.requiresGrad, "applyRotaryEmbedding: cos and sin tables are constants and must not require gradients")
     let cosTable = cos.detached().converted(to: x.dtype).contiguousStorageView().detached()
     let sinTable = sin.detached().converted(to: x.dtype).contiguousStorageView().detached()
-    let out = Tensor(zeros: x.shape, dtype: x.dtype)
+    let out = Tensor(uninitialized: x.shape, dtype: x.dtype)  // written in full
     dispatchFloat(x.dtype, "applyRotaryEmbedding",
                   float: { rotate(x, cosTable, sinTable, into: out, inverse: false, Float.self) },
                   double: { rotate(x, cosTable, sinTable, into: out, inverse: false, Double.self) })
     if Autograd.needsGraph(x) {
         // Saves cos and sin.
         out.recordOperation("applyRotaryEmbedding", inputs: [x]) { g in
-            let dx = Tensor(zeros: g.shape, dtype: g.dtype)
+            let dx = Tensor(uninitialized: g.shape, dtype: g.dtype)
             dispatchFloat(g.dtype, "applyRotaryEmbedding backward",
                           float: { rotate(g, cosTable, sinTable, into: dx, inverse: true, Float.self) },
                           double: { rotate(g, cosTable, sinTable, into: dx, inverse: true, Double.self) })
