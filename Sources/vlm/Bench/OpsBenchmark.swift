@@ -19,6 +19,9 @@ struct OpsBenchmark: ParsableCommand {
     @Option(help: "Number of linear layers in the stack.")
     var depth: Int = 8
 
+    @Flag(help: "Put a SiLU between the linear layers (the plain stack has none).")
+    var activation = false
+
     @Option(help: "Rows (tokens) pushed through the stack.")
     var tokens: Int = 512
 
@@ -38,8 +41,8 @@ struct OpsBenchmark: ParsableCommand {
                      ("gemm_\(n)_ratio", raw / tensor)]
         }
         let stack = measureLinearStack()
-        print(String(format: "Linear stack %d × [%d → %d], %d tokens, forward + backward: %.2f ms, GEMM %.2f ms (%.1f%% of the step), %.1f GFLOP/s overall",
-                     depth, width, width, tokens, stack.seconds * 1e3, stack.gemmSeconds * 1e3,
+        print(String(format: "Linear stack %d × [%d → %d]%@, %d tokens, forward + backward: %.2f ms, GEMM %.2f ms (%.1f%% of the step), %.1f GFLOP/s overall",
+                     depth, width, width, activation ? " with SiLU" : "", tokens, stack.seconds * 1e3, stack.gemmSeconds * 1e3,
                      100 * stack.gemmSeconds / stack.seconds, stack.flops / stack.seconds / 1e9))
         json += [("linear_stack_ms", stack.seconds * 1e3), ("linear_stack_gemm_share", stack.gemmSeconds / stack.seconds),
                  ("linear_stack_gflops", stack.flops / stack.seconds / 1e9), ("peak_rss_mb", Timing.peakResidentMegabytes())]
@@ -65,8 +68,8 @@ struct OpsBenchmark: ParsableCommand {
         return (timings[0], timings[1], timings[2])
     }
 
-    /// A training step through `depth` linear layers with SiLU between them: forward, mean-square
-    /// loss, backward into every weight and bias.
+    /// A training step through `depth` linear layers (with SiLU between them when `--activation`):
+    /// forward, mean-square loss, backward into every weight and bias.
     private func measureLinearStack() -> (seconds: Double, gemmSeconds: Double, flops: Double) {
         var generator = RandomGenerator(seed: 1)
         let layers = (0..<depth).map { _ in Linear(inFeatures: width, outFeatures: width, generator: &generator) }
@@ -75,7 +78,7 @@ struct OpsBenchmark: ParsableCommand {
             var h = input
             for (index, layer) in layers.enumerated() {
                 h = layer(h)
-                if index < layers.count - 1 { h = h.silu() }
+                if activation && index < layers.count - 1 { h = h.silu() }
             }
             h.squared().mean().backward()
             for layer in layers { layer.weight.grad = nil; layer.bias?.grad = nil }
