@@ -77,14 +77,19 @@ enum MemoryBandwidth {
         for _ in 0..<5 {
             let start = Timing.now()
             Parallel.forEachRange(count, grain: 1 << 20) { range in
-                // Eight independent accumulators keep the loads in flight.
-                var sums = SIMD8<Float>()
+                // Four independent 16-lane accumulators keep many loads in flight; one sum
+                // chain would measure the adder's latency, not the memory.
+                var a = SIMD16<Float>(), b = SIMD16<Float>(), c = SIMD16<Float>(), d = SIMD16<Float>()
                 var i = range.lowerBound
-                while i + 8 <= range.upperBound {
-                    sums += UnsafeRawPointer(pointer + i).loadUnaligned(as: SIMD8<Float>.self)
-                    i += 8
+                while i + 64 <= range.upperBound {
+                    let base = UnsafeRawPointer(pointer + i)
+                    a += base.loadUnaligned(as: SIMD16<Float>.self)
+                    b += base.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+                    c += base.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
+                    d += base.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
+                    i += 64
                 }
-                if sums.sum() == -1 { print("") }  // keeps the loop from being optimised away
+                if (a + b + c + d).sum() == -1 { print("") }  // keeps the loop from being optimised away
             }
             best = max(best, Double(bytes) / (Timing.now() - start))
         }
