@@ -42,29 +42,10 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
         }
     }
 
-    /// The image encoder's shape (`vision_config` of an mllama checkpoint, minus nothing).
-    public struct VisionEncoder: Codable, Sendable, Equatable {
-        public var hiddenSize: Int
-        public var numHiddenLayers: Int
-        public var numGlobalLayers: Int
-        public var attentionHeads: Int
-        public var intermediateSize: Int
-        public var imageSize: Int
-        public var patchSize: Int
-        public var maxNumTiles: Int
-        public var intermediateLayersIndices: [Int]
-        public var visionOutputDim: Int
-
-        enum CodingKeys: String, CodingKey {
-            case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numGlobalLayers = "num_global_layers"
-            case attentionHeads = "attention_heads", intermediateSize = "intermediate_size", imageSize = "image_size"
-            case patchSize = "patch_size", maxNumTiles = "max_num_tiles"
-            case intermediateLayersIndices = "intermediate_layers_indices", visionOutputDim = "vision_output_dim"
-        }
-    }
-
     public var crossAttention: Placement
-    public var vision: VisionEncoder
+    /// The image encoder's shape: an mllama `vision_config`, with transformers' defaults for what
+    /// it leaves out.
+    public var vision: MllamaVisionConfig
     /// The standard deviation of fresh weights (`initializer_range`).
     public var initializerRange: Double
 
@@ -72,7 +53,7 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
         case crossAttention = "cross_attention", vision, initializerRange = "initializer_range"
     }
 
-    public init(crossAttention: Placement, vision: VisionEncoder, initializerRange: Double = 0.02) {
+    public init(crossAttention: Placement, vision: MllamaVisionConfig, initializerRange: Double = 0.02) {
         self.crossAttention = crossAttention
         self.vision = vision
         self.initializerRange = initializerRange
@@ -81,7 +62,7 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         crossAttention = try c.decode(Placement.self, forKey: .crossAttention)
-        vision = try c.decode(VisionEncoder.self, forKey: .vision)
+        vision = try c.decode(MllamaVisionConfig.self, forKey: .vision)
         initializerRange = try c.decodeIfPresent(Double.self, forKey: .initializerRange) ?? 0.02
     }
 
@@ -125,13 +106,8 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
         }
         var text = llama
         text.numHiddenLayers = llama.numHiddenLayers + indices.count
-        let visionConfig = MllamaVisionConfig(
-            hiddenSize: vision.hiddenSize, numHiddenLayers: vision.numHiddenLayers, numGlobalLayers: vision.numGlobalLayers,
-            attentionHeads: vision.attentionHeads, intermediateSize: vision.intermediateSize, imageSize: vision.imageSize,
-            patchSize: vision.patchSize, maxNumTiles: vision.maxNumTiles,
-            intermediateLayersIndices: vision.intermediateLayersIndices, visionOutputDim: vision.visionOutputDim)
         return MllamaConfig(textConfig: MllamaTextConfig(llama: text, crossAttentionLayers: indices),
-                            visionConfig: visionConfig, imageTokenIndex: llama.vocabSize)
+                            visionConfig: vision, imageTokenIndex: llama.vocabSize)
     }
 
     /// For each text layer of the source model, its index in the fused layer list.
