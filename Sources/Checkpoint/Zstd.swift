@@ -23,33 +23,9 @@ public enum Zstd {
 
     /// Decompresses a zstd stream held in memory; `source` names it in errors.
     public static func decompress(_ input: UnsafeRawBufferPointer, source: String) throws -> [UInt8] {
-        guard let stream = ZSTD_createDStream() else { throw Failure(source: source, reason: "out of memory") }
-        defer { ZSTD_freeDStream(stream) }
-        var output = [UInt8]()
-        let chunkSize = ZSTD_DStreamOutSize()
-        var chunk = [UInt8](repeating: 0, count: chunkSize)
-        var inBuffer = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
-        var lastResult = 0
-        repeat {
-            let produced: Int = try chunk.withUnsafeMutableBytes { raw in
-                var outBuffer = ZSTD_outBuffer(dst: raw.baseAddress, size: raw.count, pos: 0)
-                let result = ZSTD_decompressStream(stream, &outBuffer, &inBuffer)
-                if ZSTD_isError(result) != 0 {
-                    throw Failure(source: source, reason: "corrupt zstd data at byte \(inBuffer.pos): "
-                                  + String(cString: ZSTD_getErrorName(result)))
-                }
-                lastResult = result
-                return outBuffer.pos
-            }
-            output.append(contentsOf: chunk[0..<produced])
-            // 0 means the frame is decoded and flushed. Calling again with no input would return a
-            // non-zero hint for a next frame's header, which must not be mistaken for truncation.
-            if lastResult == 0 && inBuffer.pos == inBuffer.size { break }
-            if produced == 0 && inBuffer.pos == inBuffer.size { break }
-        } while true
-        guard lastResult == 0 else {
-            throw Failure(source: source, reason: "zstd stream is truncated (ends inside a frame)")
+        let storage = try decompressToStorage(input, source: source)
+        return withExtendedLifetime(storage) {
+            Array(UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount))
         }
-        return output
     }
 }
