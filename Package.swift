@@ -33,8 +33,11 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
 
+        // Hot loops in C, one version per instruction set, chosen at run time.
+        .target(name: "CKernels"),
+
         // Libraries.
-        .target(name: "TensorCore", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "TensorCore", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: kernelSettings),
         .target(name: "Layers", dependencies: ["TensorCore"], swiftSettings: kernelSettings),
         .target(name: "Checkpoint", dependencies: ["TensorCore", "CZstd"]),
         // libpng reports errors by longjmp, which must not cross Swift frames: this C target keeps

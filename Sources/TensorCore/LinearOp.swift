@@ -6,16 +6,19 @@
 /// stay in cache.
 private let upcastBlockElements = 256 * 1024
 
-/// Up to this many input rows, products use GEMV per row instead of GEMM.
+/// Up to this many input rows, float32 products use GEMV per row instead of GEMM.
 private let gemvRowLimit = 1
+
+/// Up to this many input rows, bfloat16 products use the bf16 GEMV kernel, which reads the weight
+/// once for all rows (batched decoding), instead of widening blocks for GEMM.
+private let bfloat16GemvRowLimit = 8
 
 /// Converts rows `rows` of a `[n, k]` 16-bit matrix to float32 in `buffer`.
 private func upcastRows(_ weight: Tensor, rows: Range<Int>, k: Int, into buffer: UnsafeMutablePointer<Float>) {
     let bits = weight.rawPointer.assumingMemoryBound(to: UInt16.self) + rows.lowerBound * k
     let count = rows.count * k
     if weight.dtype == .bfloat16 {
-        let out = UnsafeMutableRawPointer(buffer).assumingMemoryBound(to: UInt32.self)
-        for i in 0..<count { out[i] = UInt32(bits[i]) << 16 }
+        BFloat16Kernels.widen(bits, into: buffer, count: count)
     } else {
         for i in 0..<count { buffer[i] = Float(Float16(bitPattern: bits[i])) }
     }
@@ -51,6 +54,11 @@ private func productWithTransposedWeight(_ x: UnsafePointer<Float>, _ weight: Te
     if weight.dtype == .float32 {
         BLAS.gemm(.none, .transposed, m: m, n: n, k: k, a: x, lda: k, b: weight.floatPointer, ldb: k,
                   beta: beta, c: out, ldc: n)
+        return
+    }
+    if weight.dtype == .bfloat16 && m <= bfloat16GemvRowLimit {
+        BFloat16Kernels.gemv(weight: weight.rawPointer.assumingMemoryBound(to: UInt16.self), x: x, y: out,
+                             m: m, n: n, k: k, accumulate: accumulate)
         return
     }
     forEachUpcastBlock(of: weight, n: n, k: k) { rows, block in

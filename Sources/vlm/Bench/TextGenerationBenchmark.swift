@@ -45,6 +45,24 @@ struct TextGenerationBenchmark: ParsableCommand {
                 decode.append(Double(newTokens - 1) / max(total - prefill.last!, 1e-9))
             }
         }
+        // One more round with the matrix products timed: how much of a decoding step is GEMV.
+        let profiled: (seconds: Double, gemv: Double, calls: Int) = withNoGrad {
+            let cache = llama.makeCache(batch: 1, capacity: promptTokens + newTokens)
+            _ = llama.decode(promptTensor, attentionMask: Tensor.filled(1, shape: [1, promptTokens], dtype: .int64), cache: cache)
+            var mask = Array(repeating: 1, count: promptTokens)
+            BLAS.Profile.reset(enabled: true)
+            let start = Timing.now()
+            for _ in 0..<(newTokens - 1) {
+                // The same id every step: the work per step does not depend on it.
+                mask.append(1)
+                _ = llama.decode(Tensor(indices: [prompt.last!], shape: [1, 1]),
+                                 attentionMask: Tensor(indices: mask, shape: [1, mask.count]), cache: cache)
+            }
+            let seconds = Timing.now() - start
+            let totals = BLAS.Profile.totals
+            BLAS.Profile.reset(enabled: false)
+            return (seconds, totals.seconds, totals.calls)
+        }
         // Before the bandwidth probe, whose 1 GiB buffer would count.
         let peakResident = Timing.peakResidentMegabytes()
         let prefillSeconds = prefill.sorted()[prefill.count / 2]
@@ -60,11 +78,21 @@ struct TextGenerationBenchmark: ParsableCommand {
         print(String(format: "decode: %.1f tokens/s; weights streamed per token %.0f MB; read bandwidth %.1f GB/s → bound %.1f tokens/s (%.0f%% of it)",
                      tokensPerSecond, Double(weightBytes) / 1e6, bandwidth / 1e9, boundTokensPerSecond,
                      100 * tokensPerSecond / boundTokensPerSecond))
+        let steps = Double(newTokens - 1)
+        print(String(format: "profiled decoding (%@ weights): %.2f ms per token, of which matrix-vector products %.2f ms (%.0f%%, %d calls per token)",
+                     weightDTypeName(llama), profiled.seconds / steps * 1e3, profiled.gemv / steps * 1e3,
+                     100 * profiled.gemv / profiled.seconds, Int(Double(profiled.calls) / steps)))
         print(jsonLine([("prefill_ms", prefillSeconds * 1e3), ("decode_tokens_per_s", tokensPerSecond),
                         ("bandwidth_gb_s", bandwidth / 1e9), ("bound_tokens_per_s", boundTokensPerSecond),
                         ("fraction_of_bound", tokensPerSecond / boundTokensPerSecond),
                         ("peak_rss_mb", peakResident)]))
     }
+}
+
+/// The dtype of the model's projection weights, for the report.
+private func weightDTypeName(_ llama: LlamaForCausalLM) -> String {
+    let dtypes = Set(llama.parameters().filter { $0.name.hasSuffix("proj.weight") }.map { "\($0.tensor.dtype)" })
+    return dtypes.sorted().joined(separator: "+")
 }
 
 /// A STREAM-style read benchmark: every thread sums its share of a buffer far larger than the caches.

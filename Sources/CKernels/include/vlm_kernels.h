@@ -1,0 +1,65 @@
+// CKernels: the few hot loops that need instructions the Swift build cannot assume.
+//
+// The package builds for the x86-64 baseline (SSE2), so Swift code cannot use FMA, AVX2 or
+// AVX-512 without an unsafe `-target-cpu` flag. These C kernels are compiled once per instruction
+// set with function-level target attributes and pick the best one at run time, so one binary runs
+// on any x86-64 CPU and uses AVX-512 where it exists. On other architectures only the portable
+// versions are built.
+#ifndef VLM_KERNELS_H
+#define VLM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// Instruction-set paths a kernel can take.
+typedef enum {
+    vlm_path_portable = 0,  // plain C, any CPU
+    vlm_path_avx2 = 1,      // AVX2 + FMA (x86-64-v3)
+    vlm_path_avx512 = 2,    // AVX-512 F + BW (x86-64-v4)
+} vlm_path;
+
+/// The best path this CPU supports.
+vlm_path vlm_best_path(void);
+
+/// Rows `row_begin..<row_end` of `y[j, r] = sum_c W[r, c] * x[j, c]` (+ y[j, r] when `accumulate`)
+/// for `m` input rows, with `W` a row-major bfloat16 matrix (`ldw` elements per row) and `x`, `y`
+/// float32 (`ldx`, `ldy` elements per row). Weights are widened to float32 exactly; sums are
+/// float32 with fused multiply-adds where the path has them. `path` above `vlm_best_path()` is
+/// lowered to it.
+void vlm_gemv_bf16(vlm_path path, const uint16_t *w, ptrdiff_t ldw,
+                   const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,
+                   ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate);
+
+/// The whole product `y[m, n] = x[m, k] · W[n, k]ᵀ` (contiguous operands), split by rows into
+/// `parts` on the worker pool.
+void vlm_gemv_bf16_parallel(vlm_path path, const uint16_t *w, const float *x, float *y,
+                            ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int accumulate, int parts);
+
+/// `out[i] = float(bits[i])` for `count` bfloat16 values (exact).
+void vlm_widen_bf16(vlm_path path, const uint16_t *bits, float *out, ptrdiff_t count);
+
+/// Runs `iterations` rounds of 12 independent fused multiply-add chains on the path's widest
+/// vectors (8 lanes for AVX2, 16 for AVX-512, 1 for portable) and returns a value that depends on
+/// every result, so it is not optimised away. Used to measure the machine's peak FLOP rate.
+float vlm_fma_chains(vlm_path path, int64_t iterations);
+
+/// Float32 lanes per vector on `path` (1, 8 or 16).
+int vlm_path_lanes(vlm_path path);
+
+
+
+// MARK: - Worker pool
+
+/// A unit of work: part `part` of `parts` (part 0 runs on the calling thread).
+typedef void (*vlm_pool_task)(void *context, int part, int parts);
+
+/// Sets the number of threads the pool uses, the caller included (the first call wins; the
+/// workers start on first use). Without it the pool runs everything on the caller.
+void vlm_pool_configure(int threads);
+
+/// Runs `task` for parts `0..<parts` (at most the configured thread count) and returns when all
+/// are done; returns how many parts ran. The workers spin for a fraction of a millisecond after a
+/// job, so back-to-back calls do not pay for waking a thread. A call made while another thread is
+/// using the pool runs as one part on the caller.
+int vlm_pool_run(vlm_pool_task task, void *context, int parts);
+#endif

@@ -1,0 +1,80 @@
+import Dispatch
+
+import CKernels
+
+/// The instruction sets the C kernels (`CKernels`) are built for; the best one the CPU supports is
+/// chosen at run time, so one binary uses AVX-512 where it exists and still runs anywhere.
+public enum KernelPath: Int, CaseIterable, Comparable, Sendable, CustomStringConvertible {
+    case portable = 0, avx2 = 1, avx512 = 2
+
+    /// The widest path this CPU supports.
+    public static let best = KernelPath(rawValue: Int(vlm_best_path().rawValue)) ?? .portable
+
+    /// Float32 lanes per vector on this path.
+    public var lanes: Int { Int(vlm_path_lanes(cPath)) }
+
+    public var description: String {
+        switch self {
+        case .portable: "portable"
+        case .avx2: "AVX2+FMA"
+        case .avx512: "AVX-512"
+        }
+    }
+
+    public static func < (lhs: KernelPath, rhs: KernelPath) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    var cPath: vlm_path { vlm_path(rawValue: UInt32(rawValue)) }
+}
+
+/// Kernels for frozen bfloat16 weights with float32 activations (a bf16 value is the top half of
+/// a float32, so widening is exact).
+public enum BFloat16Kernels {
+    /// `y[j, r] = Σ_c W[r, c] · x[j, c]` (`+ y[j, r]` when `accumulate`) for a row-major bf16
+    /// weight `W` `[n, k]`, float32 inputs `x` `[m, k]` and outputs `y` `[m, n]` (all contiguous).
+    ///
+    /// Streams the weight once however many input rows there are (it is meant for a handful: the
+    /// tokens of a decoding step), split by rows across `Parallel.threadCount` threads of the C
+    /// worker pool, whose workers spin briefly between calls instead of being woken for each.
+    /// `path` lets tests run every instruction set; it is lowered to what the CPU supports.
+    public static func gemv(weight: UnsafePointer<UInt16>, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                            m: Int, n: Int, k: Int, accumulate: Bool, path: KernelPath = .best) {
+        let start = BLAS.Profile.isEnabled ? BLAS.Profile.now() : 0
+        // Each part needs enough weight to amortise the hand-off (~64 K elements = 128 KB).
+        let parts = min(workerPool.threads, max(1, n * k / (64 * 1024)))
+        vlm_gemv_bf16_parallel(path.cPath, weight, x, y, m, n, k, accumulate ? 1 : 0, Int32(parts))
+        if BLAS.Profile.isEnabled { BLAS.Profile.record(since: start, flops: 2 * m * n * k) }
+    }
+
+    /// `out[i] = Float(bits[i])` for `count` bfloat16 bit patterns.
+    public static func widen(_ bits: UnsafePointer<UInt16>, into out: UnsafeMutablePointer<Float>, count: Int,
+                             path: KernelPath = .best) {
+        vlm_widen_bf16(path.cPath, bits, out, count)
+    }
+}
+
+/// The C worker pool, sized like `Parallel` (configured once, on first use).
+let workerPool: (threads: Int, Void) = {
+    vlm_pool_configure(Int32(Parallel.threadCount))
+    return (Parallel.threadCount, ())
+}()
+
+/// The machine's peak multiply-add throughput, measured (benchmarks report MFU against it).
+public enum PeakFlops {
+    /// Float32 FLOP/s of one thread running independent fused multiply-add chains on `path`'s
+    /// widest vectors for about `seconds`.
+    public static func measure(path: KernelPath = .best, seconds: Double = 0.2) -> Double {
+        let lanes = Double(path.lanes)
+        var iterations: Int64 = 1 << 16
+        while true {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let sink = vlm_fma_chains(path.cPath, iterations)
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            withExtendedLifetime(sink) {}
+            if elapsed >= seconds || iterations > 1 << 40 {
+                // 12 chains × lanes × 2 FLOPs per fused multiply-add.
+                return Double(iterations) * 12 * lanes * 2 / max(elapsed, 1e-9)
+            }
+            iterations *= 2
+        }
+    }
+}

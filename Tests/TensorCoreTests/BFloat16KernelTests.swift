@@ -1,0 +1,98 @@
+import Dispatch
+import Synchronization
+import Testing
+import TensorCore
+import _TestSupport
+
+/// The bf16 bit patterns of `values` (round to nearest even).
+private func bfloat16Bits(_ values: [Float]) -> [UInt16] { values.map { BFloat16.bits(from: $0) } }
+
+@Suite("bfloat16 kernels")
+struct BFloat16KernelTests {
+    /// Every instruction-set path this CPU can run (the others would be lowered to these).
+    static let paths = KernelPath.allCases.filter { $0 <= KernelPath.best }
+
+    @Test("GEMV equals a float64 product of the widened weight on every path, for ragged widths and batches",
+          arguments: paths)
+    func gemvMatchesReference(path: KernelPath) {
+        var generator = RandomGenerator(seed: 7)
+        for (m, n, k) in [(1, 1, 1), (1, 5, 15), (3, 9, 70), (2, 33, 1000), (8, 17, 129)] {
+            let weight = bfloat16Bits((0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) })
+            let x = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            let start = (0..<(m * n)).map { _ in Float.random(in: -1...1, using: &generator) }
+            for accumulate in [false, true] {
+                var y = start
+                weight.withUnsafeBufferPointer { w in
+                    x.withUnsafeBufferPointer { xs in
+                        y.withUnsafeMutableBufferPointer { ys in
+                            BFloat16Kernels.gemv(weight: w.baseAddress!, x: xs.baseAddress!, y: ys.baseAddress!,
+                                                 m: m, n: n, k: k, accumulate: accumulate, path: path)
+                        }
+                    }
+                }
+                var expected = [Double](repeating: 0, count: m * n)
+                for j in 0..<m {
+                    for r in 0..<n {
+                        var sum = accumulate ? Double(start[j * n + r]) : 0
+                        for c in 0..<k { sum += Double(BFloat16.float(fromBits: weight[r * k + c])) * Double(x[j * k + c]) }
+                        expected[j * n + r] = sum
+                    }
+                }
+                let error = errors(y.map(Double.init), expected)
+                #expect(error.maxAbs < 1e-4 * Double(max(1, k / 64)), "\(path) m=\(m) n=\(n) k=\(k) accumulate=\(accumulate): \(error)")
+            }
+        }
+    }
+
+    @Test("widening is exact on every path, including infinities, NaN payloads and subnormals", arguments: paths)
+    func wideningIsExact(path: KernelPath) {
+        var bits: [UInt16] = [0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC1, 0x0001, 0x807F, 0x3F80, 0xC2F7]
+        var generator = RandomGenerator(seed: 3)
+        bits += (0..<1000).map { _ in UInt16(truncatingIfNeeded: generator.next()) }
+        var out = [Float](repeating: 0, count: bits.count)
+        bits.withUnsafeBufferPointer { b in
+            out.withUnsafeMutableBufferPointer { o in BFloat16Kernels.widen(b.baseAddress!, into: o.baseAddress!, count: b.count, path: path) }
+        }
+        for (i, value) in out.enumerated() {
+            #expect(value.bitPattern == UInt32(bits[i]) << 16, "element \(i): \(bits[i]) widened to \(value.bitPattern)")
+        }
+    }
+
+    @Test("linear with a bfloat16 weight agrees between the GEMV rows (up to 8) and the widened GEMM")
+    func linearGemvAgreesWithGemm() {
+        let weight = randomFloats([700, 96], seed: 11).converted(to: .bfloat16)
+        let widened = weight.converted(to: .float32)
+        for rows in [1, 2, 8, 9] {
+            let x = randomFloats([rows, 96], seed: UInt64(20 + rows))
+            let bias = randomFloats([700], seed: 5)
+            let viaKernel = x.linear(weight: weight, bias: bias).doubles()
+            let viaFloat32 = x.linear(weight: widened, bias: bias).doubles()
+            #expect(errors(viaKernel, viaFloat32).maxAbs < 1e-5, "\(rows) rows")
+        }
+    }
+
+    @Test("products issued from several threads at once are all correct (the pool serves one caller at a time)")
+    func concurrentCallers() {
+        let weight = randomFloats([4096, 64], seed: 12).converted(to: .bfloat16)
+        let widened = weight.converted(to: .float32)
+        let inputs = (0..<8).map { randomFloats([1, 64], seed: UInt64(40 + $0)) }
+        let expected = inputs.map { $0.linear(weight: widened).doubles() }
+        let results = Mutex([[Double]](repeating: [], count: inputs.count))
+        DispatchQueue.concurrentPerform(iterations: inputs.count) { i in
+            let y = inputs[i].linear(weight: weight).doubles()
+            results.withLock { $0[i] = y }
+        }
+        let collected = results.withLock { $0 }
+        for i in inputs.indices { #expect(errors(collected[i], expected[i]).maxAbs < 1e-5, "caller \(i)") }
+    }
+
+    @Test("the peak multiply-add probe reports a rate, higher with the widest vectors than with scalars")
+    func peakProbe() {
+        let scalar = PeakFlops.measure(path: .portable, seconds: 0.02)
+        #expect(scalar > 1e8)
+        if KernelPath.best > .portable {
+            // 8 or 16 lanes per instruction: even at half the issue rate the vector path is far ahead.
+            #expect(PeakFlops.measure(path: .best, seconds: 0.02) > 2 * scalar)
+        }
+    }
+}
