@@ -1,6 +1,9 @@
 // Run-time choice of instruction-set path.
 #include "vlm_kernels.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #if defined(__x86_64__)
 #include <cpuid.h>
 
@@ -31,9 +34,19 @@ static vlm_path detect(void) {
 static vlm_path detect(void) { return vlm_path_portable; }
 #endif
 
+// VLMKIT_KERNEL_PATH=portable|avx2|avx512 caps the path (for benchmarks and debugging).
+static vlm_path capped(vlm_path detected) {
+    const char *cap = getenv("VLMKIT_KERNEL_PATH");
+    if (!cap) return detected;
+    vlm_path limit = detected;
+    if (strcmp(cap, "portable") == 0) limit = vlm_path_portable;
+    else if (strcmp(cap, "avx2") == 0) limit = vlm_path_avx2;
+    return limit < detected ? limit : detected;
+}
+
 vlm_path vlm_best_path(void) {
     static int cached = -1;  // benign race: every thread computes the same value
-    if (cached < 0) cached = (int)detect();
+    if (cached < 0) cached = (int)capped(detect());
     return (vlm_path)cached;
 }
 

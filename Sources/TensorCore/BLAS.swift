@@ -40,18 +40,6 @@ public enum BLAS {
         if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n * k) }
     }
 
-    /// `y = alpha · op(A) · x + beta · y` in float32 for a row-major `[m, n]` matrix `A`.
-    ///
-    /// OpenBLAS's GEMM packs its operands even when one side is a single row, which for a
-    /// decoding step means copying every weight matrix once per token; GEMV streams it once.
-    @inline(__always)
-    public static func gemv(_ trans: Transpose, m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
-                            x: UnsafePointer<Float>, beta: Float = 0, y: UnsafeMutablePointer<Float>) {
-        let start = Profile.isEnabled ? Profile.now() : 0
-        cblas_sgemv(CblasRowMajor, trans.cblas, Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
-        if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n) }
-    }
-
     /// Time and work spent inside GEMM calls, for benchmarks: off by default (one relaxed atomic
     /// load per call when off). Calls made concurrently from several threads all count, so the
     /// total can exceed wall-clock time.

@@ -6,12 +6,10 @@
 /// stay in cache.
 private let upcastBlockElements = 256 * 1024
 
-/// Up to this many input rows, float32 products use GEMV per row instead of GEMM.
-private let gemvRowLimit = 1
-
-/// Up to this many input rows, bfloat16 products use the bf16 GEMV kernel, which reads the weight
-/// once for all rows (batched decoding), instead of widening blocks for GEMM.
-private let bfloat16GemvRowLimit = 8
+/// Up to this many input rows (decoding, batched decoding), products use the matrix-vector
+/// kernels, which stream each weight once for all rows, instead of GEMM, which packs its operands
+/// (for one row that copies every weight once per token) or, for a 16-bit weight, widens it.
+private let matrixVectorRowLimit = 8
 
 /// Converts rows `rows` of a `[n, k]` 16-bit matrix to float32 in `buffer`.
 private func upcastRows(_ weight: Tensor, rows: Range<Int>, k: Int, into buffer: UnsafeMutablePointer<Float>) {
@@ -44,21 +42,18 @@ private func forEachUpcastBlock(of weight: Tensor, n: Int, k: Int,
 private func productWithTransposedWeight(_ x: UnsafePointer<Float>, _ weight: Tensor, m: Int, n: Int, k: Int,
                                          into out: UnsafeMutablePointer<Float>, accumulate: Bool) {
     let beta: Float = accumulate ? 1 : 0
-    if weight.dtype == .float32 && m <= gemvRowLimit {
-        // Decoding: a handful of rows. GEMV streams the weight once per row without packing it.
-        for row in 0..<m {
-            BLAS.gemv(.none, m: n, n: k, a: weight.floatPointer, lda: k, x: x + row * k, beta: beta, y: out + row * n)
-        }
+    if m <= matrixVectorRowLimit && weight.dtype == .float32 {
+        MatrixVector.product(weight: weight.floatPointer, x: x, y: out, m: m, n: n, k: k, accumulate: accumulate)
+        return
+    }
+    if m <= matrixVectorRowLimit && weight.dtype == .bfloat16 {
+        MatrixVector.product(bfloat16Weight: weight.rawPointer.assumingMemoryBound(to: UInt16.self), x: x, y: out,
+                             m: m, n: n, k: k, accumulate: accumulate)
         return
     }
     if weight.dtype == .float32 {
         BLAS.gemm(.none, .transposed, m: m, n: n, k: k, a: x, lda: k, b: weight.floatPointer, ldb: k,
                   beta: beta, c: out, ldc: n)
-        return
-    }
-    if weight.dtype == .bfloat16 && m <= bfloat16GemvRowLimit {
-        BFloat16Kernels.gemv(weight: weight.rawPointer.assumingMemoryBound(to: UInt16.self), x: x, y: out,
-                             m: m, n: n, k: k, accumulate: accumulate)
         return
     }
     forEachUpcastBlock(of: weight, n: n, k: k) { rows, block in

@@ -21,19 +21,28 @@ typedef enum {
 /// The best path this CPU supports.
 vlm_path vlm_best_path(void);
 
+// MARK: - Matrix-vector products (gemv.c)
+
 /// Rows `row_begin..<row_end` of `y[j, r] = sum_c W[r, c] * x[j, c]` (+ y[j, r] when `accumulate`)
 /// for `m` input rows, with `W` a row-major bfloat16 matrix (`ldw` elements per row) and `x`, `y`
 /// float32 (`ldx`, `ldy` elements per row). Weights are widened to float32 exactly; sums are
 /// float32 with fused multiply-adds where the path has them. `path` above `vlm_best_path()` is
-/// lowered to it.
+/// lowered to it; the AVX-512 path runs the AVX2 kernel (faster: the loop is memory-bound).
 void vlm_gemv_bf16(vlm_path path, const uint16_t *w, ptrdiff_t ldw,
                    const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,
                    ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate);
 
-/// The whole product `y[m, n] = x[m, k] · W[n, k]ᵀ` (contiguous operands), split by rows into
-/// `parts` on the worker pool.
+/// The same product with a float32 weight.
+void vlm_gemv_f32(vlm_path path, const float *w, ptrdiff_t ldw,
+                  const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,
+                  ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate);
+
+/// The whole product `y[m, n] = x[m, k] · W[n, k]ᵀ` (+ y when `accumulate`; contiguous
+/// operands), split by rows into `parts` on the worker pool.
 void vlm_gemv_bf16_parallel(vlm_path path, const uint16_t *w, const float *x, float *y,
                             ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int accumulate, int parts);
+void vlm_gemv_f32_parallel(vlm_path path, const float *w, const float *x, float *y,
+                           ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int accumulate, int parts);
 
 /// `out[i] = float(bits[i])` for `count` bfloat16 values (exact).
 void vlm_widen_bf16(vlm_path path, const uint16_t *bits, float *out, ptrdiff_t count);

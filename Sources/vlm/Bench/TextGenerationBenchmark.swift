@@ -45,13 +45,18 @@ struct TextGenerationBenchmark: ParsableCommand {
                 decode.append(Double(newTokens - 1) / max(total - prefill.last!, 1e-9))
             }
         }
-        // One more round with the matrix products timed: how much of a decoding step is GEMV.
+        // One more round with the matrix products timed: how much of prefill is GEMM and how much of
+        // a decoding step is GEMV.
+        var profiledPrefill = (seconds: 0.0, gemm: 0.0)
         let profiled: (seconds: Double, gemv: Double, calls: Int) = withNoGrad {
             let cache = llama.makeCache(batch: 1, capacity: promptTokens + newTokens)
+            BLAS.Profile.reset(enabled: true)
+            var start = Timing.now()
             _ = llama.decode(promptTensor, attentionMask: Tensor.filled(1, shape: [1, promptTokens], dtype: .int64), cache: cache)
+            profiledPrefill = (Timing.now() - start, BLAS.Profile.totals.seconds)
             var mask = Array(repeating: 1, count: promptTokens)
             BLAS.Profile.reset(enabled: true)
-            let start = Timing.now()
+            start = Timing.now()
             for _ in 0..<(newTokens - 1) {
                 // The same id every step: the work per step does not depend on it.
                 mask.append(1)
@@ -79,6 +84,8 @@ struct TextGenerationBenchmark: ParsableCommand {
                      tokensPerSecond, Double(weightBytes) / 1e6, bandwidth / 1e9, boundTokensPerSecond,
                      100 * tokensPerSecond / boundTokensPerSecond))
         let steps = Double(newTokens - 1)
+        print(String(format: "profiled prefill: %.1f ms, of which matrix products %.1f ms (%.0f%%)",
+                     profiledPrefill.seconds * 1e3, profiledPrefill.gemm * 1e3, 100 * profiledPrefill.gemm / profiledPrefill.seconds))
         print(String(format: "profiled decoding (%@ weights): %.2f ms per token, of which matrix-vector products %.2f ms (%.0f%%, %d calls per token)",
                      weightDTypeName(llama), profiled.seconds / steps * 1e3, profiled.gemv / steps * 1e3,
                      100 * profiled.gemv / profiled.seconds, Int(Double(profiled.calls) / steps)))

@@ -7,39 +7,53 @@ import _TestSupport
 /// The bf16 bit patterns of `values` (round to nearest even).
 private func bfloat16Bits(_ values: [Float]) -> [UInt16] { values.map { BFloat16.bits(from: $0) } }
 
-@Suite("bfloat16 kernels")
-struct BFloat16KernelTests {
+@Suite("Matrix-vector and bfloat16 kernels")
+struct VectorKernelTests {
     /// Every instruction-set path this CPU can run (the others would be lowered to these).
     static let paths = KernelPath.allCases.filter { $0 <= KernelPath.best }
 
-    @Test("GEMV equals a float64 product of the widened weight on every path, for ragged widths and batches",
+    @Test("GEMV equals a float64 product on every path, for bf16 and float32 weights, ragged widths and batches",
           arguments: paths)
     func gemvMatchesReference(path: KernelPath) {
         var generator = RandomGenerator(seed: 7)
         for (m, n, k) in [(1, 1, 1), (1, 5, 15), (3, 9, 70), (2, 33, 1000), (8, 17, 129)] {
-            let weight = bfloat16Bits((0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) })
+            let weight32 = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            let weight16 = bfloat16Bits(weight32)
             let x = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &generator) }
             let start = (0..<(m * n)).map { _ in Float.random(in: -1...1, using: &generator) }
-            for accumulate in [false, true] {
-                var y = start
-                weight.withUnsafeBufferPointer { w in
+            for bfloat16 in [false, true] {
+                for accumulate in [false, true] {
+                    var y = start
                     x.withUnsafeBufferPointer { xs in
                         y.withUnsafeMutableBufferPointer { ys in
-                            BFloat16Kernels.gemv(weight: w.baseAddress!, x: xs.baseAddress!, y: ys.baseAddress!,
-                                                 m: m, n: n, k: k, accumulate: accumulate, path: path)
+                            if bfloat16 {
+                                weight16.withUnsafeBufferPointer { w in
+                                    MatrixVector.product(bfloat16Weight: w.baseAddress!, x: xs.baseAddress!, y: ys.baseAddress!,
+                                                         m: m, n: n, k: k, accumulate: accumulate, path: path)
+                                }
+                            } else {
+                                weight32.withUnsafeBufferPointer { w in
+                                    MatrixVector.product(weight: w.baseAddress!, x: xs.baseAddress!, y: ys.baseAddress!,
+                                                         m: m, n: n, k: k, accumulate: accumulate, path: path)
+                                }
+                            }
                         }
                     }
-                }
-                var expected = [Double](repeating: 0, count: m * n)
-                for j in 0..<m {
-                    for r in 0..<n {
-                        var sum = accumulate ? Double(start[j * n + r]) : 0
-                        for c in 0..<k { sum += Double(BFloat16.float(fromBits: weight[r * k + c])) * Double(x[j * k + c]) }
-                        expected[j * n + r] = sum
+                    var expected = [Double](repeating: 0, count: m * n)
+                    for j in 0..<m {
+                        for r in 0..<n {
+                            var sum = accumulate ? Double(start[j * n + r]) : 0
+                            for c in 0..<k {
+                                let w = bfloat16 ? BFloat16.float(fromBits: weight16[r * k + c]) : weight32[r * k + c]
+                                sum += Double(w) * Double(x[j * k + c])
+                            }
+                            expected[j * n + r] = sum
+                        }
                     }
+                    let error = errors(y.map(Double.init), expected)
+                    #expect(error.maxAbs < 1e-4 * Double(max(1, k / 64)),
+                            "\(path) bf16=\(bfloat16) m=\(m) n=\(n) k=\(k) accumulate=\(accumulate): \(error)")
                 }
-                let error = errors(y.map(Double.init), expected)
-                #expect(error.maxAbs < 1e-4 * Double(max(1, k / 64)), "\(path) m=\(m) n=\(n) k=\(k) accumulate=\(accumulate): \(error)")
             }
         }
     }
@@ -58,16 +72,21 @@ struct BFloat16KernelTests {
         }
     }
 
-    @Test("linear with a bfloat16 weight agrees between the GEMV rows (up to 8) and the widened GEMM")
+    @Test("linear agrees between the matrix-vector rows (up to 8) and GEMM, for bf16 and float32 weights")
     func linearGemvAgreesWithGemm() {
-        let weight = randomFloats([700, 96], seed: 11).converted(to: .bfloat16)
-        let widened = weight.converted(to: .float32)
-        for rows in [1, 2, 8, 9] {
-            let x = randomFloats([rows, 96], seed: UInt64(20 + rows))
-            let bias = randomFloats([700], seed: 5)
-            let viaKernel = x.linear(weight: weight, bias: bias).doubles()
-            let viaFloat32 = x.linear(weight: widened, bias: bias).doubles()
-            #expect(errors(viaKernel, viaFloat32).maxAbs < 1e-5, "\(rows) rows")
+        let weight32 = randomFloats([700, 96], seed: 11)
+        let weight16 = weight32.converted(to: .bfloat16)
+        let widened = weight16.converted(to: .float32)
+        let bias = randomFloats([700], seed: 5)
+        let many = randomFloats([9, 96], seed: 20)
+        let viaGemm16 = many.linear(weight: widened, bias: bias).doubles()  // 9 rows: GEMM
+        let viaGemm32 = many.linear(weight: weight32, bias: bias).doubles()
+        for rows in [1, 2, 8] {
+            let x = many.slice(axis: 0, 0..<rows)
+            let count = rows * 700
+            #expect(errors(x.linear(weight: weight16, bias: bias).doubles(), Array(viaGemm16[..<count])).maxAbs < 1e-5, "bf16, \(rows) rows")
+            #expect(errors(x.linear(weight: weight32, bias: bias).doubles(), Array(viaGemm32[..<count])).maxAbs < 1e-5, "fp32, \(rows) rows")
+            #expect(errors(x.linear(weight: weight32).doubles(), x.matmul(weight32.transposed()).doubles()).maxAbs < 1e-5, "fp32 no bias, \(rows) rows")
         }
     }
 

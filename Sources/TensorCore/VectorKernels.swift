@@ -26,25 +26,41 @@ public enum KernelPath: Int, CaseIterable, Comparable, Sendable, CustomStringCon
     var cPath: vlm_path { vlm_path(rawValue: UInt32(rawValue)) }
 }
 
-/// Kernels for frozen bfloat16 weights with float32 activations (a bf16 value is the top half of
-/// a float32, so widening is exact).
-public enum BFloat16Kernels {
-    /// `y[j, r] = Σ_c W[r, c] · x[j, c]` (`+ y[j, r]` when `accumulate`) for a row-major bf16
-    /// weight `W` `[n, k]`, float32 inputs `x` `[m, k]` and outputs `y` `[m, n]` (all contiguous).
-    ///
-    /// Streams the weight once however many input rows there are (it is meant for a handful: the
-    /// tokens of a decoding step), split by rows across `Parallel.threadCount` threads of the C
-    /// worker pool, whose workers spin briefly between calls instead of being woken for each.
-    /// `path` lets tests run every instruction set; it is lowered to what the CPU supports.
-    public static func gemv(weight: UnsafePointer<UInt16>, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                            m: Int, n: Int, k: Int, accumulate: Bool, path: KernelPath = .best) {
+/// Matrix-vector products for decoding (`CKernels/gemv.c`): `y[m, n] = x[m, k] · W[n, k]ᵀ` for a
+/// handful of input rows, all contiguous and row-major.
+///
+/// Each weight row is streamed from memory once however many input rows there are, split by rows
+/// across `Parallel.threadCount` threads of the C worker pool, whose workers spin briefly between
+/// calls instead of being woken for each (a decoding step makes ~60 of these calls).
+public enum MatrixVector {
+    /// The product with a bfloat16 weight (bit patterns), widened exactly in registers; adds to
+    /// `y` when `accumulate`. `path` lets tests run every instruction set; it is lowered to what
+    /// the CPU supports.
+    public static func product(bfloat16Weight weight: UnsafePointer<UInt16>, x: UnsafePointer<Float>,
+                               y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, accumulate: Bool,
+                               path: KernelPath = .best) {
         let start = BLAS.Profile.isEnabled ? BLAS.Profile.now() : 0
-        // Each part needs enough weight to amortise the hand-off (~64 K elements = 128 KB).
-        let parts = min(workerPool.threads, max(1, n * k / (64 * 1024)))
-        vlm_gemv_bf16_parallel(path.cPath, weight, x, y, m, n, k, accumulate ? 1 : 0, Int32(parts))
+        vlm_gemv_bf16_parallel(path.cPath, weight, x, y, m, n, k, accumulate ? 1 : 0, parts(n: n, k: k))
         if BLAS.Profile.isEnabled { BLAS.Profile.record(since: start, flops: 2 * m * n * k) }
     }
 
+    /// The product with a float32 weight; adds to `y` when `accumulate`.
+    public static func product(weight: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                               y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, accumulate: Bool,
+                               path: KernelPath = .best) {
+        let start = BLAS.Profile.isEnabled ? BLAS.Profile.now() : 0
+        vlm_gemv_f32_parallel(path.cPath, weight, x, y, m, n, k, accumulate ? 1 : 0, parts(n: n, k: k))
+        if BLAS.Profile.isEnabled { BLAS.Profile.record(since: start, flops: 2 * m * n * k) }
+    }
+
+    /// Each part needs enough weight to amortise the hand-off (~64 K elements).
+    private static func parts(n: Int, k: Int) -> Int32 {
+        Int32(min(workerPool.threads, max(1, n * k / (64 * 1024))))
+    }
+}
+
+/// bfloat16 → float32 widening (a bf16 value is the top half of a float32, so it is exact).
+public enum BFloat16Kernels {
     /// `out[i] = Float(bits[i])` for `count` bfloat16 bit patterns.
     public static func widen(_ bits: UnsafePointer<UInt16>, into out: UnsafeMutablePointer<Float>, count: Int,
                              path: KernelPath = .best) {
