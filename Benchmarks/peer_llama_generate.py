@@ -2,9 +2,12 @@
 
 Builds a random Llama of the chosen preset once (seeded), saves it as a Hugging Face checkpoint
 directory so that VLMKit loads the very same weights, then measures prefill time and decode
-tokens/s of `LlamaForCausalLM.generate` (float32, KV cache, greedy, no early stop).
+tokens/s of `LlamaForCausalLM.generate` (KV cache, greedy, no early stop) in the checkpoint's
+dtype: float32, or bfloat16 with `--dtype bfloat16` (the dtype real Llama 3.1 checkpoints ship in;
+the same seeded model, rounded, saved in its own directory).
 
     .peer/bin/python Benchmarks/peer_llama_generate.py --model /tmp/vlmkit-bench-llama [--threads 2]
+    .peer/bin/python Benchmarks/peer_llama_generate.py --model /tmp/vlmkit-bench-llama-bf16 --dtype bfloat16
 
 Prints human-readable lines and, last, one JSON object with prefill_ms, decode_tokens_per_s,
 peak_rss_mb.
@@ -28,11 +31,11 @@ PRESETS = {
 }
 
 
-def ensure_checkpoint(directory: pathlib.Path, preset: str) -> LlamaForCausalLM:
+def ensure_checkpoint(directory: pathlib.Path, preset: str, dtype: torch.dtype) -> LlamaForCausalLM:
     if (directory / "model.safetensors").exists():
-        return LlamaForCausalLM.from_pretrained(directory, torch_dtype=torch.float32).eval()
+        return LlamaForCausalLM.from_pretrained(directory, torch_dtype=dtype).eval()
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**PRESETS[preset])).eval()
+    model = LlamaForCausalLM(LlamaConfig(**PRESETS[preset])).eval().to(dtype)
     model.save_pretrained(directory, safe_serialization=True)
     return model
 
@@ -45,9 +48,10 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = ensure_checkpoint(pathlib.Path(args.model), args.preset)
+    model = ensure_checkpoint(pathlib.Path(args.model), args.preset, getattr(torch, args.dtype))
     generator = torch.Generator().manual_seed(1)
     prompt = torch.randint(3, model.config.vocab_size, (1, args.prompt_tokens), generator=generator)
     mask = torch.ones_like(prompt)
@@ -67,7 +71,7 @@ def main():
     prefill_ms = sorted(prefill)[len(prefill) // 2] * 1e3
     tokens_per_s = sorted(decode)[len(decode) // 2]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"torch {torch.__version__}, {args.threads} threads, preset {args.preset}")
+    print(f"torch {torch.__version__}, {args.threads} threads, preset {args.preset}, {args.dtype}")
     print(f"prefill {args.prompt_tokens} tokens: {prefill_ms:.1f} ms; decode: {tokens_per_s:.1f} tokens/s; peak RSS {peak:.0f} MB")
     print(json.dumps({"prefill_ms": round(prefill_ms, 2), "decode_tokens_per_s": round(tokens_per_s, 2),
                       "peak_rss_mb": round(peak, 1), "generated": out.shape[1] - args.prompt_tokens}))

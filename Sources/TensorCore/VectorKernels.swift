@@ -74,21 +74,23 @@ let workerPool: (threads: Int, Void) = {
     return (Parallel.threadCount, ())
 }()
 
-/// The machine's peak multiply-add throughput, measured (benchmarks report MFU against it).
+/// The machine's peak multiply-add throughput, measured (benchmarks report GEMM rates against it).
 public enum PeakFlops {
-    /// Float32 FLOP/s of one thread running independent fused multiply-add chains on `path`'s
-    /// widest vectors for about `seconds`.
-    public static func measure(path: KernelPath = .best, seconds: Double = 0.2) -> Double {
+    /// Float32 FLOP/s of `threads` threads at once, each running twelve independent fused
+    /// multiply-add chains on `path`'s widest vectors for about `seconds`.
+    public static func measure(path: KernelPath = .best, threads: Int = 1, seconds: Double = 0.2) -> Double {
         let lanes = Double(path.lanes)
         var iterations: Int64 = 1 << 16
         while true {
             let start = DispatchTime.now().uptimeNanoseconds
-            let sink = vlm_fma_chains(path.cPath, iterations)
+            DispatchQueue.concurrentPerform(iterations: max(1, threads)) { _ in
+                let sink = vlm_fma_chains(path.cPath, iterations)
+                withExtendedLifetime(sink) {}
+            }
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            withExtendedLifetime(sink) {}
             if elapsed >= seconds || iterations > 1 << 40 {
-                // 12 chains × lanes × 2 FLOPs per fused multiply-add.
-                return Double(iterations) * 12 * lanes * 2 / max(elapsed, 1e-9)
+                // 12 chains × lanes × 2 FLOPs per fused multiply-add, on every thread.
+                return Double(max(1, threads)) * Double(iterations) * 12 * lanes * 2 / max(elapsed, 1e-9)
             }
             iterations *= 2
         }

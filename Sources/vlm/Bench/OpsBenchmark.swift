@@ -32,6 +32,15 @@ struct OpsBenchmark: ParsableCommand {
         print("OpenBLAS: \(BLAS.configuration), \(BLAS.threadCount) threads; element-wise threads: \(Parallel.threadCount)")
         print("OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)")")
         var json: [(String, Any)] = []
+        // The arithmetic ceiling every GEMM figure below should be read against.
+        let peaks = KernelPath.allCases.filter { $0 > .portable && $0 <= KernelPath.best }.map { path in
+            (path, PeakFlops.measure(path: path), PeakFlops.measure(path: path, threads: Parallel.threadCount))
+        }
+        for (path, one, all) in peaks {
+            print(String(format: "peak fused multiply-add, %@ (%d lanes): %.1f GFLOP/s on one thread, %.1f GFLOP/s on %d",
+                         path.description, path.lanes, one / 1e9, all / 1e9, Parallel.threadCount))
+            json.append(("peak_\(path == .avx512 ? "avx512" : "avx2")_gflops", all / 1e9))
+        }
         for n in sizes {
             let (raw, tensor, transposed) = measureGEMM(n)
             let flops = 2 * Double(n * n * n)
