@@ -26,8 +26,11 @@ private func upcastRows(_ weight: Tensor, rows: Range<Int>, k: Int, into buffer:
 private func forEachUpcastBlock(of weight: Tensor, n: Int, k: Int,
                                 _ body: (Range<Int>, UnsafePointer<Float>) -> Void) {
     let blockRows = max(16, upcastBlockElements / max(k, 1))
-    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: min(blockRows, n) * k)
-    defer { buffer.deallocate() }
+    // A tensor, not a raw allocation: its storage comes from the buffer pool, so the ~60 products
+    // of a forward pass reuse one block instead of mapping and faulting in a fresh megabyte each.
+    let block = Tensor(uninitialized: [min(blockRows, n) * k])
+    let buffer = block.floatPointer
+    defer { withExtendedLifetime(block) {} }
     var start = 0
     while start < n {
         let rows = start..<min(start + blockRows, n)
