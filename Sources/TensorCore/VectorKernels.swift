@@ -55,7 +55,7 @@ public enum MatrixVector {
 
     /// Each part needs enough weight to amortise the hand-off (~64 K elements).
     private static func parts(n: Int, k: Int) -> Int32 {
-        Int32(min(workerPool.threads, max(1, n * k / (64 * 1024))))
+        Int32(min(workerPoolThreads, max(1, n * k / (64 * 1024))))
     }
 }
 
@@ -68,10 +68,11 @@ public enum BFloat16Kernels {
     }
 }
 
-/// The C worker pool, sized like `Parallel` (configured once, on first use).
-let workerPool: (threads: Int, Void) = {
+/// The number of threads of the C worker pool, sized like `Parallel`; evaluating it configures the
+/// pool (once: Swift initialises globals lazily and thread-safely).
+let workerPoolThreads: Int = {
     vlm_pool_configure(Int32(Parallel.threadCount))
-    return (Parallel.threadCount, ())
+    return Parallel.threadCount
 }()
 
 /// The machine's peak multiply-add throughput, measured (benchmarks report GEMM rates against it).
