@@ -1,6 +1,7 @@
 // Run-time choice of instruction-set path.
 #include "vlm_kernels.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,9 +46,13 @@ static vlm_path capped(vlm_path detected) {
 }
 
 vlm_path vlm_best_path(void) {
-    static int cached = -1;  // benign race: every thread computes the same value
-    if (cached < 0) cached = (int)capped(detect());
-    return (vlm_path)cached;
+    static _Atomic int cached = -1;  // every thread that races here computes the same value
+    int path = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (path < 0) {
+        path = (int)capped(detect());
+        atomic_store_explicit(&cached, path, memory_order_relaxed);
+    }
+    return (vlm_path)path;
 }
 
 int vlm_path_lanes(vlm_path path) {

@@ -22,7 +22,7 @@
 static struct {
     pthread_once_t once;
     int workers;                   // threads besides the caller
-    pthread_mutex_t lock;          // serialises callers, and guards sleeping workers
+    pthread_mutex_t lock;          // guards sleeping workers (callers are serialised by submit_lock)
     pthread_cond_t wake;
     _Atomic uint64_t generation;   // bumped once per job
     _Atomic int sleepers;
@@ -63,7 +63,7 @@ static void *worker_main(void *argument) {
     return 0;
 }
 
-static int configured_threads = 0;
+static _Atomic int configured_threads = 0;  // 0 until configured
 
 static void start_workers(void) {
     int workers = configured_threads - 1 > MAX_WORKERS ? MAX_WORKERS : configured_threads - 1;
@@ -73,21 +73,23 @@ static void start_workers(void) {
         pthread_attr_t attributes;
         pthread_attr_init(&attributes);
         pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&thread, &attributes, worker_main, (void *)(intptr_t)(i + 1)) != 0) {
-            pool.workers = i;
+        const int failed = pthread_create(&thread, &attributes, worker_main, (void *)(intptr_t)(i + 1));
+        pthread_attr_destroy(&attributes);
+        if (failed) {
+            pool.workers = i;  // run with the workers that did start
             break;
         }
-        pthread_attr_destroy(&attributes);
     }
 }
 
 void vlm_pool_configure(int threads) {
-    if (configured_threads == 0) configured_threads = threads < 1 ? 1 : threads;
+    int unset = 0;
+    atomic_compare_exchange_strong(&configured_threads, &unset, threads < 1 ? 1 : threads);
 }
 
 int vlm_pool_run(vlm_pool_task task, void *context, int parts) {
-    if (configured_threads == 0) configured_threads = 1;
-    if (parts > configured_threads) parts = configured_threads;
+    const int threads = atomic_load(&configured_threads);
+    if (parts > threads) parts = threads;
     if (parts <= 1 || pthread_mutex_trylock(&submit_lock) != 0) {
         // One part, or another thread is using the pool: run everything here.
         task(context, 0, 1);
