@@ -79,10 +79,13 @@ struct LlamaParityTests {
         }
     }
 
-    @Test("decoding with the KV cache gives the logits of a full forward pass")
-    func cacheMatchesFullForward() throws {
+    /// Decoding steps go through the matrix-vector kernels (one row), the full pass through GEMM
+    /// (a bf16 weight widened block by block): both products must agree, in either dtype.
+    @Test("decoding with the KV cache gives the logits of a full forward pass, float32 and bf16 weights",
+          arguments: ["", "bf16"])
+    func cacheMatchesFullForward(subdirectory: String) throws {
         let fixture = try LlamaFixture("gqa4_llama3_long")
-        let model = try LlamaForCausalLM.load(directory: fixture.directory)
+        let model = try LlamaForCausalLM.load(directory: fixture.directory.appendingPathComponent(subdirectory))
         let ids = fixture.inputIds.integers()
         let full = withNoGrad { model(fixture.inputIds) }.doubles()
         let v = model.config.vocabSize
