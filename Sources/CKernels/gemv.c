@@ -24,25 +24,22 @@ static inline float widen(uint16_t bits) {
 
 // MARK: - Portable
 
-static float dot_bf16_portable(const uint16_t *w, const float *x, ptrdiff_t k) {
-    float sum[8] = {0};
-    ptrdiff_t c = 0;
-    for (; c + 8 <= k; c += 8)
-        for (int lane = 0; lane < 8; lane++) sum[lane] += widen(w[c + lane]) * x[c + lane];
-    float total = ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
-    for (; c < k; c++) total += widen(w[c]) * x[c];
-    return total;
-}
+static inline float as_float(float value) { return value; }
 
-static float dot_f32_portable(const float *w, const float *x, ptrdiff_t k) {
-    float sum[8] = {0};
-    ptrdiff_t c = 0;
-    for (; c + 8 <= k; c += 8)
-        for (int lane = 0; lane < 8; lane++) sum[lane] += w[c + lane] * x[c + lane];
-    float total = ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
-    for (; c < k; c++) total += w[c] * x[c];
-    return total;
-}
+// `dot_<name>_portable`: eight partial sums, so the compiler can vectorise the loop for the baseline.
+#define DEFINE_DOT_PORTABLE(name, weight_type, scalar)                                              \
+    static float dot_##name##_portable(const weight_type *w, const float *x, ptrdiff_t k) {         \
+        float sum[8] = {0};                                                                         \
+        ptrdiff_t c = 0;                                                                            \
+        for (; c + 8 <= k; c += 8)                                                                  \
+            for (int lane = 0; lane < 8; lane++) sum[lane] += scalar(w[c + lane]) * x[c + lane];    \
+        float total = ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7])); \
+        for (; c < k; c++) total += scalar(w[c]) * x[c];                                            \
+        return total;                                                                               \
+    }
+
+DEFINE_DOT_PORTABLE(bf16, uint16_t, widen)
+DEFINE_DOT_PORTABLE(f32, float, as_float)
 
 static void widen_portable(const uint16_t *bits, float *out, ptrdiff_t count) {
     for (ptrdiff_t i = 0; i < count; i++) out[i] = widen(bits[i]);
@@ -65,36 +62,28 @@ AVX2 static inline float sum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// Four independent sums keep enough loads in flight to saturate the memory system.
-AVX2 static float dot_bf16_avx2(const uint16_t *w, const float *x, ptrdiff_t k) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    ptrdiff_t c = 0;
-    for (; c + 32 <= k; c += 32) {
-        s0 = _mm256_fmadd_ps(widen8(w + c), _mm256_loadu_ps(x + c), s0);
-        s1 = _mm256_fmadd_ps(widen8(w + c + 8), _mm256_loadu_ps(x + c + 8), s1);
-        s2 = _mm256_fmadd_ps(widen8(w + c + 16), _mm256_loadu_ps(x + c + 16), s2);
-        s3 = _mm256_fmadd_ps(widen8(w + c + 24), _mm256_loadu_ps(x + c + 24), s3);
-    }
-    for (; c + 8 <= k; c += 8) s0 = _mm256_fmadd_ps(widen8(w + c), _mm256_loadu_ps(x + c), s0);
-    float total = sum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; c < k; c++) total += widen(w[c]) * x[c];
-    return total;
-}
+static inline __attribute__((target("avx2,fma"))) __m256 load8(const float *p) { return _mm256_loadu_ps(p); }
 
-AVX2 static float dot_f32_avx2(const float *w, const float *x, ptrdiff_t k) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    ptrdiff_t c = 0;
-    for (; c + 32 <= k; c += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c), _mm256_loadu_ps(x + c), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c + 8), _mm256_loadu_ps(x + c + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c + 16), _mm256_loadu_ps(x + c + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c + 24), _mm256_loadu_ps(x + c + 24), s3);
+// `dot_<name>_avx2`: Σ w[c]·x[c] with `load(w + c)` giving 8 weights as float32. Four independent
+// sums keep enough loads in flight to saturate the memory system.
+#define DEFINE_DOT_AVX2(name, weight_type, load, scalar)                                          \
+    AVX2 static float dot_##name##_avx2(const weight_type *w, const float *x, ptrdiff_t k) {      \
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                               \
+        ptrdiff_t c = 0;                                                                          \
+        for (; c + 32 <= k; c += 32) {                                                            \
+            s0 = _mm256_fmadd_ps(load(w + c), _mm256_loadu_ps(x + c), s0);                        \
+            s1 = _mm256_fmadd_ps(load(w + c + 8), _mm256_loadu_ps(x + c + 8), s1);                \
+            s2 = _mm256_fmadd_ps(load(w + c + 16), _mm256_loadu_ps(x + c + 16), s2);              \
+            s3 = _mm256_fmadd_ps(load(w + c + 24), _mm256_loadu_ps(x + c + 24), s3);              \
+        }                                                                                         \
+        for (; c + 8 <= k; c += 8) s0 = _mm256_fmadd_ps(load(w + c), _mm256_loadu_ps(x + c), s0); \
+        float total = sum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));         \
+        for (; c < k; c++) total += scalar(w[c]) * x[c];                                          \
+        return total;                                                                             \
     }
-    for (; c + 8 <= k; c += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c), _mm256_loadu_ps(x + c), s0);
-    float total = sum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; c < k; c++) total += w[c] * x[c];
-    return total;
-}
+
+DEFINE_DOT_AVX2(bf16, uint16_t, widen8, widen)
+DEFINE_DOT_AVX2(f32, float, load8, as_float)
 
 AVX2 static void widen_avx2(const uint16_t *bits, float *out, ptrdiff_t count) {
     ptrdiff_t i = 0;
@@ -116,33 +105,27 @@ static int use_avx2(vlm_path path) {
 #endif
 }
 
-void vlm_gemv_bf16(vlm_path path, const uint16_t *w, ptrdiff_t ldw,
-                   const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,
-                   ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) {
-    float (*dot)(const uint16_t *, const float *, ptrdiff_t) = dot_bf16_portable;
 #if defined(__x86_64__)
-    if (use_avx2(path)) dot = dot_bf16_avx2;
+#define PICK_DOT(name, path) (use_avx2(path) ? dot_##name##_avx2 : dot_##name##_portable)
+#else
+#define PICK_DOT(name, path) dot_##name##_portable
 #endif
-    for (ptrdiff_t r = row_begin; r < row_end; r++)
-        for (ptrdiff_t j = 0; j < m; j++) {
-            const float d = dot(w + r * ldw, x + j * ldx, k);
-            y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;
-        }
-}
 
-void vlm_gemv_f32(vlm_path path, const float *w, ptrdiff_t ldw,
-                  const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,
-                  ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) {
-    float (*dot)(const float *, const float *, ptrdiff_t) = dot_f32_portable;
-#if defined(__x86_64__)
-    if (use_avx2(path)) dot = dot_f32_avx2;
-#endif
-    for (ptrdiff_t r = row_begin; r < row_end; r++)
-        for (ptrdiff_t j = 0; j < m; j++) {
-            const float d = dot(w + r * ldw, x + j * ldx, k);
-            y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;
-        }
-}
+// Each weight row stays in L1 while every input row passes over it.
+#define DEFINE_GEMV(name, weight_type)                                                                 \
+    void vlm_gemv_##name(vlm_path path, const weight_type *w, ptrdiff_t ldw,                           \
+                         const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,                       \
+                         ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) { \
+        float (*dot)(const weight_type *, const float *, ptrdiff_t) = PICK_DOT(name, path);            \
+        for (ptrdiff_t r = row_begin; r < row_end; r++)                                                \
+            for (ptrdiff_t j = 0; j < m; j++) {                                                        \
+                const float d = dot(w + r * ldw, x + j * ldx, k);                                      \
+                y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                                  \
+            }                                                                                          \
+    }
+
+DEFINE_GEMV(bf16, uint16_t)
+DEFINE_GEMV(f32, float)
 
 void vlm_widen_bf16(vlm_path path, const uint16_t *bits, float *out, ptrdiff_t count) {
 #if defined(__x86_64__)
