@@ -67,6 +67,8 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoint", "_TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport",
                                                        .product(name: "Yams", package: "Yams")]),
+        // The command line, run in-process through the executable target.
+        .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Checkpoint", "Tokenization", "_TestSupport"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Media", "Checkpoint", "Tokenization", "_TestSupport"]),
     ],
     // Kernels hand raw buffers to worker threads; Swift 5 mode keeps that legal without wrapping
