@@ -7,16 +7,12 @@
 /// fast-math), and everything else is branch-free scalar code the loop vectoriser handles. Swift's
 /// generic SIMD `pointwiseMax`, `replacing(with:where:)` and `max()` are avoided: they compile to
 /// lane-by-lane loops through the stack, which made the first version of these kernels 10× slower.
+/// (The row kernels' `exp16Float`, used for `exp` here, is `@_transparent` to escape that.)
 
 /// Reinterprets a pointer to `T` as a pointer to `Float` (call only when `T` is `Float`).
 @inline(__always)
 private func floats<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
     UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
-}
-
-@inline(__always)
-private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
 }
 
 /// `Σ a[i]·b[i]` over `count` elements.
@@ -73,53 +69,14 @@ func rowMax<T: ComputeScalar>(_ x: UnsafePointer<T>, _ count: Int) -> T {
     return Swift.max(Swift.max(m0, m1), Swift.max(m2, m3))
 }
 
-/// `e^x` in float32: Cody–Waite reduction `x = n·ln2 + r`, a degree-7 Taylor polynomial in `r`
-/// (|r| ≤ ln2/2, error below 2 ulp), and `2ⁿ` built in the exponent bits. Inputs below −87
-/// (including −∞, masked scores) give exactly 0, so hidden keys carry no weight. Written without
-/// branches or calls so that loops over it vectorise.
-@inline(__always)
-func fastExp(_ input: Float) -> Float {
-    let x = input < -87 ? -87 : input
-    let magic: Float = 12_582_912  // 1.5·2²³: adding it rounds to an integer
-    let shifted = x * 1.442_695_04 + magic
-    let n = shifted - magic
-    var r = x - n * 0.693_359_375
-    r = r - n * -2.121_944_4e-4
-    var p: Float = 1.0 / 5040
-    p = p * r + 1.0 / 720
-    p = p * r + 1.0 / 120
-    p = p * r + 1.0 / 24
-    p = p * r + 1.0 / 6
-    p = p * r + 0.5
-    p = p * r + 1
-    p = p * r + 1
-    let integer = Int32(bitPattern: shifted.bitPattern) &- 0x4B40_0000
-    let scale = Float(bitPattern: UInt32(bitPattern: (integer &+ 127) &<< 23))
-    return input < -87 ? 0 : p * scale
-}
-
-/// `Σ x[i]` over `count` float32 elements, 16 lanes at a time.
-@inline(__always)
-private func floatSum(_ p: UnsafePointer<Float>, _ count: Int) -> Float {
-    var acc = SIMD16<Float>()
-    var i = 0
-    while i + 16 <= count {
-        acc += load16(p + i)
-        i += 16
-    }
-    var sum = acc.sum()
-    while i < count { sum += p[i]; i += 1 }
-    return sum
-}
-
-/// `x[i] = e^(x[i] − shift)` in place, returning the sum of the results.
+/// `x[i] = e^(x[i] − shift)` in place, returning the sum of the results. Float32 goes through the
+/// row kernels' vectorised `exp` (16 lanes; exactly 0 for hidden keys at −∞), float64 calls libm.
 @inline(__always)
 func rowExpSubtracting<T: ComputeScalar>(_ x: UnsafeMutablePointer<T>, _ shift: T, _ count: Int) -> T {
     if T.self == Float.self {
         let p = UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self)
-        let s = unsafeBitCast(shift, to: Float.self)
-        for i in 0..<count { p[i] = fastExp(p[i] - s) }
-        return unsafeBitCast(floatSum(p, count), to: T.self)
+        let sum = RowKernels.exponentials(p, count, shift: unsafeBitCast(shift, to: Float.self), into: p)
+        return unsafeBitCast(sum, to: T.self)
     }
     var sum: T = 0
     for i in 0..<count {
