@@ -241,6 +241,19 @@ struct MaskPointers<T: ComputeScalar> {
 let attentionQueryBlock = 128
 let attentionKeyBlock = 512
 
+/// `S = scale · Q[rows]·K[keys]ᵀ` for query head `h` (kv head `kvh`) of batch row `b`, with the
+/// masks applied, into `scores` (`rows.count × keys.count`, packed). The forward pass computes it
+/// once per block; the backward recomputes it, since only the log-sum-exp is saved.
+@inline(__always)
+func maskedScores<T: ComputeScalar>(q: HeadAddressing<T>, k: HeadAddressing<T>, mask: MaskPointers<T>,
+                                    batch b: Int, head h: Int, kvHead kvh: Int, rows: Range<Int>, keys: Range<Int>,
+                                    keyLength: Int, headWidth: Int, scale: T, into scores: UnsafeMutablePointer<T>) {
+    gemm(.none, .transposed, m: rows.count, n: keys.count, k: headWidth, alpha: scale,
+         a: q.head(b, h) + rows.lowerBound * q.rowStride, lda: q.rowStride,
+         b: k.head(b, kvh) + keys.lowerBound * k.rowStride, ldb: k.rowStride, beta: 0, c: scores, ldc: keys.count)
+    mask.apply(to: scores, ld: keys.count, batch: b, head: h, rows: rows, keys: keys, keyLength: keyLength)
+}
+
 /// Runs `body` over `0..<count` split across ``Parallel``'s threads. While more than one worker
 /// runs, each does its own GEMMs, so OpenBLAS is held at one thread for the duration (two levels
 /// of threading on the same cores only contend).
@@ -284,8 +297,7 @@ func attentionForward<T: ComputeScalar>(_ layout: AttentionLayout, _ query: Tens
             let kvh = h / layout.groupSize
             let rows = block * attentionQueryBlock..<min((block + 1) * attentionQueryBlock, tq)
             let m = rows.count
-            let qBlock = q.head(b, h) + rows.lowerBound * q.rowStride
-            let kHead = k.head(b, kvh), vHead = v.head(b, kvh)
+            let vHead = v.head(b, kvh)
             let oBlock = o + (bh * tq + rows.lowerBound) * dh
             for r in 0..<m { runningMax[r] = -.infinity; runningSum[r] = 0 }
             let keyLimit = mask.keyLimit(rows: rows, keyLength: tk)
@@ -293,10 +305,8 @@ func attentionForward<T: ComputeScalar>(_ layout: AttentionLayout, _ query: Tens
             while start < keyLimit {
                 let keys = start..<min(start + attentionKeyBlock, keyLimit)
                 let n = keys.count
-                // S = scale · Q·Kᵀ  (m, n), then the masks.
-                gemm(.none, .transposed, m: m, n: n, k: dh, alpha: scale, a: qBlock, lda: q.rowStride,
-                     b: kHead + start * k.rowStride, ldb: k.rowStride, beta: 0, c: scores, ldc: n)
-                mask.apply(to: scores, ld: n, batch: b, head: h, rows: rows, keys: keys, keyLength: tk)
+                maskedScores(q: q, k: k, mask: mask, batch: b, head: h, kvHead: kvh, rows: rows, keys: keys,
+                             keyLength: tk, headWidth: dh, scale: scale, into: scores)                  // (m, n)
                 // Online softmax: rescale what is accumulated when a row's maximum grows.
                 for r in 0..<m {
                     let row = scores + r * n

@@ -69,9 +69,8 @@ private func attentionBackwardKernel<T: ComputeScalar>(_ layout: AttentionLayout
                         let keys = start..<min(start + attentionKeyBlock, keyLimit)
                         let n = keys.count
                         // P = exp(scale · Q·Kᵀ + mask − LSE)  (m, n); a fully hidden row (LSE = −∞) is 0.
-                        gemm(.none, .transposed, m: m, n: n, k: dh, alpha: scale, a: qBlock, lda: q.rowStride,
-                             b: kHead + start * k.rowStride, ldb: k.rowStride, beta: 0, c: probabilities, ldc: n)
-                        mask.apply(to: probabilities, ld: n, batch: b, head: h, rows: rows, keys: keys, keyLength: tk)
+                        maskedScores(q: q, k: k, mask: mask, batch: b, head: h, kvHead: kvh, rows: rows, keys: keys,
+                                     keyLength: tk, headWidth: dh, scale: scale, into: probabilities)
                         for r in 0..<m {
                             let row = probabilities + r * n
                             let rowLSE = lse[first + r]
