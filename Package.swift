@@ -20,6 +20,8 @@ let package = Package(
         .library(name: "Tokenization", targets: ["Tokenization"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Processing", targets: ["Processing"]),
+        .library(name: "Training", targets: ["Training"]),
+        .library(name: "World", targets: ["World"]),
         .executable(name: "vlm", targets: ["vlm"]),
     ],
     dependencies: [
@@ -49,11 +51,19 @@ let package = Package(
         // Images and prompts -> model inputs (the Mllama image processor and processor).
         .target(name: "Processing", dependencies: ["Media", "TensorCore", "Checkpoint", "Tokenization"]),
 
+        // Datasets, the trainer loop, stages and the pipeline runner (the library never prints).
+        .target(name: "Training", dependencies: ["TensorCore", "Layers", "Checkpoint", "Media", "Tokenization",
+                                                 "Processing", "Models", .product(name: "Yams", package: "Yams")],
+                swiftSettings: kernelSettings),
+        // The built-in image–text world: scenes rendered to PNG, their records, captions, questions.
+        .target(name: "World", dependencies: ["Media"]),
+
         // The command-line tool.
         .executableTarget(
             name: "vlm",
             dependencies: [
                 "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization", "Models", "Processing",
+                "Training", "World",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]),
@@ -69,6 +79,9 @@ let package = Package(
                                                        .product(name: "Yams", package: "Yams")]),
         // The command line, run in-process through the executable target.
         .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Checkpoint", "Tokenization", "_TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Processing", "Media", "Tokenization",
+                                                         "Checkpoint", "Layers", "_TestSupport"]),
+        .testTarget(name: "WorldTests", dependencies: ["World", "Media", "_TestSupport"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Media", "Checkpoint", "Tokenization", "_TestSupport"]),
     ],
     // Kernels hand raw buffers to worker threads; Swift 5 mode keeps that legal without wrapping

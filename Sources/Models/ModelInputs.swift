@@ -1,0 +1,97 @@
+import Layers
+import TensorCore
+
+// Shapes: B batch, T text tokens, N images per sample, X tiles per image, C channels, H×W a tile,
+// D text width, V text vocabulary.
+
+/// Everything a language or vision-language model's forward pass takes, by name, whatever the model
+/// family: the one input type every training stage, evaluation and generation hands to a model.
+///
+/// ```swift
+/// let inputs = ModelInputs(inputIDs: ids, attentionMask: mask)           // text only
+/// let logits = model.logits(hiddenStates: model.hiddenStates(inputs))    // (B, T, V)
+/// ```
+public struct ModelInputs {
+    /// (B, T) int64 token ids.
+    public var inputIDs: Tensor
+    /// (B, T) int64: 1 on real tokens, 0 on padding; nil means all ones.
+    public var attentionMask: Tensor?
+    /// (B, N, X, C, H, W) float32 tiles; nil for text only.
+    public var pixelValues: Tensor?
+    /// (B, N) int64 tile-arrangement ids (Mllama).
+    public var aspectRatioIDs: Tensor?
+    /// (B, N, X) int64: 1 for real tiles (Mllama).
+    public var aspectRatioMask: Tensor?
+    /// (B, T, N, X) int64: which tokens see which tiles (Mllama).
+    public var crossAttentionMask: Tensor?
+
+    public init(inputIDs: Tensor, attentionMask: Tensor? = nil, pixelValues: Tensor? = nil, aspectRatioIDs: Tensor? = nil,
+                aspectRatioMask: Tensor? = nil, crossAttentionMask: Tensor? = nil) {
+        self.inputIDs = inputIDs
+        self.attentionMask = attentionMask
+        self.pixelValues = pixelValues
+        self.aspectRatioIDs = aspectRatioIDs
+        self.aspectRatioMask = aspectRatioMask
+        self.crossAttentionMask = crossAttentionMask
+    }
+
+    /// Batch size B.
+    public var batchSize: Int { inputIDs.shape[0] }
+    /// Text length T.
+    public var length: Int { inputIDs.shape[1] }
+    /// Whether any image is attached.
+    public var hasImages: Bool { pixelValues != nil }
+
+    /// The same inputs with the images removed (what the text model alone sees).
+    public var withoutImages: ModelInputs {
+        ModelInputs(inputIDs: inputIDs, attentionMask: attentionMask)
+    }
+}
+
+/// A causal language model that training stages drive through one interface: hidden states, logits
+/// and named groups of parameters to train. Llama and Mllama conform (LLaVA next), so stages are
+/// written once, not once per model.
+public protocol TrainableLanguageModel: Module {
+    /// The final-normed hidden states (B, T, D).
+    func hiddenStates(_ inputs: ModelInputs) -> Tensor
+    /// Logits (…, V) over the text vocabulary for hidden states (…, D).
+    func logits(hiddenStates: Tensor) -> Tensor
+    /// The names of the parameter groups a recipe may list as trainable, in a stable order.
+    var parameterGroupNames: [String] { get }
+    /// Name patterns (as ``Module/freeze(matching:)`` takes them) of a group; nil for an unknown name.
+    func parameterPatterns(forGroup name: String) -> [String]?
+}
+
+extension TrainableLanguageModel {
+    /// Logits (B, T, V) of a forward pass.
+    public func logits(_ inputs: ModelInputs) -> Tensor { logits(hiddenStates: hiddenStates(inputs)) }
+}
+
+extension LlamaForCausalLM: TrainableLanguageModel {
+    public func hiddenStates(_ inputs: ModelInputs) -> Tensor {
+        ensure(inputs.pixelValues == nil, "a Llama text model takes no images")
+        return hiddenStates(inputs.inputIDs, attentionMask: inputs.attentionMask)
+    }
+
+    public var parameterGroupNames: [String] { ["textModel"] }
+
+    public func parameterPatterns(forGroup name: String) -> [String]? {
+        name == "textModel" ? ["**"] : nil
+    }
+}
+
+extension MllamaForConditionalGeneration: TrainableLanguageModel {
+    public func hiddenStates(_ inputs: ModelInputs) -> Tensor {
+        hiddenStates(inputIds: inputs.inputIDs, attentionMask: inputs.attentionMask, pixelValues: inputs.pixelValues,
+                     aspectRatioIds: inputs.aspectRatioIDs, aspectRatioMask: inputs.aspectRatioMask,
+                     crossAttentionMask: inputs.crossAttentionMask)
+    }
+
+    public func logits(hiddenStates: Tensor) -> Tensor { languageModel.logits(hiddenStates: hiddenStates) }
+
+    public var parameterGroupNames: [String] { MllamaParameterGroup.allCases.map(\.rawValue) }
+
+    public func parameterPatterns(forGroup name: String) -> [String]? {
+        MllamaParameterGroup(rawValue: name).map { patterns(for: $0) }
+    }
+}
