@@ -50,6 +50,26 @@ public struct NamePattern: Sendable, CustomStringConvertible {
 }
 
 extension Module {
+    /// Freezes everything, then makes the parameters matching `patterns` trainable: each becomes an
+    /// owned float32 copy (float64 stays float64) that requires gradients — a loaded weight may be
+    /// bf16 or a read-only mapping, and optimisers update in place.
+    /// - Returns: the names made trainable, in declaration order.
+    @discardableResult
+    public func makeTrainable(matching patterns: [String]) -> [String] {
+        freeze()
+        let compiled = patterns.map(NamePattern.init)
+        var names: [String] = []
+        for (name, slot) in namedParameters() where compiled.contains(where: { $0.matches(name) }) {
+            let tensor = slot.tensor!
+            let owned = tensor.dtype == .float64 && !tensor.storage.isBorrowed ? tensor.detached()
+                : (tensor.dtype == .float32 ? tensor.copy() : tensor.converted(to: .float32)).detached()
+            owned.requiresGrad = true
+            slot.tensor = owned
+            names.append(name)
+        }
+        return names
+    }
+
     /// Stops gradients for every parameter whose name matches one of `patterns` (all when empty).
     /// Frozen parameters allocate no gradient buffers and record no graph.
     /// - Returns: the names frozen.

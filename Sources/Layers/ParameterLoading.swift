@@ -58,4 +58,28 @@ extension Module {
             }
         }
     }
+
+    /// Replaces some parameters (a trained subset, e.g. from a run checkpoint) and leaves the rest
+    /// as they are. Every name must be a parameter of this module with the same shape. A parameter
+    /// that requires gradients gets an owned copy in its current dtype; a frozen one takes the tensor.
+    /// - Throws: ``ParameterLoadError`` listing unknown and mis-shaped names.
+    public func updateParameters(_ tensors: [String: Tensor], source: String = "tensors") throws {
+        var problems = ParameterLoadError(source: source)
+        let named = Dictionary(uniqueKeysWithValues: namedParameters().map { ($0.name, $0.parameter) })
+        for (name, tensor) in tensors.sorted(by: { $0.key < $1.key }) {
+            guard let slot = named[name] else { problems.unexpected.append(name); continue }
+            if tensor.shape != slot.tensor!.shape { problems.mismatchedShapes.append((name, slot.tensor!.shape, tensor.shape)) }
+        }
+        guard problems.isEmpty else { throw problems }
+        for (name, tensor) in tensors {
+            let slot = named[name]!, current = slot.tensor!
+            if current.requiresGrad {
+                let owned = (tensor.dtype == current.dtype ? tensor.copy() : tensor.converted(to: current.dtype)).detached()
+                owned.requiresGrad = true
+                slot.tensor = owned
+            } else {
+                slot.tensor = tensor.detached()
+            }
+        }
+    }
 }

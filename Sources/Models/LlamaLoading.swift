@@ -33,3 +33,14 @@ extension LlamaForCausalLM {
         return model
     }
 }
+
+extension LlamaForCausalLM {
+    /// Writes `config.json` and `model.safetensors` (transformers' names, each tensor in its dtype)
+    /// into `directory`, creating it; each file is written atomically. A tied head is not written.
+    public func save(to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let tensors = Dictionary(uniqueKeysWithValues: parameters().map { ($0.name, $0.tensor.detached()) })
+        try writeSafetensors(tensors: tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors"))
+        try AtomicFile.write(try config.jsonData(), to: directory.appendingPathComponent("config.json"))
+    }
+}

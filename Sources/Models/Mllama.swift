@@ -176,18 +176,7 @@ extension MllamaForConditionalGeneration {
     /// - Returns: the names made trainable.
     @discardableResult
     public func setTrainable(_ groups: [MllamaParameterGroup]) -> [String] {
-        freeze()
-        let compiled = groups.flatMap { patterns(for: $0) }.map(NamePattern.init)
-        var names: [String] = []
-        for (name, slot) in namedParameters() where compiled.contains(where: { $0.matches(name) }) {
-            let tensor = slot.tensor!
-            let owned = tensor.dtype == .float64 && !tensor.storage.isBorrowed ? tensor.detached()
-                : (tensor.dtype == .float32 ? tensor.copy() : tensor.converted(to: .float32)).detached()
-            owned.requiresGrad = true
-            slot.tensor = owned
-            names.append(name)
-        }
-        return names
+        makeTrainable(matching: groups.flatMap { patterns(for: $0) })
     }
 }
 

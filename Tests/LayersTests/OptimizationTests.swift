@@ -11,7 +11,7 @@ struct OptimizationTests {
     @Test("AdamW reproduces torch.optim.AdamW step for step")
     func adamWMatchesTorch() {
         let theta = Tensor([0.5, -1.0, 2.0, 0.0], shape: [4], requiresGrad: true)
-        let optimizer = AdamW(parameters: [("theta", theta)], learningRate: 0.1, weightDecay: 0.1)
+        let optimizer = AdamW(slots: loose([("theta", theta)], weightDecay: 0.1), learningRate: 0.1)
         for g in [[0.1, -0.2, 0.3, 0.0], [0.5, 0.5, -0.5, 1.0], [-1.0, 0.25, 0.0, 2.0]] {
             theta.grad = Tensor(g, shape: [4])
             optimizer.step()
@@ -25,7 +25,7 @@ struct OptimizationTests {
     func adamWFloat() {
         let a = Tensor([0.5, -1, 2, 0] as [Float], shape: [4], requiresGrad: true)
         let idle = Tensor([1, 2] as [Float], shape: [2], requiresGrad: true)
-        let optimizer = AdamW(parameters: [("a", a), ("idle", idle)], learningRate: 0.1, weightDecay: 0.1)
+        let optimizer = AdamW(slots: loose([("a", a), ("idle", idle)], weightDecay: 0.1), learningRate: 0.1)
         for g in [[0.1, -0.2, 0.3, 0.0], [0.5, 0.5, -0.5, 1.0], [-1.0, 0.25, 0.0, 2.0]] as [[Float]] {
             a.grad = Tensor(g, shape: [4])
             optimizer.step()
@@ -85,7 +85,7 @@ struct OptimizationTests {
         let x = Tensor(xs.map { Float($0) }, shape: [64, 1])
         let y = Tensor(xs.map { Float(Double.sin(2 * $0)) }, shape: [64, 1])
         let parameters = [("w1", first.weight), ("b1", first.bias!), ("w2", second.weight), ("b2", second.bias!)]
-        let optimizer = AdamW(parameters: parameters, learningRate: 0.01, weightDecay: 0)
+        let optimizer = AdamW(slots: loose(parameters, weightDecay: 0), learningRate: 0.01)
         var initialLoss = 0.0, loss = 0.0
         for step in 0..<1500 {
             let prediction = second(first(x).tanh())
@@ -99,4 +99,9 @@ struct OptimizationTests {
         #expect(initialLoss > 0.1)
         #expect(loss < 1e-3, "final loss \(loss)")
     }
+}
+
+/// Loose tensors as optimiser slots.
+private func loose(_ tensors: [(String, Tensor)], weightDecay: Double) -> [(name: String, slot: any ParameterSlot, weightDecay: Double)] {
+    tensors.map { (name: $0.0, slot: Param(wrappedValue: $0.1), weightDecay: weightDecay) }
 }

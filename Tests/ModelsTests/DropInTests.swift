@@ -86,7 +86,7 @@ struct DropInTests {
         let frozenBefore = bytes(of: model, prefixes: textPrefixes)
         let trained = model.setTrainable([.crossAttentionLayers, .visionModel, .projector, .extraEmbeddingRows])
         #expect(!trained.isEmpty && trained.allSatisfy { !textPrefixes.contains(where: $0.hasPrefix) })
-        let optimizer = AdamW(parameters: model.trainableParameters(), learningRate: 1e-2, weightDecay: 0)
+        let optimizer = AdamW(module: model, learningRate: 1e-2, weightDecay: 0)
         let targets = ids.slice(axis: 1, 1..<t).contiguous()
         for _ in 0..<5 {
             let logits = model(inputIds: ids, attentionMask: mask, pixelValues: pixels, aspectRatioIds: ratio,

@@ -155,7 +155,7 @@ struct MllamaTrainingTests {
         let inputs = Tensor(indices: sequences.flatMap { $0.dropLast() }, shape: [batch, 5])
         let targets = Tensor(indices: captions.flatMap { $0 }, shape: [batch, 5])
         let crossMask = Tensor(indices: Array(repeating: [1, 0], count: batch * 5).flatMap { $0 }, shape: [batch, 5, 1, 2])
-        let optimizer = AdamW(parameters: model.trainableParameters(), learningRate: 5e-3, weightDecay: 0)
+        let optimizer = AdamW(module: model, learningRate: 5e-3, weightDecay: 0)
         var losses: [Double] = []
         for _ in 0..<120 {
             let logits = model(inputIds: inputs, pixelValues: pixels, aspectRatioIds: ids, aspectRatioMask: tiles,

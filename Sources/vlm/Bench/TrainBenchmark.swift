@@ -37,8 +37,7 @@ struct TrainBenchmark: ParsableCommand {
         let preset = MllamaBenchPreset.named(preset)!
         let model = preset.makeModel()
         model.setTrainable([.crossAttentionLayers, .visionModel, .projector])
-        let trainable = model.trainableParameters()
-        let optimizer = AdamW(parameters: trainable, learningRate: 1e-4, weightDecay: 0.01)
+        let optimizer = AdamW(module: model, learningRate: 1e-4, weightDecay: 0.01)
         let (b, t) = (preset.batch, preset.tokens)
         let inputs = preset.inputs(batch: b, tokens: t, seed: 0)
         let ids = Tensor(indices: inputs.ids, shape: [b, t])

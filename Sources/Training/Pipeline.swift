@@ -1,0 +1,129 @@
+import Checkpoint
+import Foundation
+
+/// The state of a run folder, `run.json`: which stages finished, from which input, with which settings.
+public struct RunRecord: Codable, Sendable, Equatable {
+    public struct Stage: Codable, Sendable, Equatable {
+        public var name: String
+        public var digest: String
+        /// The model folder the stage started from.
+        public var input: String
+        /// The stage's output model folder.
+        public var output: String
+        public var finished: Bool
+    }
+
+    public var recipe: String
+    public var base: String
+    public var stages: [Stage]
+}
+
+/// Runs a recipe's stages in order, each starting from the previous stage's output model (the
+/// first from the base model), inside one run folder:
+///
+/// ```
+/// RUN/run.json                   finished stages, their inputs and settings digests
+/// RUN/STAGE/metrics.jsonl        one line per step (and per evaluation)
+/// RUN/STAGE/checkpoints/step-N/  the newest whole run checkpoint (exact resume)
+/// RUN/STAGE/model/               the stage's output, a Hugging Face checkpoint folder
+/// RUN/STAGE/summary.json         what the stage did
+/// ```
+///
+/// Running the same command again skips finished stages whose settings and input did not change
+/// and resumes an unfinished one from its newest checkpoint.
+public final class Pipeline {
+    public let recipe: Recipe
+    public let base: URL
+    public let runFolder: URL
+    /// Builds what a stage runs on, given the model folder it starts from.
+    public let makeEnvironment: (StageSettings, URL) throws -> StageEnvironment
+    public var onEvent: (TrainingEvent) -> Void = { _ in }
+    public var shouldStop: () -> Bool = { false }
+
+    public init(recipe: Recipe, base: URL, runFolder: URL,
+                makeEnvironment: @escaping (StageSettings, URL) throws -> StageEnvironment) {
+        self.recipe = recipe
+        self.base = base.standardizedFileURL
+        self.runFolder = runFolder.standardizedFileURL
+        self.makeEnvironment = makeEnvironment
+    }
+
+    var recordURL: URL { runFolder.appendingPathComponent("run.json") }
+
+    /// The stages to run: all, from one on (`from`), or only one (`only`).
+    public func selectedStages(only: String? = nil, from: String? = nil) throws -> [StageSettings] {
+        for name in [only, from].compactMap({ $0 }) where recipe.stage(named: name) == nil {
+            throw RecipeError(file: recipe.file, field: "stage", reason: "no stage named '\(name)'; stages: \(recipe.stages.map(\.name).joined(separator: ", "))")
+        }
+        if let only { return recipe.stages.filter { $0.name == only } }
+        if let from { return Array(recipe.stages.drop { $0.name != from }) }
+        return recipe.stages
+    }
+
+    /// The model folder a stage starts from: the previous stage's output, or the base model.
+    public func input(of stage: StageSettings) -> URL {
+        guard let index = recipe.stages.firstIndex(where: { $0.name == stage.name }), index > 0 else { return base }
+        return runFolder.appendingPathComponent(recipe.stages[index - 1].name).appendingPathComponent("model")
+    }
+
+    /// Runs the selected stages; returns the summaries of those that ran (skipped ones excluded).
+    @discardableResult
+    public func run(only: String? = nil, from: String? = nil) throws -> [StageSummary] {
+        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        var record = try loadRecord()
+        var summaries: [StageSummary] = []
+        for stage in try selectedStages(only: only, from: from) {
+            let input = input(of: stage)
+            let folder = runFolder.appendingPathComponent(stage.name)
+            let output = folder.appendingPathComponent("model")
+            if let done = record.stages.first(where: { $0.name == stage.name }), done.finished, done.digest == stage.digest,
+               done.input == input.path, FileManager.default.fileExists(atPath: output.appendingPathComponent("config.json").path) {
+                onEvent(.stageSkipped(stage: stage.name, output: output))
+                continue
+            }
+            guard FileManager.default.fileExists(atPath: input.appendingPathComponent("config.json").path) else {
+                throw TrainingError("stage \(stage.name) starts from \(input.path), which holds no model (run the earlier stages first)")
+            }
+            if let previous = record.stages.first(where: { $0.name == stage.name }), previous.input != input.path {
+                try? FileManager.default.removeItem(at: folder.appendingPathComponent("checkpoints"))
+            }
+            record.stages.removeAll { $0.name == stage.name }
+            record.stages.append(RunRecord.Stage(name: stage.name, digest: stage.digest, input: input.path, output: output.path, finished: false))
+            try saveRecord(record)
+
+            let runner = StageRunner(settings: stage, folder: folder, environment: try makeEnvironment(stage, input),
+                                     onEvent: onEvent, shouldStop: shouldStop)
+            summaries.append(try runner.run())
+            record.stages = record.stages.map { var entry = $0; if entry.name == stage.name { entry.finished = true }; return entry }
+            // A later stage that started from an older output of this one must run again.
+            if let index = recipe.stages.firstIndex(where: { $0.name == stage.name }) {
+                let later = Set(recipe.stages[(index + 1)...].map(\.name))
+                for name in later { try? FileManager.default.removeItem(at: runFolder.appendingPathComponent(name).appendingPathComponent("checkpoints")) }
+                record.stages = record.stages.map { var entry = $0; if later.contains(entry.name) { entry.finished = false }; return entry }
+            }
+            try saveRecord(record)
+        }
+        return summaries
+    }
+
+    func loadRecord() throws -> RunRecord {
+        guard let data = FileManager.default.contents(atPath: recordURL.path) else {
+            return RunRecord(recipe: recipe.file, base: base.path, stages: [])
+        }
+        do {
+            let record = try JSONDecoder().decode(RunRecord.self, from: data)
+            guard record.base == base.path else {
+                throw TrainingError("\(runFolder.path) is a run from the base model \(record.base), not \(base.path); choose another --out")
+            }
+            return record
+        } catch let error as TrainingError { throw error } catch {
+            throw TrainingError("\(recordURL.path) is not a VLMKit run record (\(error)); choose another --out")
+        }
+    }
+
+    func saveRecord(_ record: RunRecord) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(record), to: recordURL)
+    }
+}

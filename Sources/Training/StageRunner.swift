@@ -1,0 +1,230 @@
+import Checkpoint
+import Foundation
+import Layers
+import Models
+import TensorCore
+
+/// Supplies a stage's training micro-batches in an order fixed by the seed, and says where it is
+/// so that a resumed run reads exactly what an uninterrupted one would.
+public protocol TrainingDataStream: AnyObject {
+    /// The next micro-batch (epochs follow one another).
+    func nextBatch() throws -> TrainingBatch
+    /// The position after the last batch returned, as JSON.
+    func savePosition() throws -> Data
+    /// Samples returned so far.
+    var samplesSeen: Int { get }
+    /// Seconds the consumer has waited for batches so far.
+    var dataWaitSeconds: Double { get }
+    /// Samples skipped so far, by cause.
+    var skipCounts: [String: Int] { get }
+}
+
+/// What a stage runs on: the model, its data, and how to evaluate and save it.
+public struct StageEnvironment {
+    public var model: any TrainableLanguageModel
+    /// Training data for the stage, optionally resumed from a saved position.
+    public var makeData: (StageSettings, _ resumeFrom: Data?) throws -> any TrainingDataStream
+    /// The number of training samples (for `epochs`).
+    public var trainingSampleCount: (StageSettings) throws -> Int
+    /// Held-out metrics of the current model (nil: the stage has no evaluation data).
+    public var evaluate: ((StageSettings) throws -> [String: Double])?
+    /// Writes the stage's output model into a folder (weights, config, tokenizer files).
+    public var saveModel: (URL) throws -> Void
+    /// Whether the model's text-only logits still equal the base model's, bit for bit (nil: not checked).
+    public var textOnlyLogitsUnchanged: (() throws -> Bool)?
+
+    public init(model: any TrainableLanguageModel,
+                makeData: @escaping (StageSettings, Data?) throws -> any TrainingDataStream,
+                trainingSampleCount: @escaping (StageSettings) throws -> Int,
+                evaluate: ((StageSettings) throws -> [String: Double])?, saveModel: @escaping (URL) throws -> Void,
+                textOnlyLogitsUnchanged: (() throws -> Bool)?) {
+        self.model = model
+        self.makeData = makeData
+        self.trainingSampleCount = trainingSampleCount
+        self.evaluate = evaluate
+        self.saveModel = saveModel
+        self.textOnlyLogitsUnchanged = textOnlyLogitsUnchanged
+    }
+}
+
+/// The training loop of one stage. It does not know which stage it runs: the kind decided the
+/// data's loss masks; here every stage is next-token cross-entropy over the learned positions.
+///
+/// A stage's folder holds `metrics.jsonl`, `checkpoints/step-N/` (the newest whole one),
+/// `summary.json` and `model/` (the output checkpoint in the published Hugging Face layout).
+/// Started again after an interruption, it resumes from the newest checkpoint whose settings
+/// digest matches and finishes bit-identical to an uninterrupted run.
+public final class StageRunner {
+    public let settings: StageSettings
+    public let folder: URL
+    public let environment: StageEnvironment
+    public var onEvent: (TrainingEvent) -> Void
+    /// Polled between steps; when it returns true the stage writes a checkpoint and throws ``TrainingInterrupted``.
+    public var shouldStop: () -> Bool
+
+    public init(settings: StageSettings, folder: URL, environment: StageEnvironment,
+                onEvent: @escaping (TrainingEvent) -> Void = { _ in }, shouldStop: @escaping () -> Bool = { false }) {
+        self.settings = settings
+        self.folder = folder
+        self.environment = environment
+        self.onEvent = onEvent
+        self.shouldStop = shouldStop
+    }
+
+    public var checkpointsFolder: URL { folder.appendingPathComponent("checkpoints") }
+    public var outputFolder: URL { folder.appendingPathComponent("model") }
+
+    /// Trains the stage to its last step, evaluates, and writes the output model and summary.
+    public func run() throws -> StageSummary {
+        let model = environment.model
+        try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
+        try makeTrainable(model, groups: settings.trainable)
+        let optimizer = AdamW(module: model, learningRate: settings.learningRate, betas: (settings.beta1, settings.beta2),
+                              epsilon: settings.epsilon, weightDecay: settings.weightDecay)
+        let stepper = TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
+        let totalSteps = settings.totalSteps(trainingSamples: settings.steps > 0 ? 0 : try environment.trainingSampleCount(settings))
+        let schedule = makeSchedule(totalSteps: totalSteps)
+
+        // Resume from the newest checkpoint of these settings; anything else in the folder is stale.
+        var progress = RunProgress(step: 0, dataPosition: Data(), nonFiniteStreak: 0, metricsBytes: 0, elapsedSeconds: 0,
+                                   optimizerStepCounts: [:], settingsDigest: settings.digest)
+        var resumed: Int? = nil
+        if let latest = try RunCheckpoint.latest(in: checkpointsFolder) {
+            let saved = try? JSONDecoder().decode(RunProgress.self, from: Data(contentsOf: latest.appendingPathComponent("progress.json")))
+            if saved?.settingsDigest == settings.digest {
+                progress = try RunCheckpoint.restore(latest, into: model, optimizer: optimizer)
+                resumed = progress.step
+            } else {
+                try FileManager.default.removeItem(at: checkpointsFolder)
+                try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
+            }
+        }
+        let metrics = try MetricsLog(url: folder.appendingPathComponent("metrics.jsonl"), keepingBytes: progress.metricsBytes)
+        let data = try environment.makeData(settings, resumed == nil ? nil : progress.dataPosition)
+        onEvent(.stageStarted(stage: settings.name, kind: settings.kind, totalSteps: totalSteps, resumedAtStep: resumed))
+
+        var firstLoss: Double? = nil, lastLoss: Double? = nil, skippedSteps = 0
+        var tokens = 0, trainingSeconds = 0.0
+        let waitAtStart = data.dataWaitSeconds
+        var lastEvaluation: [String: Double] = [:]
+
+        func checkpoint() throws {
+            metrics.sync()
+            progress.dataPosition = try data.savePosition()
+            progress.metricsBytes = metrics.byteCount
+            progress.optimizerStepCounts = optimizer.stepCounts
+            try RunCheckpoint.save(in: checkpointsFolder, optimizer: optimizer, progress: progress)
+            onEvent(.checkpoint(stage: settings.name, step: progress.step))
+        }
+
+        while progress.step < totalSteps {
+            if shouldStop() {
+                try checkpoint()
+                throw TrainingInterrupted(stage: settings.name, step: progress.step)
+            }
+            let started = Date()
+            let waitBefore = data.dataWaitSeconds
+            var batches: [TrainingBatch] = []
+            for _ in 0..<settings.gradientAccumulation { batches.append(try data.nextBatch()) }
+            let learningRate = schedule.learningRate(at: progress.step)
+            let report = stepper.step(batches, learningRate: learningRate)
+            let seconds = Date().timeIntervalSince(started)
+            progress.step += 1
+            progress.elapsedSeconds += seconds
+            trainingSeconds += seconds
+            tokens += report.tokens
+
+            if report.isFinite {
+                progress.nonFiniteStreak = 0
+                if firstLoss == nil { firstLoss = report.loss }
+                lastLoss = report.loss
+            } else {
+                skippedSteps += 1
+                progress.nonFiniteStreak += 1
+                onEvent(.warning("\(settings.name) step \(progress.step): non-finite loss or gradient (loss \(report.loss), gradient norm \(report.gradientNorm)); update skipped; samples \(report.sampleIDs.joined(separator: ", "))"))
+                if progress.nonFiniteStreak >= settings.maxNonFiniteSteps {
+                    throw TrainingError("\(settings.name): \(progress.nonFiniteStreak) steps in a row had a non-finite loss or gradient (last at step \(progress.step), samples \(report.sampleIDs.joined(separator: ", "))); stopping. The last checkpoint is kept in \(checkpointsFolder.path).")
+                }
+            }
+            let wait = data.dataWaitSeconds - waitBefore
+            let tokensPerSecond = Double(report.tokens) / max(seconds, 1e-9)
+            if progress.step % max(1, settings.logEvery) == 0 || progress.step == totalSteps {
+                try metrics.append([
+                    "step": .integer(progress.step), "loss": .number(report.loss), "learning_rate": .number(learningRate),
+                    "grad_norm": .number(report.gradientNorm), "tokens": .integer(report.tokens),
+                    "learned_tokens": .integer(report.learnedTokens), "images": .integer(report.images),
+                    "tokens_per_s": .number(tokensPerSecond), "images_per_s": .number(Double(report.images) / max(seconds, 1e-9)),
+                    "data_wait_s": .number(wait), "skipped_step": .flag(!report.isFinite),
+                ])
+            }
+            onEvent(.step(stage: settings.name, step: progress.step, totalSteps: totalSteps, report: report,
+                          tokensPerSecond: tokensPerSecond, dataWaitSeconds: wait, elapsedSeconds: progress.elapsedSeconds))
+
+            if settings.evalEvery > 0, progress.step % settings.evalEvery == 0, progress.step < totalSteps,
+               let evaluate = environment.evaluate {
+                lastEvaluation = try evaluate(settings)
+                try metrics.append(evaluationRecord(lastEvaluation, step: progress.step))
+                onEvent(.evaluation(stage: settings.name, step: progress.step, metrics: lastEvaluation))
+            }
+            if progress.step % max(1, settings.checkpointEvery) == 0 || progress.step == totalSteps { try checkpoint() }
+        }
+        if try RunCheckpoint.latest(in: checkpointsFolder) == nil { try checkpoint() }   // a zero-step stage
+
+        if let evaluate = environment.evaluate {
+            lastEvaluation = try evaluate(settings)
+            onEvent(.evaluation(stage: settings.name, step: progress.step, metrics: lastEvaluation))
+        }
+        let unchanged = try environment.textOnlyLogitsUnchanged?()
+        try DirectoryCommit.write(outputFolder) { try environment.saveModel($0) }
+        let summary = StageSummary(
+            stage: settings.name, kind: settings.kind, steps: progress.step, samples: data.samplesSeen,
+            firstLoss: firstLoss, finalLoss: lastLoss, skippedSteps: skippedSteps, skippedSamples: data.skipCounts,
+            trainableParameters: optimizer.parameters.reduce(0) { $0 + $1.tensor.elementCount },
+            seconds: progress.elapsedSeconds, tokensPerSecond: Double(tokens) / max(trainingSeconds, 1e-9),
+            dataWaitSeconds: data.dataWaitSeconds - waitAtStart, evaluation: lastEvaluation,
+            textOnlyLogitsUnchanged: unchanged, output: outputFolder.path)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(summary), to: folder.appendingPathComponent("summary.json"))
+        onEvent(.stageFinished(summary))
+        return summary
+    }
+
+    private func evaluationRecord(_ metrics: [String: Double], step: Int) -> [String: MetricValue] {
+        var record: [String: MetricValue] = ["step": .integer(step), "event": "evaluation"]
+        for (key, value) in metrics { record["eval_" + key] = .number(value) }
+        return record
+    }
+
+    private func makeSchedule(totalSteps: Int) -> LearningRateSchedule {
+        let peak = settings.learningRate, warmup = settings.warmupSteps
+        switch settings.schedule {
+        case .constant: return warmup > 0 ? .constantWithWarmup(peak: peak, warmupSteps: warmup) : .constant(peak: peak)
+        case .linear: return .linear(peak: peak, warmupSteps: warmup, totalSteps: totalSteps)
+        case .cosine: return .cosine(peak: peak, warmupSteps: warmup, totalSteps: totalSteps, minimum: peak * settings.minLearningRateRatio)
+        }
+    }
+}
+
+/// Makes the named parameter groups of `model` trainable (everything else frozen).
+/// - Throws: ``TrainingError`` naming an unknown group and listing the model's groups.
+@discardableResult
+public func makeTrainable(_ model: any TrainableLanguageModel, groups: [String]) throws -> [String] {
+    var patterns: [String] = []
+    for group in groups {
+        guard let groupPatterns = model.parameterPatterns(forGroup: group) else {
+            throw TrainingError("'\(group)' is not a parameter group of this model; groups: \(model.parameterGroupNames.joined(separator: ", "))")
+        }
+        patterns += groupPatterns
+    }
+    let names = model.makeTrainable(matching: patterns)
+    guard !names.isEmpty else { throw TrainingError("the trainable groups \(groups) select no parameters") }
+    return names
+}
+
+/// A stage stopped on request (Ctrl-C) after writing a checkpoint; the same command resumes it.
+public struct TrainingInterrupted: Error, CustomStringConvertible {
+    public var stage: String
+    public var step: Int
+    public var description: String { "interrupted in stage \(stage) at step \(step); a checkpoint was written — run the same command to resume" }
+}

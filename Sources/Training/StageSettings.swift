@@ -1,0 +1,120 @@
+import Foundation
+
+/// What a stage does: the loss it trains and the data it reads.
+public enum StageKind: String, Codable, Sendable, CaseIterable {
+    /// Image–caption pairs; the caption tokens are learned (Meta's pretraining stages).
+    case pretrain
+    /// Conversations; the assistant turns are learned (supervised fine-tuning).
+    case sft
+}
+
+/// How the learning rate moves over a stage's optimiser steps.
+public enum ScheduleKind: String, Codable, Sendable, CaseIterable {
+    case constant, linear, cosine
+}
+
+/// One dataset of a stage, with its share of the mix.
+public struct DatasetSpec: Codable, Sendable, Equatable {
+    /// The file (JSONL, LLaVA JSON, a tar shard or shard pattern), relative to the recipe's data root.
+    public var path: String
+    /// Relative sampling weight among the stage's datasets.
+    public var weight: Double = 1
+    /// An explicit format name; nil detects it from the file.
+    public var format: String?
+
+    public init(path: String, weight: Double = 1, format: String? = nil) {
+        self.path = path
+        self.weight = weight
+        self.format = format
+    }
+}
+
+/// Everything one stage of a recipe needs, with defaults. Keys in recipes are the snake_case
+/// names of these properties (see ``StageSettings/fieldNames``).
+public struct StageSettings: Codable, Sendable, Equatable {
+    public var name: String
+    public var kind: StageKind
+    /// Training data and their mixing weights.
+    public var datasets: [DatasetSpec] = []
+    /// Held-out data for evaluation (loss, and exact match for question–answer data).
+    public var evalDatasets: [DatasetSpec] = []
+    /// Parameter groups that train (the model's ``TrainableLanguageModel/parameterGroupNames``).
+    public var trainable: [String] = []
+
+    public var learningRate: Double = 1e-4
+    public var weightDecay: Double = 0.01
+    public var beta1: Double = 0.9
+    public var beta2: Double = 0.999
+    public var epsilon: Double = 1e-8
+    public var schedule: ScheduleKind = .cosine
+    public var warmupSteps: Int = 0
+    /// The cosine schedule's floor as a fraction of the peak.
+    public var minLearningRateRatio: Double = 0
+    /// Global gradient-norm clipping; 0 turns it off.
+    public var maxGradNorm: Double = 1
+
+    public var microBatchSize: Int = 4
+    public var gradientAccumulation: Int = 1
+    /// Samples longer than this many tokens are skipped (counted), never truncated.
+    public var maxLength: Int = 512
+    public var maxImages: Int = 1
+    /// Optimiser steps; when 0, `epochs` decides.
+    public var steps: Int = 0
+    public var epochs: Double = 0
+
+    /// Evaluate every this many steps (and at the end); 0: only at the end.
+    public var evalEvery: Int = 0
+    /// Held-out samples an evaluation reads (0: all).
+    public var evalSamples: Int = 0
+    /// Longest greedy answer when scoring exact match.
+    public var evalMaxNewTokens: Int = 16
+    /// Write a run checkpoint every this many steps (and at the end).
+    public var checkpointEvery: Int = 50
+    /// Report a metrics line every this many steps.
+    public var logEvery: Int = 1
+    public var seed: UInt64 = 0
+    /// Stop the stage when more than this share of samples had to be skipped.
+    public var maxSkipShare: Double = 0.01
+    /// Stop the stage after this many consecutive steps with a non-finite loss or gradient.
+    public var maxNonFiniteSteps: Int = 3
+
+    public init(name: String, kind: StageKind) {
+        self.name = name
+        self.kind = kind
+    }
+
+    /// The total number of optimiser steps for `trainingSamples` samples.
+    public func totalSteps(trainingSamples: Int) -> Int {
+        if steps > 0 { return steps }
+        let perStep = microBatchSize * gradientAccumulation
+        return max(1, Int((epochs * Double(trainingSamples) / Double(perStep)).rounded(.up)))
+    }
+
+    /// Checks values that no type can, naming the field.
+    public func validationProblems() -> [(field: String, reason: String)] {
+        var problems: [(String, String)] = []
+        if datasets.isEmpty { problems.append(("datasets", "a stage needs at least one dataset")) }
+        if learningRate <= 0 || !learningRate.isFinite { problems.append(("learning_rate", "must be positive")) }
+        if microBatchSize < 1 { problems.append(("micro_batch_size", "must be at least 1")) }
+        if gradientAccumulation < 1 { problems.append(("gradient_accumulation", "must be at least 1")) }
+        if steps < 0 { problems.append(("steps", "must not be negative")) }
+        if steps == 0 && epochs <= 0 { problems.append(("steps", "give steps or epochs")) }
+        if maxLength < 2 { problems.append(("max_length", "must be at least 2")) }
+        if !(0...1).contains(maxSkipShare) { problems.append(("max_skip_share", "must be between 0 and 1")) }
+        if !(0..<1).contains(beta1) || !(0..<1).contains(beta2) { problems.append(("beta1", "betas must be in [0, 1)")) }
+        for dataset in datasets + evalDatasets where dataset.weight <= 0 {
+            problems.append(("datasets", "'\(dataset.path)' has weight \(dataset.weight); weights must be positive"))
+        }
+        return problems
+    }
+
+    /// A digest of the settings: a finished stage is skipped on a rerun only when it is unchanged.
+    public var digest: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = (try? encoder.encode(self)) ?? Data()
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325     // FNV-1a, 64 bits
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return String(format: "%016llx", hash)
+    }
+}

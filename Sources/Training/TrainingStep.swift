@@ -1,0 +1,73 @@
+import Layers
+import Models
+import TensorCore
+
+/// What one optimiser step did.
+public struct StepReport: Sendable, Equatable {
+    /// The loss per learned token, over all micro-batches of the step.
+    public var loss: Double
+    /// The global gradient norm before clipping (non-finite when the step was skipped).
+    public var gradientNorm: Double
+    public var learningRate: Double
+    /// Real (non-padding) input tokens.
+    public var tokens: Int
+    /// Positions the loss learned.
+    public var learnedTokens: Int
+    public var images: Int
+    /// False when the loss or a gradient was not finite: the update was skipped.
+    public var isFinite: Bool
+    /// The samples of the step, to name them when something goes wrong.
+    public var sampleIDs: [String]
+}
+
+/// One optimiser step of causal-language-model training over micro-batches: forward and backward
+/// each micro-batch (gradients accumulate), normalise by the step's learned tokens, clip the global
+/// gradient norm, update with AdamW at the given learning rate, clear the gradients. A non-finite
+/// loss or gradient skips the update (gradients are dropped) and is reported, never applied.
+///
+/// The same code runs in `vlm train` and in `vlm bench train`.
+public final class TrainingStepper {
+    public let model: any TrainableLanguageModel
+    public let optimizer: AdamW
+    /// Global gradient-norm clipping; 0 or less turns it off.
+    public var maxGradNorm: Double
+
+    public init(model: any TrainableLanguageModel, optimizer: AdamW, maxGradNorm: Double) {
+        self.model = model
+        self.optimizer = optimizer
+        self.maxGradNorm = maxGradNorm
+    }
+
+    /// Runs one step over `microBatches` (the accumulation group).
+    public func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
+        ensure(!microBatches.isEmpty, "a training step needs at least one micro-batch")
+        let learned = microBatches.map(\.lossTokenCount).reduce(0, +)
+        var report = StepReport(loss: 0, gradientNorm: .nan, learningRate: learningRate, tokens: 0, learnedTokens: learned,
+                                images: 0, isFinite: true, sampleIDs: microBatches.flatMap(\.sampleIDs))
+        for batch in microBatches {
+            report.tokens += batch.inputs.attentionMask.map { $0.integers().reduce(0, +) } ?? batch.inputs.inputIDs.elementCount
+            report.images += batch.inputs.pixelValues.map { $0.shape[0] * $0.shape[1] } ?? 0
+        }
+        guard learned > 0 else {
+            report.isFinite = false
+            return report
+        }
+        for batch in microBatches {
+            let loss = causalLanguageModelLoss(model: model, inputs: batch.inputs, labels: batch.labels, normalizer: learned)
+            let value = loss.item()
+            report.loss += value
+            if !value.isFinite { report.isFinite = false; break }
+            loss.backward()
+        }
+        if report.isFinite {
+            report.gradientNorm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm > 0 ? maxGradNorm : .infinity)
+            report.isFinite = report.gradientNorm.isFinite
+        }
+        if report.isFinite {
+            optimizer.learningRate = learningRate
+            optimizer.step()
+        }
+        optimizer.zeroGradients()
+        return report
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+@testable import Training
+
+@Suite("Recipes: stages as data, with errors that name the file, line and field")
+struct RecipeTests {
+    let directory = URL(fileURLWithPath: "/tmp/recipes")
+
+    func parse(_ yaml: String, overrides: [String] = []) throws -> Recipe {
+        try Recipe.parse(yaml: yaml, file: "r.yaml", directory: directory, overrides: overrides)
+    }
+
+    static let twoStages = """
+        # header
+        data_root: data
+        defaults:
+          micro_batch_size: 2
+          learning_rate: 0.001
+        stages:
+          - name: pretrain
+            kind: pretrain
+            datasets: [pairs.jsonl, {path: more.jsonl, weight: 3}]
+            trainable: [projector]
+            steps: 10
+          - name: sft
+            kind: sft
+            datasets:
+              - path: chat.json
+            trainable: [projector, crossAttentionLayers]
+            learning_rate: 0.0002
+            schedule: linear
+            epochs: 2
+        """
+
+    @Test("defaults apply to every stage and a stage's own keys win")
+    func defaultsAndStages() throws {
+        let recipe = try parse(Self.twoStages)
+        #expect(recipe.stages.map(\.name) == ["pretrain", "sft"])
+        #expect(recipe.stages.map(\.microBatchSize) == [2, 2])
+        #expect(recipe.stages.map(\.learningRate) == [0.001, 0.0002])
+        #expect(recipe.stages[0].datasets == [DatasetSpec(path: "pairs.jsonl"), DatasetSpec(path: "more.jsonl", weight: 3)])
+        #expect(recipe.stages[1].schedule == .linear)
+        #expect(recipe.url(of: recipe.stages[0].datasets[0]).path == "/tmp/recipes/data/pairs.jsonl")
+        #expect(recipe.stages[1].totalSteps(trainingSamples: 9) == 9, "2 epochs of 9 samples at 2 per step")
+    }
+
+    @Test("--set overrides one stage's key, or every stage's")
+    func overrides() throws {
+        let recipe = try parse(Self.twoStages, overrides: ["sft.learning_rate=0.5", "seed=7", "pretrain.trainable=[visionModel]"])
+        #expect(recipe.stages.map(\.learningRate) == [0.001, 0.5])
+        #expect(recipe.stages.map(\.seed) == [7, 7])
+        #expect(recipe.stages[0].trainable == ["visionModel"])
+        #expect(throws: RecipeError.self) { try parse(Self.twoStages, overrides: ["dpo.seed=1"]) }
+        #expect(throws: RecipeError.self) { try parse(Self.twoStages, overrides: ["sft.learning_rat=1"]) }
+    }
+
+    @Test("an unknown key names the file, its line, the field and the likely key")
+    func unknownKey() throws {
+        let yaml = Self.twoStages.replacingOccurrences(of: "    learning_rate: 0.0002", with: "    learning_rat: 0.0002")
+        do {
+            _ = try parse(yaml)
+            Issue.record("an unknown key was accepted")
+        } catch let error as RecipeError {
+            #expect(error.line == 17)
+            #expect(error.field == "stages[1] 'sft'.learning_rat")
+            #expect(error.description.hasPrefix("r.yaml:17: "))
+            #expect(error.description.contains("did you mean 'learning_rate'"))
+        }
+    }
+
+    @Test("wrong types and invalid values are named before any work starts",
+          arguments: [("    steps: 10", "    steps: ten", 11, "steps"),
+                      ("    kind: sft", "    kind: rlhf", 13, "kind"),
+                      ("    steps: 10", "    steps: -1", nil, "steps"),
+                      ("  micro_batch_size: 2", "  micro_batch_size: 0", nil, "micro_batch_size")] as [(String, String, Int?, String)])
+    func badValues(original: String, replacement: String, line: Int?, field: String) throws {
+        let yaml = Self.twoStages.replacingOccurrences(of: original, with: replacement)
+        do {
+            _ = try parse(yaml)
+            Issue.record("'\(replacement)' was accepted")
+        } catch let error as RecipeError {
+            if let line { #expect(error.line == line, "\(error)") }
+            #expect(error.field?.hasSuffix(field) == true, "\(error)")
+        }
+    }
+
+    @Test("the settings digest changes with any setting and only then")
+    func digest() throws {
+        let a = try parse(Self.twoStages), b = try parse(Self.twoStages)
+        #expect(a.stages[0].digest == b.stages[0].digest)
+        let c = try parse(Self.twoStages, overrides: ["pretrain.steps=11"])
+        #expect(a.stages[0].digest != c.stages[0].digest)
+        #expect(a.stages[1].digest == c.stages[1].digest)
+    }
+}
