@@ -39,13 +39,20 @@ enum DirectoryCommit {
 
     /// Removes `.NAME.tmp-*` and `.NAME.old-*` siblings of `destination` whose writer is gone.
     static func removeStaleTemporaries(of destination: URL) {
-        let parent = destination.deletingLastPathComponent()
-        let prefixes = [".\(destination.lastPathComponent).tmp-", ".\(destination.lastPathComponent).old-"]
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: parent.path) else { return }
-        for entry in entries {
-            guard let prefix = prefixes.first(where: entry.hasPrefix), let pid = Int32(entry.dropFirst(prefix.count)) else { continue }
-            if pid == getpid() || kill(pid, 0) != 0 {
-                try? FileManager.default.removeItem(at: parent.appendingPathComponent(entry))
+        removeStaleTemporaries(in: destination.deletingLastPathComponent()) { $0 == destination.lastPathComponent }
+    }
+
+    /// Removes every `.NAME.tmp-PID` and `.NAME.old-PID` entry of `folder` (for names accepted by
+    /// `names`) whose process is gone: what a killed writer left behind.
+    static func removeStaleTemporaries(in folder: URL, names: (String) -> Bool = { _ in true }) {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return }
+        for entry in entries where entry.hasPrefix(".") {
+            for marker in [".tmp-", ".old-"] {
+                guard let range = entry.range(of: marker, options: .backwards), let pid = Int32(entry[range.upperBound...]),
+                      names(String(entry[entry.index(after: entry.startIndex)..<range.lowerBound])) else { continue }
+                if pid == getpid() || kill(pid, 0) != 0 {
+                    try? FileManager.default.removeItem(at: folder.appendingPathComponent(entry))
+                }
             }
         }
     }

@@ -46,14 +46,15 @@ public struct Recipe: Sendable {
         }
         guard let root = node?.mapping else { throw RecipeError(file: file, line: node?.mark?.line, reason: "a recipe is a mapping with a 'stages' list") }
         let context = RecipeParser(file: file)
-        var root_dataRoot = directory
+        let directory = URL(fileURLWithPath: directory.path, isDirectory: true)
+        var resolvedDataRoot = directory
         var defaults: Node.Mapping? = nil
         var stageNodes: Node.Sequence? = nil
         for (key, value) in root {
             switch key.string ?? "" {
             case "data_root":
                 let path = try context.string(value, field: "data_root")
-                root_dataRoot = URL(fileURLWithPath: path, relativeTo: directory).standardizedFileURL
+                resolvedDataRoot = URL(fileURLWithPath: path, isDirectory: true, relativeTo: directory).standardizedFileURL
             case "defaults":
                 guard let mapping = value.mapping else { throw context.error(value, "defaults", "expected a mapping of stage keys") }
                 defaults = mapping
@@ -87,7 +88,7 @@ public struct Recipe: Sendable {
                                   reason: problem.reason)
             }
         }
-        return Recipe(file: file, dataRoot: dataRoot ?? root_dataRoot, stages: stages)
+        return Recipe(file: file, dataRoot: dataRoot ?? resolvedDataRoot, stages: stages)
     }
 
     /// The stage called `name`.

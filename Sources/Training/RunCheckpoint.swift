@@ -51,7 +51,7 @@ public enum RunCheckpoint {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try AtomicFile.write(try encoder.encode(progress), to: temporary.appendingPathComponent("progress.json"))
         }
-        for older in try completeCheckpoints(in: folder) where older != destination {
+        for older in try completeCheckpoints(in: folder) where older.lastPathComponent != destination.lastPathComponent {
             try? FileManager.default.removeItem(at: older)
         }
     }

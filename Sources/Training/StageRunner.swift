@@ -78,6 +78,8 @@ public final class StageRunner {
     public func run() throws -> StageSummary {
         let model = environment.model
         try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
+        DirectoryCommit.removeStaleTemporaries(in: folder)
+        DirectoryCommit.removeStaleTemporaries(in: checkpointsFolder)
         try makeTrainable(model, groups: settings.trainable)
         let optimizer = AdamW(module: model, learningRate: settings.learningRate, betas: (settings.beta1, settings.beta2),
                               epsilon: settings.epsilon, weightDecay: settings.weightDecay)
