@@ -1,0 +1,134 @@
+import Foundation
+import Media
+import Models
+import Processing
+import TensorCore
+import Tokenization
+
+/// How a model's answer and a reference answer are compared: lower-cased, with leading and
+/// trailing white space and final punctuation (`.`, `!`, `?`, `,`) removed, inner runs of white
+/// space folded to one space, and a leading article (`a`, `an`, `the`) dropped. "The red circle."
+/// matches "red circle".
+public func normalizedAnswer(_ text: String) -> String {
+    var words = text.lowercased().split(whereSeparator: \.isWhitespace).map(String.init)
+    while let last = words.last, let final = last.last, ".!?,".contains(final) {
+        words[words.count - 1] = String(last.dropLast())
+        if words[words.count - 1].isEmpty { words.removeLast() }
+    }
+    if let first = words.first, ["a", "an", "the"].contains(first), words.count > 1 { words.removeFirst() }
+    return words.joined(separator: " ")
+}
+
+/// Exact match of greedy answers to questions with reference answers, overall and by question type.
+public struct ExactMatchResult: Sendable, Equatable {
+    public var correct: Int
+    public var total: Int
+    public var byType: [String: (correct: Int, total: Int)]
+
+    public var accuracy: Double { total == 0 ? 0 : Double(correct) / Double(total) }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.correct == b.correct && a.total == b.total && a.byType.keys == b.byType.keys
+            && a.byType.allSatisfy { key, value in b.byType[key]! == value }
+    }
+}
+
+/// Greedy answers to held-out questions: each question is asked as a one-turn chat (the images,
+/// then the question) with the assistant header open, and the answer up to `<|eot_id|>` is
+/// compared with the reference after ``normalizedAnswer(_:)``.
+///
+/// With `blankImages`, every image is replaced by a black one of the same size: the gap between
+/// the two results is how much the model uses the image. A text-only model (Llama) gets the
+/// question without images: the no-vision baseline.
+public struct QuestionAnswering {
+    public let model: any TrainableLanguageModel
+    public let processor: MllamaProcessor
+    public let chatFormat: Llama3ChatFormat
+    public var maxNewTokens: Int
+    public var batchSize: Int
+
+    public init(model: any TrainableLanguageModel, processor: MllamaProcessor, maxNewTokens: Int = 16, batchSize: Int = 8) throws {
+        self.model = model
+        self.processor = processor
+        chatFormat = try Llama3ChatFormat(tokenizer: processor.tokenizer)
+        self.maxNewTokens = maxNewTokens
+        self.batchSize = batchSize
+    }
+
+    /// One question, its images and its reference answer.
+    public struct Question: Sendable {
+        public var id: String
+        public var prompt: String
+        public var answer: String
+        public var type: String
+        public var images: [Image]
+        public init(id: String, prompt: String, answer: String, type: String, images: [Image]) {
+            self.id = id
+            self.prompt = prompt
+            self.answer = answer
+            self.type = type
+            self.images = images
+        }
+    }
+
+    /// The model's greedy answers, in order.
+    public func answers(to questions: [Question], blankImages: Bool = false) throws -> [String] {
+        var answers: [String] = []
+        let stops: Set<Int> = Set(["<|eot_id|>", "<|end_of_text|>"].compactMap { processor.tokenizer.specialTokenID($0) })
+        for start in stride(from: 0, to: questions.count, by: batchSize) {
+            let group = Array(questions[start..<min(start + batchSize, questions.count)])
+            let usesImages = model is MllamaForConditionalGeneration && group.allSatisfy { !$0.images.isEmpty }
+            var prompts: [[Int]] = []
+            for question in group {
+                let parts: [ChatMessage.Part] = (usesImages ? question.images.map { _ in .image } : []) + [.text(question.prompt)]
+                prompts.append(try chatFormat.encode([ChatMessage(role: .user, parts: parts)], addGenerationPrompt: true).ids)
+            }
+            let outputs: [[Int]]
+            if usesImages, let mllama = model as? MllamaForConditionalGeneration {
+                let images = group.map { question in question.images.map { blankImages ? Image.black(like: $0) : $0 } }
+                let batch = try processor.imageProcessor.preprocess(images)
+                let n = images.map(\.count).max()!, g = processor.imageProcessor.config.maxImageTiles
+                let masks = zip(prompts, batch.numTiles).map { ids, tiles -> Tensor in
+                    var dense = [Int](repeating: 0, count: ids.count * n * g)
+                    for (image, range) in MllamaProcessor.crossAttentionRanges(tokenIDs: ids, imageTokenID: processor.imageTokenID).enumerated() {
+                        for token in range { for tile in 0..<tiles[image] { dense[(token * n + image) * g + tile] = 1 } }
+                    }
+                    return Tensor(indices: dense, shape: [ids.count, n, g])                  // (T, N, X)
+                }
+                let decoder = mllama.conditioned(pixelValues: batch.pixelValues, aspectRatioIds: batch.aspectRatioIDs,
+                                                 aspectRatioMask: batch.aspectRatioMask,
+                                                 crossAttentionMask: MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks))
+                outputs = generate(with: decoder, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
+            } else if let mllama = model as? MllamaForConditionalGeneration {
+                outputs = generate(with: mllama, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
+            } else if let llama = model as? LlamaForCausalLM {
+                outputs = generate(with: llama, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
+            } else {
+                throw TrainingError("question answering does not support \(type(of: model))")
+            }
+            answers += outputs.map { processor.tokenizer.decode($0.filter { !stops.contains($0) }, skipSpecialTokens: true) }
+        }
+        return answers
+    }
+
+    /// Exact match over `questions`.
+    public func exactMatch(_ questions: [Question], blankImages: Bool = false) throws -> ExactMatchResult {
+        let given = try answers(to: questions, blankImages: blankImages)
+        var result = ExactMatchResult(correct: 0, total: 0, byType: [:])
+        for (question, answer) in zip(questions, given) {
+            let right = normalizedAnswer(answer) == normalizedAnswer(question.answer)
+            result.total += 1
+            result.correct += right ? 1 : 0
+            let entry = result.byType[question.type] ?? (0, 0)
+            result.byType[question.type] = (entry.correct + (right ? 1 : 0), entry.total + 1)
+        }
+        return result
+    }
+}
+
+extension Image {
+    /// A black RGB image of the same size.
+    public static func black(like image: Image) -> Image {
+        Image(width: image.width, height: image.height, layout: .rgb, pixels: [UInt8](repeating: 0, count: image.width * image.height * 3))
+    }
+}
