@@ -132,3 +132,65 @@ extension Image {
         Image(width: image.width, height: image.height, layout: .rgb, pixels: [UInt8](repeating: 0, count: image.width * image.height * 3))
     }
 }
+
+/// Held-out metrics of a vision model: the loss per learned token, and exact match of greedy
+/// answers where the data has reference answers — each also with every image blanked, so that
+/// "the model ignores the image" shows at once.
+struct Evaluation {
+    let model: MllamaForConditionalGeneration
+    let encoder: SampleEncoder
+    let datasets: [Dataset]
+    /// Samples read from the held-out data (0: all).
+    let maxSamples: Int
+    let maxNewTokens: Int
+
+    func run() throws -> [String: Double] {
+        var metrics: [String: Double] = [:]
+        for blank in [false, true] {
+            let suffix = blank ? "_blank_images" : ""
+            let (loss, samples) = try heldOutLoss(blankImages: blank)
+            metrics["loss" + suffix] = loss
+            metrics["samples"] = Double(samples)
+            let questions = try self.questions()
+            guard !questions.isEmpty else { continue }
+            let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens)
+            let result = try qa.exactMatch(questions, blankImages: blank)
+            metrics["exact_match" + suffix] = result.accuracy
+            for (type, entry) in result.byType { metrics["exact_match\(suffix)/\(type)"] = Double(entry.correct) / Double(entry.total) }
+        }
+        return metrics
+    }
+
+    /// The mean loss per learned token over the held-out samples, in file order.
+    func heldOutLoss(blankImages: Bool) throws -> (loss: Double, samples: Int) {
+        let options = DataLoaderOptions(microBatchSize: 8, seed: 0, shuffle: false, epochs: 1, blankImages: blankImages,
+                                        prefetchBatches: 0, maxSkipShare: 1)
+        let loader = try DataLoader(sources: datasets.map { DataSource($0) }, encoder: encoder, options: options)
+        var total = 0.0, tokens = 0, samples = 0
+        while let batch = try loader.next(), maxSamples == 0 || samples < maxSamples {
+            guard batch.lossTokenCount > 0 else { continue }
+            let loss = withNoGrad {
+                causalLanguageModelLoss(model: model, inputs: batch.inputs, labels: batch.labels, normalizer: batch.lossTokenCount).item()
+            }
+            total += loss * Double(batch.lossTokenCount)
+            tokens += batch.lossTokenCount
+            samples += batch.sampleIDs.count
+        }
+        return (tokens == 0 ? .nan : total / Double(tokens), samples)
+    }
+
+    /// The held-out questions with reference answers, their images decoded.
+    func questions() throws -> [QuestionAnswering.Question] {
+        var questions: [QuestionAnswering.Question] = []
+        for dataset in datasets {
+            for index in 0..<dataset.count {
+                if maxSamples > 0 && questions.count >= maxSamples { return questions }
+                guard case .success(let record) = dataset.record(at: index),
+                      case .question(let prompt, let answer, let kind) = record.content else { continue }
+                guard let images = try? record.images.map({ try ImageLoading.load($0, for: record.location) }) else { continue }
+                questions.append(.init(id: record.id, prompt: prompt, answer: answer, type: kind ?? "question", images: images))
+            }
+        }
+        return questions
+    }
+}

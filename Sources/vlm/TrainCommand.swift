@@ -49,10 +49,11 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let recipe = try Recipe.load(from: URL(fileURLWithPath: self.recipe), overrides: overrides,
                                      dataRoot: dataRoot.map { URL(fileURLWithPath: $0, isDirectory: true) })
-        let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in
-            try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: URL(fileURLWithPath: base))
-        }
         let progress = ProgressPrinter(plainEvery: progressEvery)
+        let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in
+            try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: URL(fileURLWithPath: base),
+                                         warn: { message in progress.handle(.warning(message)) })
+        }
         pipeline.onEvent = progress.handle
         InterruptFlag.install()
         pipeline.shouldStop = { InterruptFlag.isSet }
@@ -92,7 +93,7 @@ enum InterruptFlag {
 }
 
 /// Turns training events into a live line on a terminal, or plain lines every N steps otherwise.
-final class ProgressPrinter {
+final class ProgressPrinter: @unchecked Sendable {
     let isTerminal = isatty(STDERR_FILENO) == 1
     let plainEvery: Int
     private var liveLineShown = false

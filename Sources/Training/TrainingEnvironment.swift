@@ -1,0 +1,132 @@
+import Checkpoint
+import Foundation
+import Media
+import Models
+import Processing
+import TensorCore
+import Tokenization
+
+/// A ``DataLoader`` seen as the trainer's endless stream of micro-batches.
+final class LoaderStream: TrainingDataStream {
+    let loader: DataLoader
+    private(set) var dataWaitSeconds = 0.0
+
+    init(_ loader: DataLoader) { self.loader = loader }
+
+    func nextBatch() throws -> TrainingBatch {
+        guard let batch = try loader.next() else { throw TrainingError("the training data ran out (no epoch limit was expected)") }
+        dataWaitSeconds += batch.dataWaitSeconds
+        return batch
+    }
+
+    func savePosition() throws -> Data { try JSONEncoder().encode(loader.position) }
+    var samplesSeen: Int { loader.samplesSeen }
+    var skipCounts: [String: Int] {
+        Dictionary(uniqueKeysWithValues: SkipCause.allCases.compactMap { cause in
+            loader.skipCounts[cause] > 0 ? (cause.rawValue, loader.skipCounts[cause]) : nil })
+    }
+}
+
+/// The processor of a model folder: its tokenizer (with `<|image|>` at the config's id) and its
+/// image processor.
+public func loadProcessor(directory: URL, imageTokenID: Int) throws -> MllamaProcessor {
+    var tokenizerURL: URL? = nil
+    for name in ["tokenizer.json", "tokenizer.json.zst", "tokenizer.model"] {
+        let candidate = directory.appendingPathComponent(name)
+        if FileManager.default.fileExists(atPath: candidate.path) { tokenizerURL = candidate; break }
+    }
+    guard let tokenizerURL else {
+        throw CheckpointError(file: directory.path, reason: "no tokenizer.json, tokenizer.json.zst or tokenizer.model")
+    }
+    let extra = ["<|image|>": imageTokenID]
+    let tokenizer = tokenizerURL.pathExtension == "zst"
+        ? try Tokenizer(huggingFaceJSON: try Zstd.decompress(contentsOf: tokenizerURL), source: tokenizerURL.path, extraSpecialTokens: extra)
+        : try Tokenizer(contentsOf: tokenizerURL, extraSpecialTokens: extra)
+    let config = try MllamaImageProcessorConfig.load(from: directory.appendingPathComponent(MllamaImageProcessorConfig.fileName))
+    return try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: config), tokenizer: tokenizer)
+}
+
+/// Builds what a stage of `vlm train` runs on: the model from the stage's input folder, its data
+/// from the recipe, held-out evaluation, saving (weights, config and the tokenizer and processor
+/// files), and the check that the text-only logits still equal the base model's.
+public enum TrainingEnvironment {
+    /// Files of a model folder that describe its tokenizer, processor and generation settings and
+    /// are carried from a stage's input to its output unchanged.
+    static let supportFiles = ["tokenizer.json", "tokenizer.json.zst", "tokenizer.model", "tokenizer_config.json",
+                               "special_tokens_map.json", "preprocessor_config.json", "processor_config.json",
+                               "generation_config.json", "chat_template.json", "chat_template.jinja"]
+
+    public static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL,
+                            warn: @escaping @Sendable (String) -> Void = { _ in }) throws -> StageEnvironment {
+        let loaded = try LoadedModel.load(directory: input)
+        guard let mllama = loaded.model as? MllamaForConditionalGeneration else {
+            throw TrainingError("stage \(stage.name) trains a vision model; \(input.path) holds a \(loaded.family.rawValue) model (make one with vlm adapters init)")
+        }
+        let processor = try loadProcessor(directory: input, imageTokenID: mllama.config.imageTokenIndex)
+        let encoder = try SampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages)
+        let training = try datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
+        let held = try datasets(stage.evalDatasets, recipe: recipe, field: "eval_datasets", stage: stage)
+
+        let makeData: (StageSettings, Data?) throws -> any TrainingDataStream = { settings, saved in
+            let position = try saved.map { try JSONDecoder().decode(DataPosition.self, from: $0) }
+            var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed)
+            options.maxSkipShare = settings.maxSkipShare
+            return LoaderStream(try DataLoader(sources: training, encoder: encoder, options: options, resumingFrom: position,
+                                               onSkip: { warn("skipped \($0)") }))
+        }
+        let evaluate: ((StageSettings) throws -> [String: Double])? = held.isEmpty ? nil : { settings in
+            try Evaluation(model: mllama, encoder: encoder, datasets: held.map(\.dataset), maxSamples: settings.evalSamples,
+                           maxNewTokens: settings.evalMaxNewTokens).run()
+        }
+        let probe = textProbe(processor: processor, vocabularySize: mllama.config.textConfig.llama.vocabSize)
+        let baseLogits: () throws -> [Float] = {
+            let reference = try LoadedModel.load(directory: base).model
+            return withNoGrad { reference.logits(ModelInputs(inputIDs: probe)).floats() }
+        }
+        return StageEnvironment(
+            model: mllama, makeData: makeData,
+            trainingSampleCount: { _ in training.reduce(0) { $0 + $1.dataset.count } },
+            evaluate: evaluate,
+            saveModel: { folder in
+                try mllama.save(to: folder)
+                try copySupportFiles(from: input, to: folder)
+            },
+            textOnlyLogitsUnchanged: {
+                let now = withNoGrad { mllama.logits(ModelInputs(inputIDs: probe)).floats() }
+                return try now == baseLogits()
+            })
+    }
+
+    /// The recipe's datasets, opened and indexed before any work starts.
+    static func datasets(_ specs: [DatasetSpec], recipe: Recipe, field: String, stage: StageSettings) throws -> [DataSource] {
+        try specs.enumerated().map { index, spec in
+            do {
+                let format = try spec.format.map { name -> DatasetFormat in
+                    guard let format = DatasetFormat(rawValue: name) else {
+                        throw RecipeError(file: recipe.file, field: "\(stage.name).\(field)[\(index)].format",
+                                          reason: "'\(name)' is not a dataset format; one of \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    return format
+                }
+                return DataSource(try Dataset(path: recipe.url(of: spec).path, format: format), weight: spec.weight)
+            } catch let error as RecipeError { throw error } catch {
+                throw RecipeError(file: recipe.file, field: "\(stage.name).\(field)[\(index)]", reason: "\(spec.path): \(error)")
+            }
+        }
+    }
+
+    /// A fixed text-only input for comparing a model's text path with the base model's.
+    static func textProbe(processor: MllamaProcessor, vocabularySize: Int) -> Tensor {
+        let ids = processor.tokenizer.encode("The drop-in check: with no image, these logits are the text model's.", allowSpecial: false)
+            .filter { $0 < vocabularySize }
+        return Tensor(indices: ids.isEmpty ? [0] : ids, shape: [1, max(1, ids.count)])
+    }
+
+    static func copySupportFiles(from source: URL, to destination: URL) throws {
+        for name in supportFiles {
+            let file = source.appendingPathComponent(name)
+            guard let data = FileManager.default.contents(atPath: file.path) else { continue }
+            try AtomicFile.write(data, to: destination.appendingPathComponent(name))
+        }
+    }
+}
