@@ -27,6 +27,17 @@ enum ByteLevelAlphabet {
         return table
     }()
 
+    /// The byte-level spelling of `bytes` (the form `tokenizer.json` vocabularies use).
+    static func spelling<Bytes: Sequence>(of bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        var text = String.UnicodeScalarView()
+        for byte in bytes { text.append(Unicode.Scalar(scalarValues[Int(byte)])!) }
+        return String(text)
+    }
+
+    /// The 256 bytes in the order of their spellings' scalar values: the order in which a trained
+    /// vocabulary numbers its single-byte tokens (`!` is 0, as in Llama 3's).
+    static let bytesInSpellingOrder: [UInt8] = (0..<256).map(UInt8.init).sorted { scalarValues[Int($0)] < scalarValues[Int($1)] }
+
     /// The bytes a byte-level token spells, or nil when it contains a scalar outside the alphabet.
     static func bytes(spelledBy token: String) -> [UInt8]? {
         var bytes: [UInt8] = []

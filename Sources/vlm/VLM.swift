@@ -8,5 +8,7 @@ struct VLM: ParsableCommand {
         subcommands: [
             InspectCommand.self, TokenizeCommand.self, PreprocessCommand.self, ForwardCommand.self,
             GenerateCommand.self, AdaptersCommand.self, TrainCommand.self, FuzzCommand.self, Bench.self,
+            DataCommand.self,
+            TokenizerCommand.self,
         ])
 }

@@ -1,0 +1,263 @@
+// The whole data set: scenes of both splits and every text product, built deterministically from
+// a configuration.
+
+/// What to generate.
+public struct WorldConfiguration: Equatable, Sendable {
+    /// Preset amounts of data.
+    public enum Size: String, CaseIterable, Sendable {
+        /// 48 + 16 scenes: for tests and CI.
+        case tiny
+        /// 400 + 100 scenes.
+        case small
+        /// 4000 + 500 scenes: the main job's data.
+        case `default`
+
+        public var trainSceneCount: Int { [48, 400, 4000][Self.allCases.firstIndex(of: self)!] }
+        public var heldoutSceneCount: Int { [16, 100, 500][Self.allCases.firstIndex(of: self)!] }
+    }
+
+    public var seed: UInt64
+    public var trainSceneCount: Int
+    public var heldoutSceneCount: Int
+    /// Image width and height in pixels (at least ``SceneGenerator/minimumImageSize``). 64 by
+    /// default: the smallest side at which small shapes stay recognisable, and the model that reads
+    /// them trains on two cores in minutes.
+    public var imageSize: Int
+    public var noise: NoiseShares
+    /// Noisy alt-text pairs per training scene.
+    public var noisyPairsPerScene: Int
+    /// Evaluation questions per scene (distinct types while the scene has enough).
+    public var questionsPerScene: Int
+
+    public init(size: Size = .default, seed: UInt64 = 0, imageSize: Int = 64, noise: NoiseShares = NoiseShares(),
+                noisyPairsPerScene: Int = 2, questionsPerScene: Int = 4) {
+        self.seed = seed
+        trainSceneCount = size.trainSceneCount
+        heldoutSceneCount = size.heldoutSceneCount
+        self.imageSize = imageSize
+        self.noise = noise
+        self.noisyPairsPerScene = noisyPairsPerScene
+        self.questionsPerScene = questionsPerScene
+    }
+
+    /// Checks the numbers; the error names the field.
+    public func validate() throws {
+        guard imageSize >= SceneGenerator.minimumImageSize, imageSize <= 4096 else {
+            throw WorldError("image size \(imageSize) is outside \(SceneGenerator.minimumImageSize)...4096")
+        }
+        guard trainSceneCount >= 1, trainSceneCount + heldoutSceneCount <= 999_999, heldoutSceneCount >= 0 else {
+            throw WorldError("scene counts \(trainSceneCount) (train) and \(heldoutSceneCount) (held out) must be ≥ 1 and ≥ 0, at most 999999 together")
+        }
+        guard noisyPairsPerScene >= 0, questionsPerScene >= 0 else {
+            throw WorldError("noisy pairs and questions per scene must not be negative")
+        }
+        let shares = [noise.unrelated, noise.wrongAttribute, noise.partial, noise.truncation, noise.boilerplate]
+        guard shares.allSatisfy({ (0...1).contains($0) }) else { throw WorldError("noise shares must lie in 0...1") }
+    }
+}
+
+/// A world error: a configuration that cannot be built or a folder that cannot be written.
+public struct WorldError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// An image and a text about it (one line of `pretrain-*.jsonl`).
+public struct CaptionPair: Equatable, Sendable {
+    /// "000042-noisy-1".
+    public var id: String
+    public var sceneIndex: Int
+    public var image: String
+    public var text: String
+}
+
+/// A question about an image with its reference answer (one line of `qa-*.jsonl`).
+public struct QuestionRecord: Equatable, Sendable {
+    /// "000042-q0".
+    public var id: String
+    public var sceneIndex: Int
+    public var image: String
+    public var qa: QuestionAnswer
+    /// The question as written to the file and shown to the model: ``QuestionAnswer/shortPrompt``.
+    public var prompt: String { qa.shortPrompt }
+}
+
+/// A preference pair: one prompt about an image, the correct answer and an image-grounded negative.
+public struct PreferencePair: Equatable, Sendable {
+    /// "000042-pref-0".
+    public var id: String
+    public var sceneIndex: Int
+    public var image: String
+    public var type: QuestionType
+    public var prompt: String
+    public var chosen: String
+    public var rejected: String
+}
+
+/// A text of the world's language for training the base language model and its tokenizer.
+public enum CorpusDocument: Equatable, Sendable {
+    /// Running text (a caption, a description).
+    case text(String)
+    /// A user/assistant exchange sequence, as a chat.
+    case chat([Exchange])
+
+    /// The document as plain text: chats as "User: …" / "Assistant: …" lines.
+    public var plainText: String {
+        switch self {
+        case .text(let text): text
+        case .chat(let exchanges): exchanges.map { "User: \($0.human)\nAssistant: \($0.assistant)" }.joined(separator: "\n")
+        }
+    }
+}
+
+/// The built-in image–text world: scenes and everything said about them.
+///
+/// ```swift
+/// let world = try WorldDataset(configuration: WorldConfiguration(size: .tiny, seed: 1))
+/// let image = SceneRenderer.render(world.scenes[0])
+/// try WorldWriter.write(world, to: URL(fileURLWithPath: "data"), replacingExisting: false)
+/// ```
+///
+/// Every product is deterministic in the seed, and each scene's products come from their own
+/// random streams, so the same seed gives byte-identical files. Train and held-out scenes never
+/// share a ``Scene/signature`` (the held-out split shows no arrangement seen in training).
+public struct WorldDataset: Sendable {
+    /// Bumped whenever the same seed would give different data.
+    public static let generatorVersion = 1
+
+    public let configuration: WorldConfiguration
+    /// Train scenes first, then held-out ones; `scenes[k].index == k`.
+    public let scenes: [Scene]
+    public let noisyPairs: [CaptionPair]
+    /// Exact captions and detailed descriptions, one of each per training scene.
+    public let highQualityPairs: [CaptionPair]
+    public let instructions: [InstructionSample]
+    public let trainQuestions: [QuestionRecord]
+    public let heldoutQuestions: [QuestionRecord]
+    public let trainPreferences: [PreferencePair]
+    public let heldoutPreferences: [PreferencePair]
+    /// The world's language for the base model: captions, descriptions and chats of training scenes.
+    public let corpus: [CorpusDocument]
+
+    private enum Purpose: UInt64 {
+        case scene = 1, noisy, exact, detailed, conversation, detail, reasoning, shortAnswer, questions, preferences
+    }
+
+    /// Builds everything the configuration asks for (images are rendered by ``SceneRenderer`` when
+    /// written).
+    /// - Throws: ``WorldError`` for an invalid configuration.
+    public init(configuration: WorldConfiguration) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        let seed = configuration.seed
+        func random(_ purpose: Purpose, _ index: Int) -> WorldRandom {
+            WorldRandom.derived(seed: seed, purpose: purpose.rawValue, index: index)
+        }
+
+        var scenes: [Scene] = []
+        var trainSignatures = Set<String>()
+        for index in 0..<configuration.trainSceneCount {
+            var r = random(.scene, index)
+            let scene = SceneGenerator.scene(index: index, split: .train, imageSize: configuration.imageSize, random: &r)
+            trainSignatures.insert(scene.signature)
+            scenes.append(scene)
+        }
+        for index in configuration.trainSceneCount..<(configuration.trainSceneCount + configuration.heldoutSceneCount) {
+            var r = random(.scene, index)
+            var scene: Scene
+            var attempts = 0
+            repeat {
+                scene = SceneGenerator.scene(index: index, split: .heldout, imageSize: configuration.imageSize, random: &r)
+                attempts += 1
+            } while trainSignatures.contains(scene.signature) && attempts < 1000
+            guard !trainSignatures.contains(scene.signature) else {
+                throw WorldError("cannot find a held-out scene unlike every training scene; use fewer training scenes")
+            }
+            scenes.append(scene)
+        }
+        self.scenes = scenes
+        let train = scenes.filter { $0.split == .train }, heldout = scenes.filter { $0.split == .heldout }
+
+        var noisy: [CaptionPair] = [], highQuality: [CaptionPair] = [], instructions: [InstructionSample] = []
+        var corpus: [CorpusDocument] = []
+        for scene in train {
+            var r = random(.noisy, scene.index)
+            for k in 0..<configuration.noisyPairsPerScene {
+                let other = train[r.int(below: train.count)]
+                noisy.append(CaptionPair(id: "\(scene.id)-noisy-\(k)", sceneIndex: scene.index, image: scene.imagePath,
+                                         text: Captions.noisy(scene, other: other, shares: configuration.noise, random: &r)))
+            }
+            var re = random(.exact, scene.index), rd = random(.detailed, scene.index)
+            let exact = Captions.exact(scene, random: &re), detailed = Captions.detailed(scene, random: &rd)
+            highQuality.append(CaptionPair(id: "\(scene.id)-caption", sceneIndex: scene.index, image: scene.imagePath, text: exact))
+            highQuality.append(CaptionPair(id: "\(scene.id)-detailed", sceneIndex: scene.index, image: scene.imagePath, text: detailed))
+
+            var rc = random(.conversation, scene.index), rp = random(.detail, scene.index)
+            var rr = random(.reasoning, scene.index), rs = random(.shortAnswer, scene.index)
+            let samples: [(InstructionSample.Kind, [Exchange])] = [
+                (.conversation, Instructions.conversation(scene, random: &rc)),
+                (.detail, [Exchange(human: rp.pick(Instructions.detailPrompts), assistant: detailed)]),
+                (.complexReasoning, [Instructions.complexReasoning(scene, random: &rr)]),
+                (.shortAnswer, Instructions.shortAnswers(scene, random: &rs)),
+            ]
+            for (kind, exchanges) in samples {
+                instructions.append(InstructionSample(id: "\(scene.id)-\(kind.rawValue)", sceneIndex: scene.index,
+                                                      image: scene.imagePath, kind: kind, exchanges: exchanges))
+            }
+            corpus.append(.text(exact))
+            corpus.append(.text(detailed))
+            if let first = noisy.last(where: { $0.sceneIndex == scene.index }) { corpus.append(.text(first.text)) }
+            for (_, exchanges) in samples where !exchanges.isEmpty { corpus.append(.chat(exchanges)) }
+        }
+        self.noisyPairs = noisy
+        self.highQualityPairs = highQuality
+        self.instructions = instructions
+        self.corpus = corpus
+
+        func questions(_ scenes: [Scene]) -> [QuestionRecord] {
+            scenes.flatMap { scene -> [QuestionRecord] in
+                var r = random(.questions, scene.index)
+                let maker = QuestionMaker(scene: scene)
+                let available = r.shuffled(maker.availableTypes)
+                return (0..<configuration.questionsPerScene).compactMap { k in
+                    maker.make(available[k % available.count], random: &r).map {
+                        QuestionRecord(id: "\(scene.id)-q\(k)", sceneIndex: scene.index, image: scene.imagePath, qa: $0)
+                    }
+                }
+            }
+        }
+        trainQuestions = questions(train)
+        heldoutQuestions = questions(heldout)
+        trainPreferences = train.flatMap { Self.preferences(for: $0, random: random(.preferences, $0.index)) }
+        heldoutPreferences = heldout.flatMap { Self.preferences(for: $0, random: random(.preferences, $0.index)) }
+    }
+
+    /// Two pairs per scene: a short-answer one (any question type) and a sentence one (a question
+    /// whose sentence states the answer); each rejected answer is the chosen one with one grounded
+    /// word of the answer changed.
+    private static func preferences(for scene: Scene, random: WorldRandom) -> [PreferencePair] {
+        var random = random
+        let maker = QuestionMaker(scene: scene)
+        var pairs: [PreferencePair] = []
+        if let qa = maker.make(random.pick(maker.availableTypes), random: &random),
+           let rejected = GroundedNegative.make(from: qa.answer, changing: qa.answer, random: &random) {
+            pairs.append(PreferencePair(id: "\(scene.id)-pref-0", sceneIndex: scene.index, image: scene.imagePath, type: qa.type,
+                                        prompt: qa.shortPrompt, chosen: qa.answer, rejected: rejected))
+        }
+        let sentenceTypes = maker.availableTypes.filter { QuestionAnswer(type: $0, question: "", answer: "", sentence: "").sentenceStatesAnswer }
+        if let qa = maker.make(random.pick(sentenceTypes), random: &random),
+           let rejected = GroundedNegative.make(from: qa.sentence, changing: qa.answer, random: &random) {
+            pairs.append(PreferencePair(id: "\(scene.id)-pref-1", sceneIndex: scene.index, image: scene.imagePath, type: qa.type,
+                                        prompt: qa.question, chosen: qa.sentence, rejected: rejected))
+        }
+        return pairs
+    }
+
+    /// The training scenes.
+    public var trainScenes: ArraySlice<Scene> { scenes[0..<configuration.trainSceneCount] }
+    /// The held-out scenes.
+    public var heldoutScenes: ArraySlice<Scene> { scenes[configuration.trainSceneCount...] }
+
+    /// The corpus as one text: documents separated by blank lines.
+    public var corpusText: String { corpus.map(\.plainText).joined(separator: "\n\n") + "\n" }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import World
+
+extension WorldConfiguration.Size: ExpressibleByArgument {}
+
+/// `vlm data …`: data sets.
+struct DataCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "data",
+        abstract: "Make data sets.",
+        subcommands: [Synthesize.self])
+
+    struct Synthesize: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "synth",
+            abstract: "Generate the built-in image–text world: images, captions, instructions, questions, preferences.",
+            discussion: """
+                Writes images/NNNNNN.png, pretrain-noisy.jsonl, pretrain-hq.jsonl, sft.json, qa-train.jsonl, \
+                qa-heldout.jsonl, preferences.jsonl, preferences-heldout.jsonl, corpus.txt and world.json \
+                (see Docs/world.md). The same seed gives the same bytes. Example:
+                  vlm data synth --out data/world --seed 1 --size small
+                """)
+
+        @Option(help: "The folder to write (created; must be absent or empty unless --force).")
+        var out: String
+
+        @Option(help: "Seed: the same seed gives byte-identical files.")
+        var seed: UInt64 = 0
+
+        @Option(help: "Preset amount: tiny (48+16 scenes), small (400+100) or default (4000+500).")
+        var size: WorldConfiguration.Size = .default
+
+        @Option(help: "Training scenes (overrides the preset).")
+        var scenes: Int?
+
+        @Option(help: "Held-out scenes (overrides the preset).")
+        var heldout: Int?
+
+        @Option(help: "Image width and height in pixels.")
+        var imageSize: Int = 64
+
+        @Flag(help: "Replace a non-empty existing folder.")
+        var force = false
+
+        func configurationValue() -> WorldConfiguration {
+            var configuration = WorldConfiguration(size: size, seed: seed, imageSize: imageSize)
+            if let scenes { configuration.trainSceneCount = scenes }
+            if let heldout { configuration.heldoutSceneCount = heldout }
+            return configuration
+        }
+
+        func validate() throws {
+            do { try configurationValue().validate() } catch { throw ValidationError("\(error)") }
+        }
+
+        func run() throws {
+            let folder = URL(fileURLWithPath: out)
+            let start = Date()
+            do {
+                try WorldWriter.checkDestination(folder, replacingExisting: force)
+                let dataset = try WorldDataset(configuration: configurationValue())
+                try WorldWriter.write(dataset, to: folder, replacingExisting: force)
+                let seconds = Date().timeIntervalSince(start)
+                print("wrote \(out): \(dataset.trainScenes.count) training and \(dataset.heldoutScenes.count) held-out scenes "
+                      + "(\(dataset.configuration.imageSize)×\(dataset.configuration.imageSize)), "
+                      + "\(dataset.noisyPairs.count) noisy and \(dataset.highQualityPairs.count) high-quality pairs, "
+                      + "\(dataset.instructions.count) instructions, \(dataset.trainQuestions.count)+\(dataset.heldoutQuestions.count) questions, "
+                      + "\(dataset.trainPreferences.count)+\(dataset.heldoutPreferences.count) preference pairs "
+                      + "in \(String(format: "%.1f", seconds)) s")
+            } catch let error as WorldError {
+                throw CommandFailure(error.description)
+            }
+        }
+    }
+}

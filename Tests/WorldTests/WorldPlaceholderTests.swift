@@ -1,6 +1,0 @@
-import Testing
-import World
-
-@Suite struct WorldPlaceholderTests {
-    @Test func theTargetBuilds() { #expect(Bool(true)) }
-}
