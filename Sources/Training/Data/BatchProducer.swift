@@ -8,7 +8,8 @@ import Foundation
 final class BatchProducer: @unchecked Sendable {
     /// A batch with what the loader needs alongside it.
     struct Produced {
-        var batch: TrainingBatch
+        /// Nil at the end of a finite stream (the position and issues still count the last draws).
+        var batch: TrainingBatch?
         /// The position after the batch's last draw.
         var position: DataPosition
         /// The samples skipped while filling it, in order.
@@ -47,11 +48,11 @@ final class BatchProducer: @unchecked Sendable {
         drawLimit = options.epochs.map { $0 * datasets.reduce(0) { $0 + $1.count } }
     }
 
-    /// The next batch, or nil when a finite number of epochs is done.
+    /// The next batch; its `batch` is nil when a finite number of epochs is done.
     ///
     /// - Throws: ``DataError`` when the share of skipped samples passes the limit, or a record
     ///   cannot be used by this loader at all.
-    func next() throws -> Produced? {
+    func next() throws -> Produced {
         var samples: [PreparedSample] = []
         var issues: [DataIssue] = []
         while samples.count < options.microBatchSize {
@@ -74,8 +75,7 @@ final class BatchProducer: @unchecked Sendable {
                 }
             }
         }
-        guard !samples.isEmpty else { return nil }
-        let batch = BatchCollation.collate(samples, processor: encoder.processor)
+        let batch = samples.isEmpty ? nil : BatchCollation.collate(samples, processor: encoder.processor)
         return Produced(batch: batch, position: taken, issues: issues)
     }
 
