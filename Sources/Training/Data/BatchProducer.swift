@@ -70,8 +70,8 @@ final class BatchProducer: @unchecked Sendable {
                 issues.append(issue)
                 let seen = taken.draws, skipped = taken.skipCounts.total
                 if seen >= options.minimumSamplesForSkipCheck && Double(skipped) > options.maxSkipShare * Double(seen) {
-                    throw DataError("too much bad data: \(taken.skipCounts) of \(seen) samples seen "
-                        + "(more than \(options.maxSkipShare * 100)% allowed); the last was \(issue)")
+                    throw DataError("too much bad data: \(skipped) of \(seen) samples seen were skipped (\(taken.skipCounts)), "
+                        + "more than the \(options.maxSkipShare * 100)% allowed; the last: \(issue)")
                 }
             }
         }
