@@ -133,6 +133,28 @@ private final class Warnings: @unchecked Sendable {
         #expect(ahead.position == inline.position)
     }
 
+    /// Without prefetching the step waits for the whole preparation; with it, a consumer that was
+    /// busy for a second finds the next batch ready.
+    @Test func theWaitForEachBatchIsMeasured() throws {
+        let data = try Fixture()
+        let inline = try loader([DataSource(data.pairs)], prefetch: 0)
+        let waits = try (0 ..< 3).map { _ in try #require(try inline.next()).dataWaitSeconds }
+        #expect(waits.allSatisfy { $0 > 0 && $0 < 60 })
+
+        let ahead = try loader([DataSource(data.pairs)], prefetch: 2)
+        _ = try ahead.next()
+        Thread.sleep(forTimeInterval: 1)
+        let ready = try #require(try ahead.next()).dataWaitSeconds
+        #expect(ready >= 0 && ready < 0.05)
+    }
+
+    @Test func badLoaderSettingsAreRefused() throws {
+        let data = try Fixture()
+        #expect { try loader([DataSource(data.pairs, weight: 0)]) } throws: { "\($0)".contains("weight must be a positive number") }
+        #expect { try loader([DataSource(data.pairs)], batch: 0) } throws: { "\($0)".contains("micro-batch size") }
+        #expect(throws: DataError.self) { try loader([]) }
+    }
+
     @Test func blankImagesKeepTheTextAndBlackenThePixels() throws {
         let data = try Fixture()
         let normal = try #require(try loader([DataSource(data.pairs)], seed: 5).next())
@@ -172,6 +194,8 @@ private final class Warnings: @unchecked Sendable {
         let reported = warnings.all.map(\.location.description)
         #expect(reported.count == 5 && Set(reported) == Set((7 ... 11).map { "\(file):\($0)" }))
         #expect(warnings.all.first { $0.cause == .missingImage }?.description.contains("absent.png") == true)
+        let saved = try JSONDecoder().decode(DataPosition.self, from: JSONEncoder().encode(bad.position))
+        #expect(saved == bad.position && saved.skipCounts.total == 10)
     }
 
     @Test func tooManySkipsStopTheLoaderWithTheCounts() throws {
