@@ -217,5 +217,10 @@ private final class Warnings: @unchecked Sendable {
             return error is DataError && text.contains("too much bad data") && text.contains("missing image")
         }
         #expect(throws: DataError.self) { try strict.next() }   // stays failed
+
+        // With no limit on the share, a stream with nothing usable still ends in an error, not a hang.
+        let hopeless = try loader([DataSource(try Dataset(path: try directory.write("none.jsonl", lines.suffix(2).joined(separator: "\n"))))],
+                                  prefetch: 0, maxSkipShare: 1)
+        #expect { try hopeless.next() } throws: { "\($0)".contains("no usable samples") }
     }
 }

@@ -37,6 +37,9 @@ final class BatchProducer: @unchecked Sendable {
     private var taken: DataPosition
     private var window: [Draw] = []
     private let drawLimit: Int?
+    /// Skips in a row after which an endless stream gives up: no usable sample is left to find.
+    private let hopelessRun: Int
+    private var skipsInARow = 0
 
     init(datasets: [Dataset], weights: [Double], encoder: SampleEncoder, options: DataLoaderOptions, position: DataPosition) {
         self.datasets = datasets
@@ -45,7 +48,9 @@ final class BatchProducer: @unchecked Sendable {
         order = DataOrder(seed: options.seed, counts: datasets.map(\.count), weights: weights, shuffle: options.shuffle)
         planned = position
         taken = position
-        drawLimit = options.epochs.map { $0 * datasets.reduce(0) { $0 + $1.count } }
+        let entries = datasets.reduce(0) { $0 + $1.count }
+        drawLimit = options.epochs.map { $0 * entries }
+        hopelessRun = 2 * entries + 100
     }
 
     /// The next batch; its `batch` is nil when a finite number of epochs is done.
@@ -63,7 +68,9 @@ final class BatchProducer: @unchecked Sendable {
             taken = draw.positionAfter
             taken.skipCounts = counts
             switch draw.outcome {
-            case .sample(let sample): samples.append(sample)
+            case .sample(let sample):
+                samples.append(sample)
+                skipsInARow = 0
             case .fatal(let error): throw error
             case .skip(let issue):
                 taken.skipCounts.add(issue.cause)
@@ -72,6 +79,10 @@ final class BatchProducer: @unchecked Sendable {
                 if seen >= options.minimumSamplesForSkipCheck && Double(skipped) > options.maxSkipShare * Double(seen) {
                     throw DataError("too much bad data: \(skipped) of \(seen) samples seen were skipped (\(taken.skipCounts)), "
                         + "more than the \(options.maxSkipShare * 100)% allowed; the last: \(issue)")
+                }
+                skipsInARow += 1
+                if skipsInARow >= hopelessRun {
+                    throw DataError("no usable samples: the last \(skipsInARow) drawn were all skipped (\(taken.skipCounts)); the last: \(issue)")
                 }
             }
         }
