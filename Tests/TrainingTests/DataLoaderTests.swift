@@ -190,7 +190,7 @@ private final class Warnings: @unchecked Sendable {
         let counts = bad.skipCounts
         #expect(counts[.missingImage] == 2 && counts[.undecodableImage] == 2 && counts[.emptyText] == 2)
         #expect(counts[.malformedRecord] == 2 && counts[.overLength] == 2 && counts.total == 10)
-        #expect(bad.samplesSeen == 24)
+        #expect(bad.samplesSeen == 24 && bad.drawsPerEpoch == 12 && bad.epochProgress == 2)
         let reported = warnings.all.map(\.location.description)
         #expect(reported.count == 5 && Set(reported) == Set((7 ... 11).map { "\(file):\($0)" }))
         #expect(warnings.all.first { $0.cause == .missingImage }?.description.contains("absent.png") == true)

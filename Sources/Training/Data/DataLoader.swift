@@ -108,6 +108,10 @@ public final class DataLoader {
     public var skipCounts: SkipCounts { position.skipCounts }
     /// Samples drawn so far, good or skipped.
     public var samplesSeen: Int { position.draws }
+    /// Draws that make one epoch: all datasets' entries together.
+    public var drawsPerEpoch: Int { producer.datasets.reduce(0) { $0 + $1.count } }
+    /// Epochs completed, fractionally (`samplesSeen / drawsPerEpoch`).
+    public var epochProgress: Double { Double(samplesSeen) / Double(drawsPerEpoch) }
 
     /// The next batch in the seed's order, or nil when the configured epochs are done.
     ///
