@@ -8,7 +8,8 @@ import Foundation
 final class BatchProducer: @unchecked Sendable {
     /// A batch with what the loader needs alongside it.
     struct Produced {
-        var batch: TrainingBatch
+        /// Nil at the end of a finite stream (the position and issues still count the last draws).
+        var batch: TrainingBatch?
         /// The position after the batch's last draw.
         var position: DataPosition
         /// The samples skipped while filling it, in order.
@@ -36,6 +37,9 @@ final class BatchProducer: @unchecked Sendable {
     private var taken: DataPosition
     private var window: [Draw] = []
     private let drawLimit: Int?
+    /// Skips in a row after which an endless stream gives up: no usable sample is left to find.
+    private let hopelessRun: Int
+    private var skipsInARow = 0
 
     init(datasets: [Dataset], weights: [Double], encoder: SampleEncoder, options: DataLoaderOptions, position: DataPosition) {
         self.datasets = datasets
@@ -44,14 +48,16 @@ final class BatchProducer: @unchecked Sendable {
         order = DataOrder(seed: options.seed, counts: datasets.map(\.count), weights: weights, shuffle: options.shuffle)
         planned = position
         taken = position
-        drawLimit = options.epochs.map { $0 * datasets.reduce(0) { $0 + $1.count } }
+        let entries = datasets.reduce(0) { $0 + $1.count }
+        drawLimit = options.epochs.map { $0 * entries }
+        hopelessRun = 2 * entries + 100
     }
 
-    /// The next batch, or nil when a finite number of epochs is done.
+    /// The next batch; its `batch` is nil when a finite number of epochs is done.
     ///
     /// - Throws: ``DataError`` when the share of skipped samples passes the limit, or a record
     ///   cannot be used by this loader at all.
-    func next() throws -> Produced? {
+    func next() throws -> Produced {
         var samples: [PreparedSample] = []
         var issues: [DataIssue] = []
         while samples.count < options.microBatchSize {
@@ -62,20 +68,25 @@ final class BatchProducer: @unchecked Sendable {
             taken = draw.positionAfter
             taken.skipCounts = counts
             switch draw.outcome {
-            case .sample(let sample): samples.append(sample)
+            case .sample(let sample):
+                samples.append(sample)
+                skipsInARow = 0
             case .fatal(let error): throw error
             case .skip(let issue):
                 taken.skipCounts.add(issue.cause)
                 issues.append(issue)
                 let seen = taken.draws, skipped = taken.skipCounts.total
                 if seen >= options.minimumSamplesForSkipCheck && Double(skipped) > options.maxSkipShare * Double(seen) {
-                    throw DataError("too much bad data: \(taken.skipCounts) of \(seen) samples seen "
-                        + "(more than \(options.maxSkipShare * 100)% allowed); the last was \(issue)")
+                    throw DataError("too much bad data: \(skipped) of \(seen) samples seen were skipped (\(taken.skipCounts)), "
+                        + "more than the \(options.maxSkipShare * 100)% allowed; the last: \(issue)")
+                }
+                skipsInARow += 1
+                if skipsInARow >= hopelessRun {
+                    throw DataError("no usable samples: the last \(skipsInARow) drawn were all skipped (\(taken.skipCounts)); the last: \(issue)")
                 }
             }
         }
-        guard !samples.isEmpty else { return nil }
-        let batch = BatchCollation.collate(samples, processor: encoder.processor)
+        let batch = samples.isEmpty ? nil : BatchCollation.collate(samples, processor: encoder.processor)
         return Produced(batch: batch, position: taken, issues: issues)
     }
 

@@ -55,10 +55,10 @@ public struct SkipCounts: Sendable, Codable, Equatable, CustomStringConvertible 
     /// Counts one more skip for `cause`.
     public mutating func add(_ cause: SkipCause) { counts[cause, default: 0] += 1 }
 
-    /// `"3 skipped: 2 missing image, 1 malformed record"`, causes in a fixed order.
+    /// `"2 missing image, 1 malformed record"`, causes in a fixed order; `"none"` without skips.
     public var description: String {
         let parts = SkipCause.allCases.compactMap { cause in counts[cause].map { "\($0) \(cause)" } }
-        return "\(total) skipped" + (parts.isEmpty ? "" : ": " + parts.joined(separator: ", "))
+        return parts.isEmpty ? "none" : parts.joined(separator: ", ")
     }
 
     private enum CodingKeys: CodingKey { case counts }

@@ -71,6 +71,8 @@ public final class DataLoader {
     private let queue: PrefetchQueue?
     private let onSkip: (@Sendable (DataIssue) -> Void)?
     private var reported: Set<RecordLocation> = []
+    private var finished = false
+    private var failure: Error?
 
     /// - Parameters:
     ///   - sources: The datasets and their weights (positive).
@@ -106,32 +108,43 @@ public final class DataLoader {
     public var skipCounts: SkipCounts { position.skipCounts }
     /// Samples drawn so far, good or skipped.
     public var samplesSeen: Int { position.draws }
+    /// Draws that make one epoch: all datasets' entries together.
+    public var drawsPerEpoch: Int { producer.datasets.reduce(0) { $0 + $1.count } }
+    /// Epochs completed, fractionally (`samplesSeen / drawsPerEpoch`).
+    public var epochProgress: Double { Double(samplesSeen) / Double(drawsPerEpoch) }
 
     /// The next batch in the seed's order, or nil when the configured epochs are done.
     ///
     /// - Throws: ``DataError`` when too many samples were skipped or a record cannot be used at all;
     ///   the loader is finished after an error.
     public func next() throws -> TrainingBatch? {
+        if let failure { throw failure }
         let produced: BatchProducer.Produced?, waited: Double
-        if let queue {
-            (produced, waited) = try queue.take()
-        } else {
-            let start = DispatchTime.now().uptimeNanoseconds
-            produced = try producer.next()
-            waited = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        do {
+            if let queue {
+                (produced, waited) = try queue.take()
+            } else {
+                let start = DispatchTime.now().uptimeNanoseconds
+                produced = finished ? nil : try producer.next()
+                waited = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            }
+        } catch {
+            failure = error
+            throw error
         }
-        guard var produced else { return nil }
+        guard let produced else { return nil }
         for issue in produced.issues where reported.insert(issue.location).inserted { onSkip?(issue) }
         position = produced.position
-        produced.batch.dataWaitSeconds = waited
-        return produced.batch
+        guard var batch = produced.batch else { finished = true; return nil }
+        batch.dataWaitSeconds = waited
+        return batch
     }
 }
 
 /// A bounded queue filled by one background thread running the producer.
 final class PrefetchQueue: @unchecked Sendable {
     private let condition = NSCondition()
-    private var items: [Result<BatchProducer.Produced?, Error>] = []
+    private var items: [Result<BatchProducer.Produced, Error>] = []
     private var stopped = false
     private var finished = false
     let capacity: Int
@@ -152,7 +165,7 @@ final class PrefetchQueue: @unchecked Sendable {
             items.append(result)
             condition.broadcast()
             condition.unlock()
-            if case .success(let batch) = result, batch != nil { continue }
+            if case .success(let produced) = result, produced.batch != nil { continue }
             return   // an error or the end: nothing follows
         }
     }
@@ -169,11 +182,10 @@ final class PrefetchQueue: @unchecked Sendable {
         condition.broadcast()
         switch item {
         case .success(let produced):
-            if produced == nil { finished = true }
+            if produced.batch == nil { finished = true }
             return (produced, waited)
         case .failure(let error):
             finished = true
-            items = [.failure(error)]   // keep failing on later calls
             throw error
         }
     }

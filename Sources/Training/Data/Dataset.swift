@@ -68,8 +68,8 @@ public struct Dataset: Sendable {
             throw DataError("\(path): cannot read the dataset (\(error.localizedDescription))")
         }
         let paths = ImagePaths(root: imageRoot ?? url.deletingLastPathComponent())
-        let chunks = try resolved.hasSuffix(".json") && format != .pairs && format != .messages && format != .questions
-            && format != .preference ? JSONChunks.arrayElements(data, file: path) : JSONChunks.lines(data, file: path)
+        let isJSONList = resolved.hasSuffix(".json") && (format == nil || format == .llava)
+        let chunks = try isJSONList ? JSONChunks.arrayElements(data, file: path) : JSONChunks.lines(data, file: path)
         let chosen = try format ?? (resolved.hasSuffix(".json") ? .llava : Self.detect(chunks, file: path))
         let parse: (JSONFields, String, ImagePaths) throws(DataIssue) -> DatasetRecord = switch chosen {
         case .pairs: RecordParsing.pair
@@ -105,7 +105,7 @@ public struct Dataset: Sendable {
     public func record(at index: Int) -> Result<DatasetRecord, DataIssue> {
         switch storage {
         case .parsed(let records): records[index]
-        case .webDataset(let index_): index_.record(at: index)
+        case .webDataset(let shards): shards.record(at: index)
         }
     }
 

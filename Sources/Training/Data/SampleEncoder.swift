@@ -71,6 +71,11 @@ public struct SampleEncoder: Sendable {
         case .preference:
             throw DataError("\(record.location): a preference record (prompt/chosen/rejected) cannot be used for pretraining or SFT")
         }
+        let imageTokens = ids.lazy.filter { $0 == processor.imageTokenID }.count
+        guard imageTokens == record.images.count else {
+            throw DataIssue(.malformedRecord, at: record.location,
+                            "\(imageTokens) image place\(imageTokens == 1 ? "" : "s") in the text but \(record.images.count) image\(record.images.count == 1 ? "" : "s")")
+        }
         guard ids.count <= maxLength else {
             throw DataIssue(.overLength, at: record.location, "\(ids.count) tokens, more than the maximum length \(maxLength)")
         }
