@@ -137,7 +137,7 @@ extension Image {
 /// answers where the data has reference answers — each also with every image blanked, so that
 /// "the model ignores the image" shows at once.
 struct Evaluation {
-    let model: MllamaForConditionalGeneration
+    let model: any TrainableLanguageModel
     let encoder: SampleEncoder
     let datasets: [Dataset]
     /// Samples read from the held-out data (0: all).
@@ -146,14 +146,15 @@ struct Evaluation {
 
     func run() throws -> [String: Double] {
         var metrics: [String: Double] = [:]
-        for blank in [false, true] {
+        let questions = try self.questions()
+        let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens)
+        // Blanking means nothing to a model that reads no images.
+        for blank in model is MllamaForConditionalGeneration ? [false, true] : [false] {
             let suffix = blank ? "_blank_images" : ""
             let (loss, samples) = try heldOutLoss(blankImages: blank)
             metrics["loss" + suffix] = loss
             metrics["samples"] = Double(samples)
-            let questions = try self.questions()
             guard !questions.isEmpty else { continue }
-            let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens)
             let result = try qa.exactMatch(questions, blankImages: blank)
             metrics["exact_match" + suffix] = result.accuracy
             for (type, entry) in result.byType { metrics["exact_match\(suffix)/\(type)"] = Double(entry.correct) / Double(entry.total) }

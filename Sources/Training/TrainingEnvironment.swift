@@ -29,6 +29,10 @@ final class LoaderStream: TrainingDataStream {
 
 /// The processor of a model folder: its tokenizer (with `<|image|>` at the config's id) and its
 /// image processor.
+///
+/// A text-only model folder has no `preprocessor_config.json`: its processor gets Llama 3.2's
+/// published image settings, and `<|image|>` at `imageTokenID` (past the vocabulary; never used,
+/// since its records are encoded without images).
 public func loadProcessor(directory: URL, imageTokenID: Int) throws -> MllamaProcessor {
     var tokenizerURL: URL? = nil
     for name in ["tokenizer.json", "tokenizer.json.zst", "tokenizer.model"] {
@@ -42,8 +46,14 @@ public func loadProcessor(directory: URL, imageTokenID: Int) throws -> MllamaPro
     let tokenizer = tokenizerURL.pathExtension == "zst"
         ? try Tokenizer(huggingFaceJSON: try Zstd.decompress(contentsOf: tokenizerURL), source: tokenizerURL.path, extraSpecialTokens: extra)
         : try Tokenizer(contentsOf: tokenizerURL, extraSpecialTokens: extra)
-    let config = try MllamaImageProcessorConfig.load(from: directory.appendingPathComponent(MllamaImageProcessorConfig.fileName))
-    return try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: config), tokenizer: tokenizer)
+    let configURL = directory.appendingPathComponent(MllamaImageProcessorConfig.fileName)
+    let config = FileManager.default.fileExists(atPath: configURL.path) ? try MllamaImageProcessorConfig.load(from: configURL)
+        : MllamaImageProcessorConfig.published()
+    var processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: config), tokenizer: tokenizer)
+    // Padding is masked out, but its id must be a row of the embedding table.
+    processor.padTokenID = tokenizer.specialTokenID("<|finetune_right_pad_id|>")
+        ?? (try? GenerationConfig.load(from: directory.appendingPathComponent(GenerationConfig.fileName)))?.padTokenId ?? 0
+    return processor
 }
 
 /// Builds what a stage of `vlm train` runs on: the model from the stage's input folder, its data
@@ -59,11 +69,18 @@ public enum TrainingEnvironment {
     public static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL,
                             warn: @escaping @Sendable (String) -> Void = { _ in }) throws -> StageEnvironment {
         let loaded = try LoadedModel.load(directory: input)
-        guard let mllama = loaded.model as? MllamaForConditionalGeneration else {
-            throw TrainingError("stage \(stage.name) trains a vision model; \(input.path) holds a \(loaded.family.rawValue) model (make one with vlm adapters init)")
+        let model = loaded.model
+        let mllama = model as? MllamaForConditionalGeneration
+        let textVocabulary: Int
+        switch model {
+        case let mllama as MllamaForConditionalGeneration: textVocabulary = mllama.config.textConfig.llama.vocabSize
+        case let llama as LlamaForCausalLM: textVocabulary = llama.config.vocabSize
+        default: throw TrainingError("\(input.path): \(type(of: model)) cannot be trained by vlm train")
         }
-        let processor = try loadProcessor(directory: input, imageTokenID: mllama.config.imageTokenIndex)
-        let encoder = try SampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages)
+        let processor = try loadProcessor(directory: input, imageTokenID: mllama?.config.imageTokenIndex ?? textVocabulary)
+        // A text model reads every record without its images: the no-vision baseline.
+        let encoder = try SampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages,
+                                        ignoresImages: mllama == nil)
         let training = try datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
         let held = try datasets(stage.evalDatasets, recipe: recipe, field: "eval_datasets", stage: stage)
 
@@ -75,25 +92,24 @@ public enum TrainingEnvironment {
                                                onSkip: { warn("skipped \($0)") }))
         }
         let evaluate: ((StageSettings) throws -> [String: Double])? = held.isEmpty ? nil : { settings in
-            try Evaluation(model: mllama, encoder: encoder, datasets: held.map(\.dataset), maxSamples: settings.evalSamples,
+            try Evaluation(model: model, encoder: encoder, datasets: held.map(\.dataset), maxSamples: settings.evalSamples,
                            maxNewTokens: settings.evalMaxNewTokens).run()
         }
-        let probe = textProbe(processor: processor, vocabularySize: mllama.config.textConfig.llama.vocabSize)
-        let baseLogits: () throws -> [Float] = {
-            let reference = try LoadedModel.load(directory: base).model
-            return withNoGrad { reference.logits(ModelInputs(inputIDs: probe)).floats() }
-        }
+        // The drop-in promise holds for a vision model whose text model stays frozen.
+        let keepsTextModel = mllama != nil && !stage.trainable.contains("textModel")
+        let probe = textProbe(processor: processor, vocabularySize: textVocabulary)
         return StageEnvironment(
-            model: mllama, makeData: makeData,
+            model: model, makeData: makeData,
             trainingSampleCount: { _ in training.reduce(0) { $0 + $1.dataset.count } },
             evaluate: evaluate,
             saveModel: { folder in
-                try mllama.save(to: folder)
+                try loaded.save(to: folder)
                 try copySupportFiles(from: input, to: folder)
             },
-            textOnlyLogitsUnchanged: {
-                let now = withNoGrad { mllama.logits(ModelInputs(inputIDs: probe)).floats() }
-                return try now == baseLogits()
+            textOnlyLogitsUnchanged: !keepsTextModel ? nil : {
+                let now = withNoGrad { model.logits(ModelInputs(inputIDs: probe)).floats() }
+                let reference = try LoadedModel.load(directory: base).model
+                return now == withNoGrad { reference.logits(ModelInputs(inputIDs: probe)).floats() }
             })
     }
 

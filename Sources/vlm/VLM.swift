@@ -7,7 +7,7 @@ struct VLM: ParsableCommand {
         abstract: "VLMKit: build, train and compare vision-language models on a CPU.",
         subcommands: [
             InspectCommand.self, TokenizeCommand.self, PreprocessCommand.self, ForwardCommand.self,
-            GenerateCommand.self, AdaptersCommand.self, TrainCommand.self, FuzzCommand.self, Bench.self,
+            GenerateCommand.self, AdaptersCommand.self, TrainCommand.self, LlamaCommand.self, FuzzCommand.self, Bench.self,
             DataCommand.self,
             TokenizerCommand.self,
         ])

@@ -14,6 +14,9 @@ public enum DatasetFormat: String, Sendable, Codable, CaseIterable {
     case questions
     /// TRL preference JSONL `{"images", "prompt", "chosen", "rejected", "edited"}`.
     case preference
+    /// Plain text (`.txt`), one document per non-empty line: text-only language modelling (a base
+    /// Llama's pretraining). JSONL pairs without an `image` are text-only too.
+    case text
 }
 
 /// A dataset file (or set of tar shards), indexed: records are parsed up front for JSON formats and
@@ -67,6 +70,17 @@ public struct Dataset: Sendable {
         do { data = try Data(contentsOf: url, options: .mappedIfSafe) } catch {
             throw DataError("\(path): cannot read the dataset (\(error.localizedDescription))")
         }
+        if format == .text || (format == nil && resolved.hasSuffix(".txt")) {
+            let stem = url.deletingPathExtension().lastPathComponent
+            let records = JSONChunks.lines(data, file: path).map { chunk -> Result<DatasetRecord, DataIssue> in
+                .success(DatasetRecord(id: "\(stem):\(chunk.location.place)", location: chunk.location, images: [],
+                                       content: .caption(String(decoding: chunk.bytes, as: UTF8.self))))
+            }
+            guard !records.isEmpty else { throw DataError("\(path): the dataset holds no text") }
+            self.format = .text
+            storage = .parsed(records)
+            return
+        }
         let paths = ImagePaths(root: imageRoot ?? url.deletingLastPathComponent())
         let isJSONList = resolved.hasSuffix(".json") && (format == nil || format == .llava)
         let chunks = try isJSONList ? JSONChunks.arrayElements(data, file: path) : JSONChunks.lines(data, file: path)
@@ -77,7 +91,7 @@ public struct Dataset: Sendable {
         case .llava: RecordParsing.llava
         case .messages: RecordParsing.messages
         case .preference: RecordParsing.preference
-        case .webdataset: fatalError("handled above")
+        case .webdataset, .text: fatalError("handled above")
         }
         let stem = url.deletingPathExtension().lastPathComponent
         let records = chunks.map { chunk -> Result<DatasetRecord, DataIssue> in

@@ -69,3 +69,21 @@ public struct DatasetRecord: Sendable {
         self.content = content
     }
 }
+
+extension DatasetRecord {
+    /// The record with its images and their places in the text removed.
+    public var withoutImages: DatasetRecord {
+        var copy = self
+        copy.images = []
+        func strip(_ messages: [ChatMessage]) -> [ChatMessage] {
+            messages.map { ChatMessage(role: $0.role, parts: $0.parts.filter { $0 != .image }) }
+        }
+        switch content {
+        case .conversation(let messages): copy.content = .conversation(strip(messages))
+        case .preference(let prompt, let chosen, let rejected, let edited):
+            copy.content = .preference(prompt: strip(prompt), chosen: strip(chosen), rejected: strip(rejected), edited: edited.map(strip))
+        case .caption, .question: break
+        }
+        return copy
+    }
+}

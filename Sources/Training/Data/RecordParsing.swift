@@ -16,9 +16,9 @@ struct ImagePaths {
 enum RecordParsing {
     /// `{"image": "a.png", "text": "…", "id": optional}`.
     static func pair(_ fields: JSONFields, defaultID: String, paths: ImagePaths) throws(DataIssue) -> DatasetRecord {
-        let image = try fields.string("image")
+        let image = try fields.optionalString("image")
         let text = try fields.string("text")
-        return DatasetRecord(id: fields.id ?? defaultID, location: fields.location, images: [paths.source(image)],
+        return DatasetRecord(id: fields.id ?? defaultID, location: fields.location, images: image.map { [paths.source($0)] } ?? [],
                              content: .caption(text))
     }
 

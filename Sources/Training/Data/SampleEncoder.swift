@@ -37,7 +37,10 @@ public struct SampleEncoder: Sendable {
     let endOfTextID: Int
 
     /// - Throws: ``DataError`` when the processor's tokenizer lacks `<|end_of_text|>` or a chat-format token.
-    public init(processor: MllamaProcessor, maxLength: Int, maxImages: Int) throws {
+    /// Encode every record as if it had no images (for a text-only model: the no-vision baseline).
+    public var ignoresImages = false
+
+    public init(processor: MllamaProcessor, maxLength: Int, maxImages: Int, ignoresImages: Bool = false) throws {
         guard let endOfText = processor.tokenizer.specialTokenID("<|end_of_text|>") else {
             throw DataError("the tokenizer has no special token <|end_of_text|>")
         }
@@ -47,6 +50,7 @@ public struct SampleEncoder: Sendable {
         self.processor = processor
         self.maxLength = maxLength
         self.maxImages = maxImages
+        self.ignoresImages = ignoresImages
         endOfTextID = endOfText
     }
 
@@ -56,6 +60,8 @@ public struct SampleEncoder: Sendable {
     ///   conversation the chat format refuses); ``DataError`` for a preference record, which
     ///   pretraining and SFT cannot train on.
     public func encode(_ record: DatasetRecord) throws -> EncodedSample {
+        var record = record
+        if ignoresImages { record = record.withoutImages }
         guard record.images.count <= maxImages else {
             throw DataIssue(.tooManyImages, at: record.location, "\(record.images.count) images, more than the \(maxImages) allowed per sample")
         }
