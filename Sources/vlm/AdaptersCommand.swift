@@ -39,6 +39,7 @@ struct AdaptersCommand: ParsableCommand {
 
         func run() throws {
             let layout = try loadAdapterLayout(path: adapter)
+            _ = try modelFolder(textModel)
             let input = URL(fileURLWithPath: textModel).resolvingSymlinksInPath().standardizedFileURL
             let output = URL(fileURLWithPath: out).resolvingSymlinksInPath().standardizedFileURL
             func folderPrefix(_ url: URL) -> String { url.path.hasSuffix("/") ? url.path : url.path + "/" }

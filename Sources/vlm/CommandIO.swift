@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Media
 import TensorCore
 #if canImport(Glibc)
 import Glibc
@@ -49,4 +50,31 @@ func openSafetensorsInput(_ path: String) throws -> SafetensorsFile {
     let storage = Storage(byteCount: data.count)
     data.withUnsafeBytes { if data.count > 0 { storage.baseAddress.copyMemory(from: $0.baseAddress!, byteCount: data.count) } }
     return try SafetensorsFile(contents: storage, path: path == "-" ? "standard input" : path)
+}
+
+/// Refuses, with a plain reason, an input path that is missing, a folder or unreadable (the
+/// libraries' own messages for these come from Foundation and can be cryptic).
+func requireFile(_ path: String) throws {
+    var info = stat()
+    guard stat(path, &info) == 0 else { throw CommandFailure("\(path): \(String(cString: strerror(errno)))") }
+    guard info.st_mode & S_IFMT != S_IFDIR else { throw CommandFailure("\(path): is a folder, not a file") }
+    guard access(path, R_OK) == 0 else { throw CommandFailure("\(path): \(String(cString: strerror(errno)))") }
+}
+
+/// The model folder an option names, refused unless it is a folder holding `config.json`.
+func modelFolder(_ path: String) throws -> URL {
+    var info = stat()
+    guard stat(path, &info) == 0 else { throw CommandFailure("\(path): \(String(cString: strerror(errno)))") }
+    guard info.st_mode & S_IFMT == S_IFDIR else {
+        throw CommandFailure("\(path): not a folder (a model is a checkpoint folder with config.json and its weights)")
+    }
+    let url = URL(fileURLWithPath: path)
+    try requireFile(url.appendingPathComponent("config.json").path)
+    return url
+}
+
+/// Decodes a PNG or JPEG file named on the command line.
+func loadImageFile(_ path: String) throws -> Image {
+    try requireFile(path)
+    return try loadImage(path: path)
 }

@@ -35,7 +35,7 @@ struct ForwardCommand: ParsableCommand {
     }
 
     func run() throws {
-        let directory = URL(fileURLWithPath: model)
+        let directory = try modelFolder(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let tensors = try openSafetensorsInput(inputs)
         let known = config.modelType == "mllama" ? Self.mllamaInputs : Self.textInputs

@@ -56,7 +56,7 @@ struct GenerateCommand: ParsableCommand {
         if images.isEmpty && prompt.contains("<|image|>") {
             throw CommandFailure("the prompt holds <|image|> but no --image was given")
         }
-        let directory = URL(fileURLWithPath: model)
+        let directory = try modelFolder(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let generation = try? GenerationConfig.load(from: directory.appendingPathComponent("generation_config.json"))
         let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
@@ -86,12 +86,13 @@ struct GenerateCommand: ParsableCommand {
                        maximumLength: text.maxPositionEmbeddings)
                 return
             }
-            let processorConfig = try MllamaImageProcessorConfig.load(
-                from: directory.appendingPathComponent(MllamaImageProcessorConfig.fileName))
+            let processorURL = directory.appendingPathComponent(MllamaImageProcessorConfig.fileName)
+            try requireFile(processorURL.path)
+            let processorConfig = try MllamaImageProcessorConfig.load(from: processorURL)
             var processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: processorConfig), tokenizer: tokenizer)
             let marked = imagePrompt(prompt, stop: &stop, tokenizer: tokenizer)
             if chat { processor.addsBeginOfText = false }  // the chat header already starts with it
-            let batch = try processor.process(prompts: [marked], images: [try images.map { try loadImage(path: $0) }])
+            let batch = try processor.process(prompts: [marked], images: [try images.map { try loadImageFile($0) }])
             guard let imageBatch = batch.images, let crossMask = batch.crossAttentionMask else {
                 throw CommandFailure("the processor produced no image inputs")
             }

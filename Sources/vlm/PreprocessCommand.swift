@@ -31,12 +31,13 @@ struct PreprocessCommand: ParsableCommand {
 
     func run() throws {
         let configURL = URL(fileURLWithPath: model).appendingPathComponent(MllamaImageProcessorConfig.fileName)
+        try requireFile(configURL.path)
         let config = try MllamaImageProcessorConfig.load(from: configURL)
         let processor: MllamaImageProcessor
         do { processor = try MllamaImageProcessor(config: config) } catch let error as ProcessingError {
             throw CommandFailure("\(configURL.path): \(error.message)")
         }
-        let images = try image.map { try loadImage(path: $0) }
+        let images = try image.map { try loadImageFile($0) }
         let batch = try processor.preprocess([images])
         try writeSafetensors(tensors: [("pixel_values", batch.pixelValues), ("aspect_ratio_ids", batch.aspectRatioIDs),
                                        ("aspect_ratio_mask", batch.aspectRatioMask)],

@@ -8,7 +8,14 @@ enum RepositoryFiles {
     /// folder and each folder above it, then each folder above the `vlm` executable (a build puts
     /// it inside the clone, in `.build/release/`).
     static func find(_ relativePath: String) -> String? {
-        for root in candidateRoots() {
+        find(relativePath, startingFrom: [URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true),
+                                          URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
+                                              .deletingLastPathComponent()])
+    }
+
+    /// `relativePath` under the first of `folders` and their ancestors where it exists.
+    static func find(_ relativePath: String, startingFrom folders: [URL]) -> String? {
+        for root in folders.flatMap(ancestors) {
             let candidate = URL(fileURLWithPath: relativePath, relativeTo: root).standardizedFileURL.path
             if FileManager.default.fileExists(atPath: candidate) { return candidate }
         }
@@ -25,20 +32,16 @@ enum RepositoryFiles {
         return path
     }
 
-    private static func candidateRoots() -> [URL] {
-        var roots: [URL] = []
-        func addAncestors(of start: URL) {
-            var folder = start.standardizedFileURL
-            while true {
-                roots.append(folder)
-                let parent = folder.deletingLastPathComponent()
-                if parent.path == folder.path { break }
-                folder = parent
-            }
+    /// `start` and every folder above it.
+    private static func ancestors(of start: URL) -> [URL] {
+        var folders: [URL] = []
+        var folder = start.standardizedFileURL
+        while true {
+            folders.append(folder)
+            let parent = folder.deletingLastPathComponent()
+            if parent.path == folder.path { break }
+            folder = parent
         }
-        addAncestors(of: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true))
-        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
-        addAncestors(of: executable.deletingLastPathComponent())
-        return roots
+        return folders
     }
 }

@@ -361,3 +361,55 @@ struct CommandConventionTests {
         #expect(scratch.contents.isEmpty, "\(scratch.contents)")
     }
 }
+
+@Suite("vlm: plain messages for missing files and folders")
+struct MissingInputTests {
+    @Test("A folder given as a file, a missing file and a file given as a model are named plainly, without Foundation's codes")
+    func plainMessages() throws {
+        let scratch = try Scratch()
+        try Data("[]".utf8).write(to: URL(fileURLWithPath: scratch.path("t.json")))
+        let cases: [([String], String)] = [
+            (["tokenize", "--tokenizer", scratch.url.path, "--input", scratch.path("t.json"), "--out", "-"], "is a folder, not a file"),
+            (["tokenize", "--tokenizer", scratch.path("none.json"), "--input", scratch.path("t.json"), "--out", "-"], "No such file"),
+            (["generate", "--model", scratch.path("t.json"), "--prompt", "hi"], "not a folder"),
+            (["generate", "--model", scratch.url.path, "--prompt", "hi"], "config.json: No such file"),
+            (["preprocess", "--model", Fixtures.url("mllama/processor").path, "--image", scratch.url.path, "--out", "-"], "is a folder"),
+        ]
+        for (arguments, expected) in cases {
+            let result = failure(arguments)
+            #expect(result?.status == 1 && result?.message.contains(expected) == true && result?.message.contains("NSCocoaErrorDomain") == false,
+                    "\(arguments.prefix(2)): \(String(describing: result))")
+        }
+    }
+}
+
+@Suite("vlm bench: defaults that do not depend on the current folder")
+struct BenchDefaultTests {
+    @Test("Default inputs are found from a folder outside the clone through the executable's folder, or not at all")
+    func defaultsFoundFromAnywhere() throws {
+        let scratch = try Scratch()
+        let executableFolder = Fixtures.repositoryRoot.appendingPathComponent(".build/release")
+        let corpus = RepositoryFiles.find("Tests/Fixtures/tokenizer/corpus.json.zst", startingFrom: [scratch.url, executableFolder])
+        #expect(corpus == Fixtures.url("tokenizer/corpus.json.zst").standardizedFileURL.path)
+        #expect(RepositoryFiles.find("Tests/Fixtures/tokenizer/corpus.json.zst", startingFrom: [scratch.url]) == nil)
+        if Fixtures.hasSharedReference("images") {
+            #expect(RepositoryFiles.find("../shared/reference/images", startingFrom: [scratch.url, executableFolder]) != nil)
+        }
+    }
+
+    @Test("bench text-generation needs --model and says how to make one")
+    func textGenerationNeedsModel() {
+        let result = failure(["bench", "text-generation"])
+        #expect(result?.status == 64 && result?.message.contains("--model") == true, "\(String(describing: result))")
+        #expect(VLM.helpMessage(for: TextGenerationBenchmark.self).contains("peer_llama_generate.py --model DIR"))
+    }
+
+    @Test("--special with an id another special token has names both tokens", .enabled(if: hasSharedTokenizer, sharedNote))
+    func specialCollision() throws {
+        let scratch = try Scratch()
+        try Data(#"["a"]"#.utf8).write(to: URL(fileURLWithPath: scratch.path("t.json")))
+        let result = failure(["tokenize", "--tokenizer", sharedTokenizer.path, "--special", "<|image|>=128000",
+                              "--input", scratch.path("t.json"), "--out", scratch.path("o.json")])
+        #expect(result?.message.contains("<|begin_of_text|> and <|image|> both have id 128000") == true, "\(String(describing: result))")
+    }
+}
