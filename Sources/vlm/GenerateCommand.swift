@@ -96,9 +96,16 @@ struct GenerateCommand: ParsableCommand {
             guard let imageBatch = batch.images, let crossMask = batch.crossAttentionMask else {
                 throw CommandFailure("the processor produced no image inputs")
             }
+            try checkPrompt(batch.tokenIDs[0], vocabulary: vocabulary, maximumLength: text.maxPositionEmbeddings)
+            // A preprocessor_config.json that does not match the model (tile size, tile count) is
+            // an error naming it, not a crash in the image encoder.
+            _ = try MllamaImageInputs(
+                pixelValues: imageBatch.pixelValues, aspectRatioIds: imageBatch.aspectRatioIDs,
+                aspectRatioMask: imageBatch.aspectRatioMask, crossAttentionMask: crossMask,
+                inputIds: Tensor(indices: batch.tokenIDs[0], shape: [1, batch.tokenIDs[0].count]),
+                vision: mllamaConfig.visionConfig, source: "\(processorURL.path) with \(model)/config.json")
             let decoder = mllama.conditioned(pixelValues: imageBatch.pixelValues, aspectRatioIds: imageBatch.aspectRatioIDs,
                                              aspectRatioMask: imageBatch.aspectRatioMask, crossAttentionMask: crossMask)
-            try checkPrompt(batch.tokenIDs[0], vocabulary: vocabulary, maximumLength: text.maxPositionEmbeddings)
             stream(decoder, prompt: batch.tokenIDs[0], tokenizer: tokenizer, stop: stop, pad: pad, options: options,
                    maximumLength: text.maxPositionEmbeddings)
         default:
@@ -164,9 +171,9 @@ struct GenerateCommand: ParsableCommand {
             return true
         }
         FileHandle.standardOutput.write(Data(text.finish() + [0x0A]))
-        let limit = budget < maxTokens ? String(format: ", stopped at the model's maximum length of %d tokens", maximumLength) : ""
-        FileHandle.standardError.write(Data(String(format: "[%d prompt tokens, %d new tokens, %.2f s%@]\n",
-                                                   ids.count, produced, Date().timeIntervalSince(start), limit).utf8))
+        let limit = budget < maxTokens ? ", stopped at the model's maximum length of \(maximumLength) tokens" : ""
+        let seconds = String(format: "%.2f", Date().timeIntervalSince(start))
+        FileHandle.standardError.write(Data("[\(ids.count) prompt tokens, \(produced) new tokens, \(seconds) s\(limit)]\n".utf8))
     }
 
     private func tokenizerPath(in directory: URL) throws -> String {

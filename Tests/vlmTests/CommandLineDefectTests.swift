@@ -48,11 +48,16 @@ private func deadPID() throws -> Int32 {
 
 /// A byte-level tokenizer.json whose 256 tokens are the 256 bytes (ids 0–255), with the Llama 3
 /// pre-tokenizer: it fits the tiny test checkpoints' 256-token vocabulary.
-private func writeByteTokenizer(to url: URL) throws {
+private func writeByteTokenizer(to url: URL, specials: [String: Int] = [:], skipping reserved: Set<Int> = []) throws {
     var vocab: [String: Int] = [:]
-    for byte in 0..<256 { vocab[String(Character(Unicode.Scalar(ByteLevelAlphabet.scalarValues[byte])!))] = byte }
+    var next = 0
+    for byte in 0..<256 {
+        while reserved.contains(next) || specials.values.contains(next) { next += 1 }
+        vocab[String(Character(Unicode.Scalar(ByteLevelAlphabet.scalarValues[byte])!))] = next
+        next += 1
+    }
     let json: [String: Any] = [
-        "normalizer": NSNull(), "added_tokens": [Any](),
+        "normalizer": NSNull(), "added_tokens": specials.map { ["id": $0.value, "content": $0.key, "special": true] },
         "pre_tokenizer": ["type": "Sequence", "pretokenizers": [
             ["type": "Split", "pattern": ["Regex": Llama3PreTokenizer.pattern], "behavior": "Isolated", "invert": false],
             ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false]]],
@@ -245,6 +250,28 @@ struct GenerateInputTests {
 
         // 250 single-byte tokens + BOS leave 5 positions: a billion new tokens must not be allocated up front.
         try run(base + ["--prompt", String(repeating: "x", count: 250), "--max-tokens", "1000000000", "--temperature", "1", "--seed", "3"])
+    }
+}
+
+@Suite("vlm generate with images")
+struct GenerateImageTests {
+    @Test("A preprocessor_config.json whose tiles do not fit the model is an error naming it; a matching one generates")
+    func processorMustFitModel() throws {
+        let scratch = try Scratch()
+        let model = scratch.url.appendingPathComponent("mllama")
+        try copyFixture("mllama/tiny_single_image_56", to: model)
+        // ASCII keeps its ids (below the 128-token vocabulary); 128 is <|image|>.
+        try writeByteTokenizer(to: model.appendingPathComponent("tokenizer.json"), specials: ["<|begin_of_text|>": 129], skipping: [128])
+        let processor = model.appendingPathComponent("preprocessor_config.json")
+        try FileManager.default.copyItem(at: Fixtures.url("mllama/processor/preprocessor_config_560.json"), to: processor)
+        let arguments = ["generate", "--model", model.path, "--image", Fixtures.url("mllama/processor/coffee_crop_120x50.png").path,
+                         "--prompt", "hi", "--max-tokens", "2"]
+        let mismatch = failure(arguments)
+        #expect(mismatch?.status == 1 && mismatch?.message.contains("preprocessor_config.json") == true
+                && mismatch?.message.contains("pixel_values must be") == true, "\(String(describing: mismatch))")
+        try FileManager.default.removeItem(at: processor)
+        try FileManager.default.copyItem(at: Fixtures.url("mllama/processor/preprocessor_config.json"), to: processor)
+        try run(arguments)
     }
 }
 
