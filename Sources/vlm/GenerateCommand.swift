@@ -158,22 +158,14 @@ struct GenerateCommand: ParsableCommand {
     /// Generation stops at `--max-tokens` or when the sequence reaches the model's maximum length.
     private func stream(_ decoder: some IncrementalDecoder, prompt ids: [Int], tokenizer: Tokenizer, stop: Set<Int>,
                         pad: Int, options: SamplingOptions, maximumLength: Int) {
-        var produced = 0
-        var text = StreamingDecoder(tokenizer: tokenizer)
         let budget = min(maxTokens, maximumLength - ids.count)
         let start = Date()
-        _ = generate(with: decoder, prompts: [ids], maxNewTokens: budget, sampling: options, stopTokens: stop,
-                     padToken: pad) { step in
-            guard let token = step[0], !stop.contains(token) else { return true }
-            produced += 1
-            let bytes = text.append(token)
-            if !bytes.isEmpty { FileHandle.standardOutput.write(Data(bytes)) }
-            return true
-        }
-        FileHandle.standardOutput.write(Data(text.finish() + [0x0A]))
+        let produced = streamGeneration(decoder, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
+                                        maxNewTokens: budget) { FileHandle.standardOutput.write(Data($0)) }
+        FileHandle.standardOutput.write(Data([0x0A]))
         let limit = budget < maxTokens ? ", stopped at the model's maximum length of \(maximumLength) tokens" : ""
         let seconds = String(format: "%.2f", Date().timeIntervalSince(start))
-        FileHandle.standardError.write(Data("[\(ids.count) prompt tokens, \(produced) new tokens, \(seconds) s\(limit)]\n".utf8))
+        FileHandle.standardError.write(Data("[\(ids.count) prompt tokens, \(produced.count) new tokens, \(seconds) s\(limit)]\n".utf8))
     }
 
     private func tokenizerPath(in directory: URL) throws -> String {
@@ -184,4 +176,24 @@ struct GenerateCommand: ParsableCommand {
         }
         throw CommandFailure("\(model): no tokenizer.json, tokenizer.json.zst or tokenizer.model; pass --tokenizer")
     }
+}
+
+/// Generates from `prompt` and hands `write` the text as it arrives, in runs of whole UTF-8
+/// characters; everything written, joined, is exactly the UTF-8 of decoding the new tokens at once.
+/// - Returns: the new tokens (stop tokens excluded).
+func streamGeneration(_ decoder: some IncrementalDecoder, prompt: [Int], tokenizer: Tokenizer, stop: Set<Int>, pad: Int,
+                      options: SamplingOptions, maxNewTokens: Int, write: @escaping ([UInt8]) -> Void) -> [Int] {
+    var produced: [Int] = []
+    var text = StreamingDecoder(tokenizer: tokenizer)
+    _ = generate(with: decoder, prompts: [prompt], maxNewTokens: maxNewTokens, sampling: options, stopTokens: stop,
+                 padToken: pad) { step in
+        guard let token = step[0], !stop.contains(token) else { return true }
+        produced.append(token)
+        let bytes = text.append(token)
+        if !bytes.isEmpty { write(bytes) }
+        return true
+    }
+    let rest = text.finish()
+    if !rest.isEmpty { write(rest) }
+    return produced
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoint
+import Layers
 import Foundation
 import Models
 import Testing
@@ -438,5 +439,31 @@ struct BenchDefaultTests {
         let result = failure(["tokenize", "--tokenizer", sharedTokenizer.path, "--special", "<|image|>=128000",
                               "--input", scratch.path("t.json"), "--out", scratch.path("o.json")])
         #expect(result?.message.contains("<|begin_of_text|> and <|image|> both have id 128000") == true, "\(String(describing: result))")
+    }
+}
+
+@Suite("vlm generate streams every byte")
+struct GenerateStreamingTests {
+    @Test("Sampled text from a model with the real Llama 3 vocabulary streams byte-for-byte what decoding it at once gives",
+          .enabled(if: hasSharedTokenizer, sharedNote))
+    func streamedEqualsDecoded() throws {
+        let tokenizer = try Tokenizer(contentsOf: sharedTokenizer)
+        let config = LlamaConfig(vocabSize: tokenizer.vocabularySize, hiddenSize: 16, intermediateSize: 32, numHiddenLayers: 1,
+                                 numAttentionHeads: 2, maxPositionEmbeddings: 1024, bosTokenId: 128_000, eosTokenIds: [128_001])
+        let model = LlamaForCausalLM(config: config, factory: ParameterFactory(.random(seed: 7, standardDeviation: 1.0)))
+        let prompt = [128_000] + tokenizer.encode("नमस्ते दुनिया, สวัสดีชาวโลก")
+        var streamed: [UInt8] = [], writes: [[UInt8]] = []
+        let produced = streamGeneration(model, prompt: prompt, tokenizer: tokenizer, stop: [], pad: 0,
+                                        options: SamplingOptions(temperature: 1, seed: 11), maxNewTokens: 600) {
+            writes.append($0)
+            streamed += $0
+        }
+        #expect(produced.count == 600)
+        let full = Array(tokenizer.decode(produced).utf8)
+        #expect(streamed.count == full.count, "streamed \(streamed.count) of \(full.count) bytes")
+        #expect(streamed == full)
+        #expect(writes.allSatisfy { String(validating: $0, as: UTF8.self) != nil })
+        // The sample holds tokens that are pieces of characters, so the test exercises holding back.
+        #expect(produced.contains { tokenizer.decode([$0]).unicodeScalars.contains("\u{FFFD}") })
     }
 }
