@@ -12,10 +12,13 @@ public enum Fixtures {
         repositoryRoot.appendingPathComponent("Tests/Fixtures").appendingPathComponent(relativePath)
     }
 
+    /// The shared folder: `$VLMKIT_SHARED` when set, otherwise `shared` beside the clone.
+    public static let sharedRoot: URL = ProcessInfo.processInfo.environment["VLMKIT_SHARED"]
+        .map { URL(fileURLWithPath: $0) } ?? repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared")
+
     /// A file under `../shared/reference/` (the Llama 3 tokenizer, reference photographs).
     public static func sharedReference(_ relativePath: String) -> URL {
-        repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/reference")
-            .appendingPathComponent(relativePath)
+        sharedRoot.appendingPathComponent("reference").appendingPathComponent(relativePath)
     }
 
     /// Whether `../shared/reference/<relativePath>` is present (tests that need it are skipped,
