@@ -41,6 +41,18 @@ struct CommandConventionTests {
         }
     }
 
+    @Test("Content errors of bench images, bench tokenizer and fuzz exit 1 without the usage")
+    func contentErrorsAreNotUsageErrors() throws {
+        let scratch = try Scratch()
+        try Data().write(to: URL(fileURLWithPath: scratch.path("empty.png")))
+        for arguments in [["bench", "images", scratch.path("none.png")],
+                          ["fuzz", "png", "--seed-file", scratch.path("empty.png"), "--iterations", "1"],
+                          ["bench", "tokenizer", "--tokenizer", scratch.path("none.model"), "--corpus", scratch.path("none.zst")]] {
+            let result = failure(arguments)
+            #expect(result?.status == 1 && result?.message.contains("Usage") == false, "\(arguments): \(String(describing: result))")
+        }
+    }
+
     @Test("Help texts name no machine-specific path")
     func helpHasNoLocalPaths() throws {
         func all(_ command: ParsableCommand.Type) -> [ParsableCommand.Type] {
