@@ -5,9 +5,6 @@ import Foundation
 import Glibc
 #endif
 
-/// The version `vlm --version` prints.
-let vlmVersion = "0.1.0"
-
 /// On Ctrl-C, `kill` or a closed terminal, removes the temporary files and folders this run was
 /// writing (see ``PendingTemporaries``), then dies of the same signal, so nothing half-written is
 /// left behind and the caller still sees the interruption.
