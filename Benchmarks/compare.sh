@@ -4,7 +4,7 @@
 # alternating, for several rounds, and prints medians and the ratios (VLMKit ÷ peer).
 #
 #   Benchmarks/compare.sh [rounds]          # default 3 rounds
-#   PEER_PYTHON=/work/.peer/bin/python PEER_DIR=../shared/bench STEPS=3 Benchmarks/compare.sh 5
+#   PEER_PYTHON=path/to/venv/bin/python PEER_DIR=../shared/bench STEPS=3 Benchmarks/compare.sh 5
 #
 # Settings: "haswell" = OPENBLAS_CORETYPE=Haswell (the machine's configured default: AVX2 kernels);
 # "detected" = OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernels; AVX-512 here).
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 STEPS=${STEPS:-3}
-PEER_PYTHON=${PEER_PYTHON:-/work/.peer/bin/python}
+PEER_PYTHON=${PEER_PYTHON:-python3}
 PEER_DIR=$(cd "${PEER_DIR:-../shared/bench}" && pwd)
 LOG=${LOG:-$(mktemp /tmp/vlmkit-compare.XXXXXX)}
 

@@ -2,7 +2,7 @@
 same table and JSON last line, so the two can be compared in one run.
 
     swift run -c release vlm bench images -i 20
-    /work/.peer/bin/python Benchmarks/peer_images.py -i 20
+    python Benchmarks/peer_images.py -i 20
 
 Each decode is what VLMKit's `decodeImage` does: open from memory, load, then convert to RGB, or RGBA
 for a PNG with alpha or tRNS (JPEGs also get `ImageOps.exif_transpose`, a no-op without EXIF).

@@ -6,8 +6,10 @@ tokens/s of `LlamaForCausalLM.generate` (KV cache, greedy, no early stop) in the
 dtype: float32, or bfloat16 with `--dtype bfloat16` (the dtype real Llama 3.1 checkpoints ship in;
 the same seeded model, rounded, saved in its own directory).
 
-    .peer/bin/python Benchmarks/peer_llama_generate.py --model /tmp/vlmkit-bench-llama [--threads 2]
-    .peer/bin/python Benchmarks/peer_llama_generate.py --model /tmp/vlmkit-bench-llama-bf16 --dtype bfloat16
+    python Benchmarks/peer_llama_generate.py --model DIR [--threads 2]
+    python Benchmarks/peer_llama_generate.py --model DIR-bf16 --dtype bfloat16
+
+DIR is created on the first run; `vlm bench text-generation --model DIR` then times VLMKit on it.
 
 Prints human-readable lines and, last, one JSON object with prefill_ms, decode_tokens_per_s,
 peak_rss_mb.
@@ -42,7 +44,7 @@ def ensure_checkpoint(directory: pathlib.Path, preset: str, dtype: torch.dtype) 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="/tmp/vlmkit-bench-llama")
+    parser.add_argument("--model", required=True, help="checkpoint directory (made on the first run)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=64)

@@ -9,7 +9,7 @@ untimed pass, reporting the fastest pass:
   tiktoken   Encoding.encode(text, allowed_special="all"), one call per string
 The last line is one JSON object (MB = 10^6 bytes of UTF-8 input).
 
-    /work/.peer/bin/python Benchmarks/peer_tokenizer.py [--passes 20]
+    python Benchmarks/peer_tokenizer.py [--passes 20]
 """
 import argparse
 import json

@@ -47,7 +47,9 @@ struct SafetensorsHeader {
         var length: UInt64 = 0
         for i in 0..<8 { length |= UInt64(bytes[i]) << (8 * UInt64(i)) }
         guard length <= UInt64(bytes.count - 8) else {
-            throw fail("header length \(length) is larger than the \(bytes.count - 8) bytes after the length field")
+            // Any file that is not safetensors lands here: its first 8 bytes read as a huge length.
+            throw fail("not a safetensors file: header length \(length) (its first 8 bytes) is larger than the "
+                       + "\(bytes.count - 8) bytes after the length field")
         }
         guard length <= UInt64(maximumHeaderBytes) else {
             throw fail("header length \(length) exceeds the \(maximumHeaderBytes)-byte limit")

@@ -54,8 +54,8 @@ func checkPixelLimit(width: Int, height: Int, limit: Int, format: String, source
     guard !overflow, pixels <= limit else {
         throw MediaError(
             source: source, kind: .tooManyPixels,
-            detail: "\(format) is \(width)x\(height) = \(width * height) pixels, above the limit of \(limit) "
-                + "(a guard against decompression bombs; raise `pixelLimit` if the file is trusted)")
+            detail: "\(format) is \(width)x\(height)\(overflow ? "" : " = \(pixels)") pixels, above the limit of \(limit) "
+                + "(a guard against decompression bombs)")
     }
 }
 

@@ -6,7 +6,7 @@ import TensorCore
 extension LlamaForCausalLM {
     /// The weights of a checkpoint directory, found as `from_pretrained` finds them: the shard index
     /// `model.safetensors.index.json` if present, otherwise `model.safetensors` (or `.safetensors.zst`).
-    static func weightsPath(in directory: URL) throws -> String {
+    public static func weightsPath(in directory: URL) throws -> String {
         for name in ["model.safetensors.index.json", "model.safetensors", "model.safetensors.zst"] {
             let path = directory.appendingPathComponent(name).path
             if FileManager.default.fileExists(atPath: path) { return path }

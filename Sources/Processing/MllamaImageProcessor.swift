@@ -212,7 +212,7 @@ public struct MllamaImageProcessor: Sendable {
                 for (imageIndex, image) in images.enumerated() {
                     let resized: Image, arrangement: TileArrangement
                     do { (resized, arrangement) = try self.resized(image) } catch let error as ProcessingError {
-                        throw ProcessingError("sample \(sampleIndex), image \(imageIndex): \(error.message)")
+                        throw ProcessingError((samples.count > 1 ? "sample \(sampleIndex), " : "") + "image \(imageIndex): \(error.message)")
                     }
                     let slot = sampleIndex * maxImages + imageIndex
                     writeTiles(of: resized, arrangement: arrangement, to: pixels.baseAddress! + slot * imageStride)

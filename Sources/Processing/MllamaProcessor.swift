@@ -109,7 +109,7 @@ public struct MllamaProcessor: Sendable {
         for (index, (prompt, sampleImages)) in zip(prompts, images).enumerated() {
             let markers = prompt.components(separatedBy: imageToken).count - 1
             if markers != sampleImages.count {
-                throw ProcessingError("sample \(index): the prompt has \(markers) \(imageToken) token\(markers == 1 ? "" : "s") but \(sampleImages.count) image\(sampleImages.count == 1 ? " was" : "s were") given")
+                throw ProcessingError("\(prompts.count > 1 ? "sample \(index): " : "")the prompt has \(markers) \(imageToken) token\(markers == 1 ? "" : "s") but \(sampleImages.count) image\(sampleImages.count == 1 ? " was" : "s were") given")
             }
         }
 

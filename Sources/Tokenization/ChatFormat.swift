@@ -73,10 +73,13 @@ public struct Llama3ChatFormat: Sendable {
     /// The "Today Date" of the system block (the template's `date_string`).
     public var dateString: String
 
-    private let beginOfText, startHeader, endHeader, endOfTurn, image: Int
+    private let beginOfText, startHeader, endHeader, endOfTurn: Int
+    /// `<|image|>`'s id: only vision tokenizers have it, and only conversations with images need it.
+    private let image: Int?
 
     /// - Throws: `ChatFormatError.missingSpecialToken` when the tokenizer lacks one of
-    ///   `<|begin_of_text|>`, `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>`, `<|image|>`.
+    ///   `<|begin_of_text|>`, `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>` (a missing
+    ///   `<|image|>` is an error only when a conversation holds an image).
     public init(tokenizer: Tokenizer, dateString: String = "26 Jul 2024") throws {
         func id(_ text: String) throws -> Int {
             guard let id = tokenizer.specialTokenID(text) else { throw ChatFormatError.missingSpecialToken(text) }
@@ -88,7 +91,7 @@ public struct Llama3ChatFormat: Sendable {
         startHeader = try id("<|start_header_id|>")
         endHeader = try id("<|end_header_id|>")
         endOfTurn = try id("<|eot_id|>")
-        image = try id("<|image|>")
+        image = tokenizer.specialTokenID("<|image|>")
     }
 
     /// Encodes a conversation.
@@ -99,7 +102,8 @@ public struct Llama3ChatFormat: Sendable {
     /// - Returns: Ids and the assistant mask. Headers, the system block, user turns and images are
     ///   not supervised; a token that straddles the `\n\n` after a header and the start of assistant
     ///   content (content starting with a newline) counts as content.
-    /// - Throws: `ChatFormatError` for a system message alongside images.
+    /// - Throws: `ChatFormatError` for a system message alongside images, or an image when the
+    ///   tokenizer has no `<|image|>`.
     public func encode(_ messages: [ChatMessage], addGenerationPrompt: Bool = false) throws -> ChatEncoding {
         var builder = Builder(tokenizer: tokenizer)
         builder.special(beginOfText, supervised: false)
@@ -117,6 +121,7 @@ public struct Llama3ChatFormat: Sendable {
             messages = messages.dropFirst()
         }
         let hasImages = messages.contains { $0.parts.contains(.image) }
+        if hasImages && image == nil { throw ChatFormatError.missingSpecialToken("<|image|>") }
         if hasImages && !systemMessage.isEmpty { throw ChatFormatError.systemMessageWithImages }
         if !hasImages {
             header("system", into: &builder)
@@ -130,7 +135,7 @@ public struct Llama3ChatFormat: Sendable {
             for part in message.parts {
                 switch part {
                 case .text(let text): builder.text(text, supervised: supervised)
-                case .image: builder.special(image, supervised: false)
+                case .image: builder.special(image!, supervised: false)
                 }
             }
             builder.special(endOfTurn, supervised: supervised)

@@ -138,11 +138,14 @@ extension Tokenizer {
     init(tokenBytes: [[UInt8]?], merges: MergeTable, ignoreMerges: Bool, specialTokens: [String: Int],
          source: String) throws {
         var tokenBytes = tokenBytes
+        for (id, texts) in Dictionary(grouping: specialTokens.keys, by: { specialTokens[$0]! }) where texts.count > 1 {
+            throw TokenizerFileError(source: source, reason: "special tokens \(texts.sorted().joined(separator: " and ")) both have id \(id)")
+        }
         for (text, id) in specialTokens.sorted(by: { $0.value < $1.value }) {
             guard id >= 0, id < 1 << 24 else { throw TokenizerFileError(source: source, reason: "special token \(text) has id \(id)") }
             if id >= tokenBytes.count { tokenBytes.append(contentsOf: repeatElement(nil, count: id + 1 - tokenBytes.count)) }
             if let existing = tokenBytes[id], existing != Array(text.utf8) {
-                throw TokenizerFileError(source: source, reason: "special token \(text) reuses id \(id) of another token")
+                throw TokenizerFileError(source: source, reason: "special token \(text) reuses id \(id) of the token '\(String(decoding: existing, as: UTF8.self))'")
             }
             tokenBytes[id] = Array(text.utf8)
         }

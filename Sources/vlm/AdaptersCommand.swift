@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
 import Models
 import Yams
@@ -13,39 +14,129 @@ struct AdaptersCommand: ParsableCommand {
     struct Initialize: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "init",
-            abstract: "Turn a Llama 3.1 checkpoint into an mllama checkpoint with fresh adapters (gates at 0: a drop-in).")
+            abstract: "Turn a Llama 3.1 checkpoint into an mllama checkpoint with fresh adapters (gates at 0: a drop-in).",
+            discussion: """
+                The model folder appears whole or not at all: it is built in a hidden temporary folder \
+                beside --out and renamed into place when complete (an interrupted run removes it; one \
+                killed outright leaves it for the next run to remove). An existing --out is refused \
+                unless --force is given; --out can never be the text model's own folder (or hold it).
+                """)
 
         @Option(help: "The Llama checkpoint directory.")
         var textModel: String
 
-        @Option(help: "An adapter layout (adapters/*.yaml).")
+        @Option(help: "An adapter layout (adapters/*.yaml; '-' reads standard input).")
         var adapter: String
 
-        @Option(help: "The directory to write the mllama checkpoint into.")
+        @Option(help: "The directory to create for the mllama checkpoint.")
         var out: String
 
         @Option(help: "Seed for the fresh weights.")
         var seed: UInt64 = 0
 
+        @Flag(help: "Replace --out if it already exists.")
+        var force = false
+
         func run() throws {
             let layout = try loadAdapterLayout(path: adapter)
-            let config = try AdapterInitialization.initialize(
-                textModel: URL(fileURLWithPath: textModel), layout: layout, output: URL(fileURLWithPath: out), seed: seed)
+            _ = try modelFolder(textModel)
+            let input = URL(fileURLWithPath: textModel).resolvingSymlinksInPath().standardizedFileURL
+            let output = URL(fileURLWithPath: out).resolvingSymlinksInPath().standardizedFileURL
+            func folderPrefix(_ url: URL) -> String { url.path.hasSuffix("/") ? url.path : url.path + "/" }
+            guard !folderPrefix(input).hasPrefix(folderPrefix(output)) else {
+                throw CommandFailure("--out \(out) is the text model's folder \(textModel)\(input.path == output.path ? "" : " or holds it"): "
+                                     + "writing there would destroy the input; choose another folder")
+            }
+            let exists = FileManager.default.fileExists(atPath: output.path)
+            if exists && !force {
+                throw CommandFailure("\(out) already exists; pass --force to replace it, or choose another --out")
+            }
+            try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
+            let building = try TemporarySibling.makeFolder(beside: output)
+            defer { TemporarySibling.releaseFolder(building) }
+            let config: MllamaConfig
+            do {
+                config = try AdapterInitialization.initialize(textModel: input, layout: layout, output: building, seed: seed)
+                try replace(output, with: building, exists: exists)
+            } catch {
+                try? FileManager.default.removeItem(at: building)
+                throw error
+            }
             let text = config.textConfig.llama
             print("wrote \(out): \(text.numHiddenLayers) layers (cross-attention at \(config.textConfig.crossAttentionLayers)), "
                   + "image encoder \(config.visionConfig.hiddenSize) wide with \(config.visionConfig.numHiddenLayers) + "
                   + "\(config.visionConfig.numGlobalLayers) layers, <|image|> = \(config.imageTokenIndex)")
         }
+
+        /// Renames the finished folder into place; an existing output (with --force) is first moved
+        /// aside under a temporary name and removed once the new one is in place.
+        private func replace(_ output: URL, with building: URL, exists: Bool) throws {
+            var old: URL? = nil
+            if exists {
+                let aside = URL(fileURLWithPath: building.path + "-old")
+                PendingTemporaries.register(aside.path)
+                guard rename(output.path, aside.path) == 0 else {
+                    throw CommandFailure("\(out): cannot move the existing folder aside (\(String(cString: strerror(errno))))")
+                }
+                old = aside
+            }
+            guard rename(building.path, output.path) == 0 else {
+                let reason = String(cString: strerror(errno))
+                if let old { _ = rename(old.path, output.path) }
+                throw CommandFailure("\(out): cannot rename the finished folder into place (\(reason))")
+            }
+            if let old {
+                try? FileManager.default.removeItem(at: old)
+                PendingTemporaries.unregister(old.path)
+            }
+        }
     }
 }
 
-/// Reads an adapter layout, naming the file in errors.
+/// Reads an adapter layout, naming the file and the field in errors; keys the layout does not
+/// know are errors, not silently ignored.
 func loadAdapterLayout(path: String) throws -> AdapterLayout {
-    let text: String
-    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-        throw CommandFailure("\(path): cannot read (\(error.localizedDescription))")
+    let source = path == "-" ? "standard input" : path
+    guard let text = String(data: try readInput(path), encoding: .utf8) else { throw CommandFailure("\(source): not UTF-8 text") }
+    let layout: AdapterLayout
+    do { layout = try YAMLDecoder().decode(AdapterLayout.self, from: text) } catch let error as DecodingError {
+        throw CommandFailure("\(source): not a valid adapter layout: \(describe(error))")
+    } catch {
+        throw CommandFailure("\(source): not valid YAML: \(error)")
     }
-    do { return try YAMLDecoder().decode(AdapterLayout.self, from: text) } catch {
-        throw CommandFailure("\(path): not a valid adapter layout: \(error)")
+    // Keys that decoding skipped: everything the input has that the decoded layout, written back, lacks.
+    let given = try? Yams.load(yaml: text)
+    let known = try? Yams.load(yaml: YAMLEncoder().encode(layout))
+    let unknown = unknownKeys(given, known: known, at: "")
+    guard unknown.isEmpty else {
+        throw CommandFailure("\(source): unknown key\(unknown.count == 1 ? "" : "s") \(unknown.map { "'\($0)'" }.joined(separator: ", ")) "
+                             + "(misspelled? see adapters/tiny.yaml for the fields a layout has)")
+    }
+    return layout
+}
+
+/// The dotted paths of dictionary keys in `given` that `known` lacks.
+private func unknownKeys(_ given: Any?, known: Any?, at path: String) -> [String] {
+    guard let given = given as? [String: Any] else { return [] }
+    let known = known as? [String: Any] ?? [:]
+    return given.keys.sorted().flatMap { key -> [String] in
+        let keyPath = path.isEmpty ? key : path + "." + key
+        guard let value = known[key] else { return [keyPath] }
+        return unknownKeys(given[key], known: value, at: keyPath)
+    }
+}
+
+/// A decoding error as one line: where in the file, and what is wrong.
+func describe(_ error: DecodingError) -> String {
+    func where_(_ context: DecodingError.Context) -> String {
+        let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        return path.isEmpty ? "" : "at '\(path)': "
+    }
+    switch error {
+    case .keyNotFound(let key, let context): return "\(where_(context))missing key '\(key.stringValue)'"
+    case .typeMismatch(let type, let context): return "\(where_(context))expected \(type) (\(context.debugDescription))"
+    case .valueNotFound(let type, let context): return "\(where_(context))missing \(type) value"
+    case .dataCorrupted(let context): return "\(where_(context))\(context.debugDescription)"
+    @unknown default: return "\(error)"
     }
 }

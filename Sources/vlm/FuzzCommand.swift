@@ -45,12 +45,19 @@ struct FuzzCommand: ParsableCommand {
             var input = seeds[Int(generator.next() % UInt64(seeds.count))]
             let mutations = 1 + Int(generator.next() % 4)
             for _ in 0..<mutations { mutate(&input, seeds: seeds, generator: &generator) }
-            try Data(input).write(to: URL(fileURLWithPath: crashFile))
+            try writeCrashFile(input)
             if parse(input, name: "iteration \(iteration)") { accepted += 1 } else { rejected += 1 }
         }
         try? FileManager.default.removeItem(atPath: crashFile)
         print(String(format: "%@: %d inputs in %.1f s — %d parsed, %d rejected with an error, no crash",
                      target.rawValue, iterations, Date().timeIntervalSince(start), accepted, rejected))
+    }
+
+    /// Saves the input about to be parsed, so that a crash leaves its reproducer.
+    private func writeCrashFile(_ input: [UInt8]) throws {
+        do { try Data(input).write(to: URL(fileURLWithPath: crashFile)) } catch {
+            throw CommandFailure("\(crashFile): cannot write the --crash-file (\((error as NSError).localizedFailureReason ?? "\(error)"))")
+        }
     }
 
     /// Parses `bytes`; true when it was accepted, false when it threw (the expected outcomes).
@@ -71,18 +78,15 @@ struct FuzzCommand: ParsableCommand {
     private func loadSeeds() throws -> [[UInt8]] {
         var paths = seedFiles
         if paths.isEmpty {
-            let directory: String
-            switch target {
-            case .safetensors: directory = "Tests/Fixtures/checkpoint"
-            case .png, .jpeg: directory = "Tests/Fixtures/media"
-            }
+            let directory = try RepositoryFiles.require(target == .safetensors ? "Tests/Fixtures/checkpoint" : "Tests/Fixtures/media",
+                                                        option: "--seed-file")
             let suffixes: [String] = target == .safetensors ? [".safetensors"] : target == .png ? [".png"] : [".jpg", ".jpeg"]
             let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             paths = names.filter { name in suffixes.contains { name.hasSuffix($0) } }.sorted().map { "\(directory)/\($0)" }
         }
-        let seeds = try paths.map { [UInt8](try Data(contentsOf: URL(fileURLWithPath: $0))) }.filter { !$0.isEmpty }
+        let seeds = try paths.map { [UInt8](try readInput($0)) }.filter { !$0.isEmpty }
         guard !seeds.isEmpty else {
-            throw ValidationError("no seed files for \(target.rawValue): run from the repository root or pass --seed-file")
+            throw CommandFailure("no non-empty seed files for \(target.rawValue); pass --seed-file")
         }
         return seeds
     }

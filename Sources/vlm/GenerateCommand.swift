@@ -17,7 +17,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "A Hugging Face checkpoint directory (config.json, safetensors, tokenizer; preprocessor_config.json for images).")
     var model: String
 
-    @Option(help: "The prompt text. With images, <|image|> marks where each goes (default: all before the text).")
+    @Option(help: "The prompt text ('-': read it from standard input). With images, <|image|> marks where each goes (default: all before the text).")
     var prompt: String
 
     @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for an mllama model; repeat for several.")
@@ -29,16 +29,16 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Tokenizer file (tokenizer.json, tokenizer.json.zst or tokenizer.model); default: found in --model.")
     var tokenizer: String?
 
-    @Option(help: "Maximum number of new tokens.")
+    @Option(parsing: .unconditional, help: "Maximum number of new tokens (generation also stops at the model's maximum length).")
     var maxTokens = 128
 
-    @Option(help: "Sampling temperature; 0 is greedy.")
+    @Option(parsing: .unconditional, help: "Sampling temperature; 0 is greedy.")
     var temperature = 0.0
 
-    @Option(help: "Nucleus sampling: keep the most likely tokens whose probability reaches P.")
+    @Option(parsing: .unconditional, help: "Nucleus sampling: keep the most likely tokens whose probability reaches P.")
     var topP = 1.0
 
-    @Option(help: "Keep only the K most likely tokens (0: all).")
+    @Option(parsing: .unconditional, help: "Keep only the K most likely tokens (0: all).")
     var topK = 0
 
     @Option(help: "Random seed for sampling.")
@@ -48,10 +48,15 @@ struct GenerateCommand: ParsableCommand {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0 (0 keeps every token)") }
     }
 
     func run() throws {
-        let directory = URL(fileURLWithPath: model)
+        let prompt = try promptText()
+        if images.isEmpty && prompt.contains("<|image|>") {
+            throw CommandFailure("the prompt holds <|image|> but no --image was given")
+        }
+        let directory = try modelFolder(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let generation = try? GenerationConfig.load(from: directory.appendingPathComponent("generation_config.json"))
         let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
@@ -61,39 +66,55 @@ struct GenerateCommand: ParsableCommand {
             let llama = try LlamaForCausalLM.load(directory: directory)
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory), extraSpecialTokens: [:])
             var stop = Set(generation?.eosTokenIds ?? llama.config.eosTokenIds ?? [])
-            let ids = try promptIds(tokenizer: tokenizer, bos: generation?.bosTokenId ?? llama.config.bosTokenId, stop: &stop)
-            stream(llama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: generation?.padTokenId ?? 0, options: options)
+            let ids = try promptIds(prompt, tokenizer: tokenizer, bos: generation?.bosTokenId ?? llama.config.bosTokenId, stop: &stop)
+            try checkPrompt(ids, vocabulary: llama.config.vocabSize, maximumLength: llama.config.maxPositionEmbeddings)
+            stream(llama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: generation?.padTokenId ?? 0, options: options,
+                   maximumLength: llama.config.maxPositionEmbeddings)
         case .mllama(let mllamaConfig):
             let mllama = try MllamaForConditionalGeneration.load(directory: directory)
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory),
                                               extraSpecialTokens: ["<|image|>": mllamaConfig.imageTokenIndex])
             var stop = Set(generation?.eosTokenIds ?? mllamaConfig.textConfig.llama.eosTokenIds ?? [])
             let pad = generation?.padTokenId ?? 0
+            let text = mllamaConfig.textConfig.llama
+            // The embedding table has 8 rows beyond the text vocabulary (the image token among them).
+            let vocabulary = text.vocabSize + MllamaTokenEmbedding.extraRowCount
             if images.isEmpty {
-                let ids = try promptIds(tokenizer: tokenizer, bos: generation?.bosTokenId ?? mllamaConfig.textConfig.llama.bosTokenId,
-                                        stop: &stop)
-                stream(mllama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options)
+                let ids = try promptIds(prompt, tokenizer: tokenizer, bos: generation?.bosTokenId ?? text.bosTokenId, stop: &stop)
+                try checkPrompt(ids, vocabulary: vocabulary, maximumLength: text.maxPositionEmbeddings)
+                stream(mllama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
+                       maximumLength: text.maxPositionEmbeddings)
                 return
             }
-            let processorConfig = try MllamaImageProcessorConfig.load(
-                from: directory.appendingPathComponent(MllamaImageProcessorConfig.fileName))
+            let processorURL = directory.appendingPathComponent(MllamaImageProcessorConfig.fileName)
+            try requireFile(processorURL.path)
+            let processorConfig = try MllamaImageProcessorConfig.load(from: processorURL)
             var processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: processorConfig), tokenizer: tokenizer)
-            let text = imagePrompt(stop: &stop, tokenizer: tokenizer)
+            let marked = imagePrompt(prompt, stop: &stop, tokenizer: tokenizer)
             if chat { processor.addsBeginOfText = false }  // the chat header already starts with it
-            let batch = try processor.process(prompts: [text], images: [try images.map { try loadImage(path: $0) }])
+            let batch = try processor.process(prompts: [marked], images: [try images.map { try loadImageFile($0) }])
             guard let imageBatch = batch.images, let crossMask = batch.crossAttentionMask else {
                 throw CommandFailure("the processor produced no image inputs")
             }
+            try checkPrompt(batch.tokenIDs[0], vocabulary: vocabulary, maximumLength: text.maxPositionEmbeddings)
+            // A preprocessor_config.json that does not match the model (tile size, tile count) is
+            // an error naming it, not a crash in the image encoder.
+            _ = try MllamaImageInputs(
+                pixelValues: imageBatch.pixelValues, aspectRatioIds: imageBatch.aspectRatioIDs,
+                aspectRatioMask: imageBatch.aspectRatioMask, crossAttentionMask: crossMask,
+                inputIds: Tensor(indices: batch.tokenIDs[0], shape: [1, batch.tokenIDs[0].count]),
+                vision: mllamaConfig.visionConfig, source: "\(processorURL.path) with \(model)/config.json")
             let decoder = mllama.conditioned(pixelValues: imageBatch.pixelValues, aspectRatioIds: imageBatch.aspectRatioIDs,
                                              aspectRatioMask: imageBatch.aspectRatioMask, crossAttentionMask: crossMask)
-            stream(decoder, prompt: batch.tokenIDs[0], tokenizer: tokenizer, stop: stop, pad: pad, options: options)
+            stream(decoder, prompt: batch.tokenIDs[0], tokenizer: tokenizer, stop: stop, pad: pad, options: options,
+                   maximumLength: text.maxPositionEmbeddings)
         default:
             throw CommandFailure("\(model): model_type '\(config.modelType)' is not supported by `vlm generate` yet")
         }
     }
 
     /// Token ids of a text-only prompt: the chat format, or BOS + the text.
-    private func promptIds(tokenizer: Tokenizer, bos: Int?, stop: inout Set<Int>) throws -> [Int] {
+    private func promptIds(_ prompt: String, tokenizer: Tokenizer, bos: Int?, stop: inout Set<Int>) throws -> [Int] {
         if chat {
             if let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
             return try Llama3ChatFormat(tokenizer: tokenizer)
@@ -104,7 +125,7 @@ struct GenerateCommand: ParsableCommand {
 
     /// The prompt text handed to the processor: `<|image|>` markers (all first unless placed), in
     /// the chat layout when asked.
-    private func imagePrompt(stop: inout Set<Int>, tokenizer: Tokenizer) -> String {
+    private func imagePrompt(_ prompt: String, stop: inout Set<Int>, tokenizer: Tokenizer) -> String {
         let marked = prompt.contains("<|image|>") ? prompt : String(repeating: "<|image|>", count: images.count) + prompt
         guard chat else { return marked }
         if let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
@@ -112,27 +133,39 @@ struct GenerateCommand: ParsableCommand {
             + "<|start_header_id|>assistant<|end_header_id|>\n\n"
     }
 
-    /// Generates and prints complete characters as they arrive, then a summary on standard error.
-    private func stream(_ decoder: some IncrementalDecoder, prompt ids: [Int], tokenizer: Tokenizer, stop: Set<Int>,
-                        pad: Int, options: SamplingOptions) {
-        var produced: [Int] = []
-        var printed = ""
-        let start = Date()
-        _ = generate(with: decoder, prompts: [ids], maxNewTokens: maxTokens, sampling: options, stopTokens: stop,
-                     padToken: pad) { step in
-            guard let token = step[0], !stop.contains(token) else { return true }
-            produced.append(token)
-            // A multi-byte character may span tokens: print only once it is complete.
-            let text = tokenizer.decode(produced)
-            if !text.hasSuffix("\u{FFFD}"), text.count > printed.count, text.hasPrefix(printed) {
-                FileHandle.standardOutput.write(Data(text.dropFirst(printed.count).utf8))
-                printed = text
-            }
-            return true
+    /// The prompt: `--prompt`, or standard input for `-`.
+    private func promptText() throws -> String {
+        guard prompt == "-" else { return prompt }
+        let data = try readInput("-")
+        guard let text = String(data: data, encoding: .utf8) else { throw CommandFailure("standard input: the prompt is not UTF-8") }
+        return text
+    }
+
+    /// Refuses a prompt the model cannot take: ids past its embedding table (a tokenizer that does
+    /// not belong to the model) or more tokens than its maximum length.
+    private func checkPrompt(_ ids: [Int], vocabulary: Int, maximumLength: Int) throws {
+        if let bad = ids.first(where: { $0 < 0 || $0 >= vocabulary }) {
+            throw CommandFailure("the tokenizer gives token id \(bad), outside the model's vocabulary of \(vocabulary): "
+                                 + "the tokenizer (\(tokenizer ?? "found in --model")) does not belong to \(model)")
         }
-        print("")
-        FileHandle.standardError.write(Data(String(format: "[%d prompt tokens, %d new tokens, %.2f s]\n",
-                                                   ids.count, produced.count, Date().timeIntervalSince(start)).utf8))
+        guard ids.count < maximumLength else {
+            throw CommandFailure("the prompt is \(ids.count) tokens; \(model) handles at most \(maximumLength) "
+                                 + "(max_position_embeddings), leaving no room to generate")
+        }
+    }
+
+    /// Generates and prints complete characters as they arrive, then a summary on standard error.
+    /// Generation stops at `--max-tokens` or when the sequence reaches the model's maximum length.
+    private func stream(_ decoder: some IncrementalDecoder, prompt ids: [Int], tokenizer: Tokenizer, stop: Set<Int>,
+                        pad: Int, options: SamplingOptions, maximumLength: Int) {
+        let budget = min(maxTokens, maximumLength - ids.count)
+        let start = Date()
+        let produced = streamGeneration(decoder, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
+                                        maxNewTokens: budget) { FileHandle.standardOutput.write(Data($0)) }
+        FileHandle.standardOutput.write(Data([0x0A]))
+        let limit = budget < maxTokens ? ", stopped at the model's maximum length of \(maximumLength) tokens" : ""
+        let seconds = String(format: "%.2f", Date().timeIntervalSince(start))
+        FileHandle.standardError.write(Data("[\(ids.count) prompt tokens, \(produced.count) new tokens, \(seconds) s\(limit)]\n".utf8))
     }
 
     private func tokenizerPath(in directory: URL) throws -> String {
@@ -143,4 +176,24 @@ struct GenerateCommand: ParsableCommand {
         }
         throw CommandFailure("\(model): no tokenizer.json, tokenizer.json.zst or tokenizer.model; pass --tokenizer")
     }
+}
+
+/// Generates from `prompt` and hands `write` the text as it arrives, in runs of whole UTF-8
+/// characters; everything written, joined, is exactly the UTF-8 of decoding the new tokens at once.
+/// - Returns: the new tokens (stop tokens excluded).
+func streamGeneration(_ decoder: some IncrementalDecoder, prompt: [Int], tokenizer: Tokenizer, stop: Set<Int>, pad: Int,
+                      options: SamplingOptions, maxNewTokens: Int, write: @escaping ([UInt8]) -> Void) -> [Int] {
+    var produced: [Int] = []
+    var text = StreamingDecoder(tokenizer: tokenizer)
+    _ = generate(with: decoder, prompts: [prompt], maxNewTokens: maxNewTokens, sampling: options, stopTokens: stop,
+                 padToken: pad) { step in
+        guard let token = step[0], !stop.contains(token) else { return true }
+        produced.append(token)
+        let bytes = text.append(token)
+        if !bytes.isEmpty { write(bytes) }
+        return true
+    }
+    let rest = text.finish()
+    if !rest.isEmpty { write(rest) }
+    return produced
 }

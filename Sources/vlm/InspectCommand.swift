@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Models
 
 /// `vlm inspect PATH`: what a checkpoint holds, tensor by tensor and module by module, and the
 /// configuration found beside it.
@@ -10,18 +11,20 @@ struct InspectCommand: ParsableCommand {
         abstract: "List a checkpoint's tensors, their sizes per module, and its config.",
         discussion: """
             PATH may be a .safetensors or .safetensors.zst file, a model.safetensors.index.json, or a \
-            checkpoint folder. Module totals group names by their first dotted component, and by the \
+            checkpoint folder, whose model weights are read as the loaders find them \
+            (model.safetensors.index.json, model.safetensors or model.safetensors.zst; other safetensors \
+            files beside them, such as inputs or logits, are not part of the model). Module totals group names by their first dotted component, and by the \
             second one too under 'language_model' and 'model'.
             """)
 
-    @Argument(help: "A .safetensors / .safetensors.zst file, an index JSON file, or a checkpoint folder.")
+    @Argument(help: "A .safetensors / .safetensors.zst file, an index JSON file, or a checkpoint folder (its model weights: the index, or model.safetensors).")
     var path: String
 
     @Flag(name: .long, help: "Print only the module totals and the config, not every tensor.")
     var summary = false
 
     func run() throws {
-        let checkpoint = try SafetensorsCheckpoint(path: path)
+        let checkpoint = try SafetensorsCheckpoint(path: try weightsPath())
         var rows: [(name: String, dtype: String, shape: String, bytes: Int, elements: Int)] = []
         for name in checkpoint.names {
             let info = try checkpoint.info(name).info
@@ -60,6 +63,18 @@ struct InspectCommand: ParsableCommand {
               + "\(formatCount(allElements).leftPad(8)) params  \(formatBytes(allBytes).leftPad(10))")
 
         printConfig(beside: path)
+    }
+
+    /// What to read: a file as given; for a folder, the model's weights as the loaders find them
+    /// (the index, or `model.safetensors`), not every safetensors file that happens to be there
+    /// (inputs, logits…). A folder without them falls back to its safetensors files.
+    private func weightsPath() throws -> String {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw CommandFailure("\(path): no such file or folder")
+        }
+        guard isFolder.boolValue else { return path }
+        return (try? LlamaForCausalLM.weightsPath(in: URL(fileURLWithPath: path))) ?? path
     }
 
     /// The module totals a tensor counts towards: its first dotted component, and for the

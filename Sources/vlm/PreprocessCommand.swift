@@ -22,7 +22,7 @@ struct PreprocessCommand: ParsableCommand {
     @Option(help: "A PNG or JPEG image (repeatable; the order is the prompt's <|image|> order).")
     var image: [String] = []
 
-    @Option(help: "Where to write the tensors (safetensors; written atomically).")
+    @Option(help: "Where to write the tensors (safetensors; written atomically, through links; '-' is standard output).")
     var out: String
 
     func validate() throws {
@@ -31,18 +31,19 @@ struct PreprocessCommand: ParsableCommand {
 
     func run() throws {
         let configURL = URL(fileURLWithPath: model).appendingPathComponent(MllamaImageProcessorConfig.fileName)
+        try requireFile(configURL.path)
         let config = try MllamaImageProcessorConfig.load(from: configURL)
         let processor: MllamaImageProcessor
         do { processor = try MllamaImageProcessor(config: config) } catch let error as ProcessingError {
-            throw ValidationError("\(configURL.path): \(error.message)")
+            throw CommandFailure("\(configURL.path): \(error.message)")
         }
-        let images = try image.map { try loadImage(path: $0) }
+        let images = try image.map { try loadImageFile($0) }
         let batch = try processor.preprocess([images])
         try writeSafetensors(tensors: [("pixel_values", batch.pixelValues), ("aspect_ratio_ids", batch.aspectRatioIDs),
                                        ("aspect_ratio_mask", batch.aspectRatioMask)],
                              metadata: ["num_tiles": batch.numTiles[0].map(String.init).joined(separator: ",")],
-                             to: URL(fileURLWithPath: out))
+                             to: outputURL(out))
         let tiles = zip(image, batch.arrangements[0]).map { "\($0): \($1.rows)x\($1.columns) tiles" }.joined(separator: ", ")
-        print("wrote pixel_values \(batch.pixelValues.shape) to \(out) (\(tiles))")
+        report("wrote pixel_values \(batch.pixelValues.shape) to \(out) (\(tiles))", dataPath: out)
     }
 }

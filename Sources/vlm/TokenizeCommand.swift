@@ -18,10 +18,10 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "tokenizer.json, tokenizer.json.zst or tiktoken tokenizer.model.")
     var tokenizer: String
 
-    @Option(help: "A JSON file holding an array of strings.")
+    @Option(help: "A JSON file holding an array of strings ('-' reads standard input).")
     var input: String
 
-    @Option(help: "Where to write the JSON array of id arrays.")
+    @Option(help: "Where to write the JSON array of id arrays (written atomically, through links; '-' is standard output).")
     var out: String
 
     @Option(help: "An extra special token TEXT=ID (repeatable), e.g. '<|image|>=128256'.")
@@ -36,12 +36,9 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         let tokenizer = try loadTokenizer(path: tokenizer, extraSpecialTokens: try parseSpecialTokens(special))
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: input)) } catch {
-            throw ValidationError("\(input): cannot read (\(error.localizedDescription))")
-        }
+        let data = try readInput(input)
         guard let texts = try? JSONDecoder().decode([String].self, from: data) else {
-            throw ValidationError("\(input): expected a JSON array of strings")
+            throw CommandFailure("\(input == "-" ? "standard input" : input): expected a JSON array of strings")
         }
         let ids = tokenizer.encode(texts, allowSpecial: allowSpecial)
         var json = "["
@@ -51,8 +48,6 @@ struct TokenizeCommand: ParsableCommand {
             json += "[" + row.map(String.init).joined(separator: ",") + "]"
         }
         json += "]\n"
-        do { try AtomicFile.write(Data(json.utf8), to: URL(fileURLWithPath: out)) } catch {
-            throw ValidationError("\(out): cannot write (\(error.localizedDescription))")
-        }
+        try AtomicFile.write(Data(json.utf8), to: outputURL(out))
     }
 }

@@ -6,6 +6,7 @@ import Tokenization
 /// Loads a tokenizer for the command line: `tokenizer.json`, `tokenizer.json.zst` (decompressed
 /// here, because only the checkpoint code links zstd) or tiktoken `tokenizer.model`.
 func loadTokenizer(path: String, extraSpecialTokens: [String: Int]) throws -> Tokenizer {
+    try requireFile(path)
     let url = URL(fileURLWithPath: path)
     if url.pathExtension == "zst" {
         let bytes = try Zstd.decompress(contentsOf: url)

@@ -1,14 +1,38 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct VLM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vlm",
-        abstract: "VLMKit: build, train and compare vision-language models on a CPU.",
+        abstract: "VLMKit: build, run and compare vision-language models on a CPU.",
+        discussion: """
+            Exit status: 0 success, 1 the work failed (a file, tensor, model or image was unusable; \
+            the message names it), 64 the command line was wrong. '-' as a file means standard input \
+            or output. See Docs/cli.md.
+            """,
+        version: vlmVersion,
         subcommands: [
             InspectCommand.self, TokenizeCommand.self, PreprocessCommand.self, ForwardCommand.self,
             GenerateCommand.self, AdaptersCommand.self, TrainCommand.self, LlamaCommand.self, FuzzCommand.self, Bench.self,
             DataCommand.self,
             TokenizerCommand.self,
         ])
+
+    /// Runs the command line, removing this run's temporary files if it is interrupted.
+    static func main() {
+        InterruptCleanup.install()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// `vlm` alone: the help, on standard error, and a usage error's status.
+    func run() throws {
+        FileHandle.standardError.write(Data((Self.helpMessage() + "\n").utf8))
+        throw ExitCode(ExitCode.validationFailure.rawValue)
+    }
 }

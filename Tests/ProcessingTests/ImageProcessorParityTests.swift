@@ -88,6 +88,11 @@ func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
 }
 
 final class ImageProcessorParityTests: XCTestCase {
+    /// Skips, naming what is missing, when the shared reference material is absent.
+    override func setUpWithError() throws {
+        guard Fixtures.hasSharedReference("images") else { throw XCTSkip(Fixtures.sharedReferenceNote("images")) }
+    }
+
     /// Every fixture case — photographs, grey, palette, RGBA, grey+alpha, JPEGs (one EXIF-rotated),
     /// upscaled and downscaled, a two-sample batch padded in images and tiles — gives the same
     /// aspect_ratio_ids, aspect_ratio_mask and num_tiles as transformers 4.45.2, and the same float32

@@ -8,6 +8,12 @@ import XCTest
 import _TestSupport
 
 final class ProcessorParityTests: XCTestCase {
+    /// Skips, naming what is missing, when the shared reference material is absent.
+    override func setUpWithError() throws {
+        guard Fixtures.hasSharedReference("llama3-tokenizer/tokenizer.json.zst") else { throw XCTSkip(Fixtures.sharedReferenceNote("llama3-tokenizer/tokenizer.json.zst")) }
+        guard Fixtures.hasSharedReference("images") else { throw XCTSkip(Fixtures.sharedReferenceNote("images")) }
+    }
+
     static let tokenizer: Tokenizer = {
         let bytes = try! Zstd.decompress(contentsOf: Fixtures.sharedReference("llama3-tokenizer/tokenizer.json.zst"))
         return try! Tokenizer(huggingFaceJSON: bytes, source: "tokenizer.json", extraSpecialTokens: ["<|image|>": 128256])
@@ -70,6 +76,12 @@ final class ProcessorParityTests: XCTestCase {
 }
 
 final class ProcessingErrorTests: XCTestCase {
+    /// Skips, naming what is missing, when the shared reference material is absent.
+    override func setUpWithError() throws {
+        guard Fixtures.hasSharedReference("llama3-tokenizer/tokenizer.json.zst") else { throw XCTSkip(Fixtures.sharedReferenceNote("llama3-tokenizer/tokenizer.json.zst")) }
+        guard Fixtures.hasSharedReference("images") else { throw XCTSkip(Fixtures.sharedReferenceNote("images")) }
+    }
+
     func testImageCountMismatchNamesTheSample() throws {
         let processor = try ProcessorParityTests.processor()
         let image = Image(width: 2, height: 2, layout: .rgb, pixels: [UInt8](repeating: 9, count: 12))
@@ -77,7 +89,7 @@ final class ProcessingErrorTests: XCTestCase {
             XCTAssertEqual("\($0)", "sample 1: the prompt has 2 <|image|> tokens but 1 image was given")
         }
         XCTAssertThrowsError(try processor.process(prompts: ["a"], images: [[image]])) {
-            XCTAssertEqual("\($0)", "sample 0: the prompt has 0 <|image|> tokens but 1 image was given")
+            XCTAssertEqual("\($0)", "the prompt has 0 <|image|> tokens but 1 image was given", "one prompt: no sample number")
         }
         XCTAssertThrowsError(try processor.process(prompts: ["<|image|>a", "b"], images: [[image]])) {
             XCTAssertTrue("\($0)".contains("2 prompts but 1 lists of images"), "\($0)")
@@ -123,7 +135,7 @@ final class ProcessingErrorTests: XCTestCase {
         let rgba = Image(width: 1, height: 1, layout: .rgba, pixels: [1, 2, 3, 4])
         let rgb = Image(width: 1, height: 1, layout: .rgb, pixels: [1, 2, 3])
         XCTAssertThrowsError(try processor.preprocess([[rgb, rgba]])) {
-            XCTAssertTrue("\($0)".hasPrefix("sample 0, image 1: "), "\($0)")
+            XCTAssertTrue("\($0)".hasPrefix("image 1: "), "one sample: no sample number; \($0)")
         }
     }
 }

@@ -47,7 +47,7 @@ private func supervisedRuns(_ encoding: ChatEncoding, _ tokenizer: Tokenizer) ->
     return runs
 }
 
-@Test("Chat ids equal the Llama 3.2 Vision template's for every fixture conversation")
+@Test("Chat ids equal the Llama 3.2 Vision template's for every fixture conversation", .needsSharedTokenizer)
 func chatTemplateParity() throws {
     let format = try Llama3ChatFormat(tokenizer: ReferenceTokenizers.fromModel)
     for fixture in try ChatFixture.load() {
@@ -57,7 +57,7 @@ func chatTemplateParity() throws {
     }
 }
 
-@Test("The assistant mask covers exactly each assistant message's content and its <|eot_id|>")
+@Test("The assistant mask covers exactly each assistant message's content and its <|eot_id|>", .needsSharedTokenizer)
 func assistantMaskCoversAssistantTurns() throws {
     let tokenizer = ReferenceTokenizers.fromModel
     let format = try Llama3ChatFormat(tokenizer: tokenizer)
@@ -79,7 +79,7 @@ func assistantMaskCoversAssistantTurns() throws {
     }
 }
 
-@Test("A worked example: only the assistant's answer and its <|eot_id|> are supervised")
+@Test("A worked example: only the assistant's answer and its <|eot_id|> are supervised", .needsSharedTokenizer)
 func workedMaskExample() throws {
     let tokenizer = ReferenceTokenizers.fromModel
     let format = try Llama3ChatFormat(tokenizer: tokenizer)
@@ -96,7 +96,7 @@ func workedMaskExample() throws {
     #expect(encoding.assistantMask == [Bool](repeating: false, count: 12) + [true, true])
 }
 
-@Test("A system message next to an image is refused, as the template refuses it")
+@Test("A system message next to an image is refused, as the template refuses it", .needsSharedTokenizer)
 func systemMessageWithImageIsRefused() throws {
     let format = try Llama3ChatFormat(tokenizer: ReferenceTokenizers.fromModel)
     #expect(throws: ChatFormatError.systemMessageWithImages) {
@@ -111,8 +111,16 @@ func systemMessageTrimming() {
     #expect(Llama3ChatFormat.trimmed(" \n ") == "")
 }
 
-@Test("A tokenizer without <|image|> cannot make the vision chat format")
-func chatFormatNeedsImageToken() throws {
+@Test("A text tokenizer (no <|image|>) makes text chats, and refuses only a conversation with an image",
+      .enabled(if: Fixtures.hasSharedReference("llama3-tokenizer/tokenizer.model"),
+               Comment(rawValue: Fixtures.sharedReferenceNote("llama3-tokenizer/tokenizer.model"))))
+func chatFormatWithoutImageToken() throws {
     let tokenizer = try Tokenizer(contentsOf: Fixtures.sharedReference("llama3-tokenizer/tokenizer.model"))
-    #expect(throws: ChatFormatError.missingSpecialToken("<|image|>")) { try Llama3ChatFormat(tokenizer: tokenizer) }
+    let format = try Llama3ChatFormat(tokenizer: tokenizer)
+    let ids = try format.encode([ChatMessage(role: .user, text: "Hello")], addGenerationPrompt: true).ids
+    #expect(ids.first == 128_000 && ids.last.map { tokenizer.decode([$0]) } == "\n\n")
+    #expect(tokenizer.decode(ids).hasSuffix("<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"))
+    #expect(throws: ChatFormatError.missingSpecialToken("<|image|>")) {
+        try format.encode([ChatMessage(role: .user, parts: [.image, .text("What is this?")])])
+    }
 }

@@ -35,7 +35,7 @@ func whitespaceRuns() {
     #expect(pieces("\u{3000}word\u{00A0}\u{00A0}w") == ["\u{3000}word", "\u{00A0}", "\u{00A0}w"])
 }
 
-@Test("Special tokens are found in text only when allowed, and look-alikes stay text")
+@Test("Special tokens are found in text only when allowed, and look-alikes stay text", .needsSharedTokenizer)
 func specialTokensInText() {
     let tokenizer = ReferenceTokenizers.fromModel
     #expect(tokenizer.encode("<|image|>") == [128_256])
@@ -45,7 +45,7 @@ func specialTokensInText() {
     #expect(!tokenizer.encode("<|foo|><|eot_id|<|reserved_special_token_251|>").contains { $0 >= 128_000 })
 }
 
-@Test("Invalid UTF-8 from a partial token decodes to U+FFFD")
+@Test("Invalid UTF-8 from a partial token decodes to U+FFFD", .needsSharedTokenizer)
 func lossyDecoding() {
     let tokenizer = ReferenceTokenizers.fromModel
     let ids = tokenizer.encode("😀")
@@ -53,7 +53,7 @@ func lossyDecoding() {
     #expect(tokenizer.decode(Array(ids.dropLast())).unicodeScalars.allSatisfy { $0 == "\u{FFFD}" })
 }
 
-@Test("Empty text encodes to no ids, and batch encoding matches one-by-one encoding")
+@Test("Empty text encodes to no ids, and batch encoding matches one-by-one encoding", .needsSharedTokenizer)
 func emptyAndBatch() {
     let tokenizer = ReferenceTokenizers.fromModel
     #expect(tokenizer.encode("").isEmpty)

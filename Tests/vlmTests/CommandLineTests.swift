@@ -91,7 +91,7 @@ struct CommandLineTests {
         #expect(message?.contains("model.safetensors") == true, "\(message ?? "no error")")
     }
 
-    @Test("vlm tokenize writes the tokenizer's ids for each string, special tokens included")
+    @Test("vlm tokenize writes the tokenizer's ids for each string, special tokens included", .enabled(if: hasSharedTokenizer, sharedNote))
     func tokenizeWritesIds() throws {
         let scratch = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }

@@ -46,10 +46,14 @@ struct CheckpointBenchmark: ParsableCommand {
         if let path {
             results.append(try measure(path: path))
         } else {
-            let base = URL(fileURLWithPath: directory ?? NSTemporaryDirectory())
-                .appendingPathComponent("vlm-bench-checkpoint-\(getpid())")
-            try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: base) }
+            // A registered temporary folder: removed on return, on Ctrl-C or kill, and (after a
+            // SIGKILL) by the next run.
+            let base = try TemporarySibling.makeFolder(
+                beside: URL(fileURLWithPath: directory ?? NSTemporaryDirectory()).appendingPathComponent("vlm-bench-checkpoint"))
+            defer {
+                try? FileManager.default.removeItem(at: base)
+                TemporarySibling.releaseFolder(base)
+            }
             for megabytes in [largeMb, smallMb] {
                 let url = base.appendingPathComponent("bench-\(megabytes)MB.safetensors")
                 let start = DispatchTime.now()
@@ -92,7 +96,7 @@ struct CheckpointBenchmark: ParsableCommand {
     private func measure(path: String) throws -> [String: Any] {
         let probe = try SafetensorsFile(path: path)
         guard let name = probe.tensorInfos.last(where: { $0.dtype.tensorDType != nil && $0.byteCount > 0 })?.name else {
-            throw ValidationError("\(path) holds no non-empty tensor of a supported dtype")
+            throw CommandFailure("\(path) holds no non-empty tensor of a supported dtype")
         }
         let bytes = probe.byteCount
         var cold: [Double] = [], warm: [Double] = [], openOnly: [Double] = []

@@ -34,10 +34,7 @@ struct ImageBenchmark: ParsableCommand {
         var results = [[String: Any]]()
         var totalSeconds = 0.0, totalDecoded = 0.0, totalCompressed = 0.0
         for path in paths {
-            let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-                throw ValidationError("\(path): cannot read (\(error.localizedDescription))")
-            }
+            let data = try readInput(path)
             var image = try decodeImage(data: data, source: path)
             for _ in 0 ..< warmup { image = try decodeImage(data: data, source: path) }
             let start = DispatchTime.now().uptimeNanoseconds
@@ -68,13 +65,11 @@ struct ImageBenchmark: ParsableCommand {
     }
 
     private static func defaultFiles() throws -> [String] {
-        let directory = "../shared/reference/images"
+        let directory = try RepositoryFiles.require("../shared/reference/images", option: "image files")
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let pngs = names.filter { $0.hasSuffix(".png") }.sorted().map { "\(directory)/\($0)" }
-        let jpeg = "Tests/Fixtures/media/jpeg_coffee_full_q90.jpg"
-        guard !pngs.isEmpty else {
-            throw ValidationError("no PNGs in \(directory) (run from the repository root, or pass files)")
-        }
-        return pngs + (FileManager.default.fileExists(atPath: jpeg) ? [jpeg] : [])
+        guard !pngs.isEmpty else { throw CommandFailure("no PNGs in \(directory); pass image files") }
+        let jpeg = RepositoryFiles.find("Tests/Fixtures/media/jpeg_coffee_full_q90.jpg")
+        return pngs + (jpeg.map { [$0] } ?? [])
     }
 }

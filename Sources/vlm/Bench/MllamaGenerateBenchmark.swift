@@ -15,7 +15,7 @@ struct MllamaGenerateBenchmark: ParsableCommand {
             cache, decoding is --new-tokens greedy tokens (no early stop): decode tokens/s = \
             (new − 1) / (generate time − prefill time), as the peer computes it. Medians of --rounds. \
             The last line is JSON.
-            Compare: cd ../shared/bench && /work/.peer/bin/python peer_mllama_generate.py
+            Compare: cd ../shared/bench && python peer_mllama_generate.py
             """)
 
     @Option(help: "Shapes: \(MllamaBenchPreset.names.joined(separator: ", ")).")

@@ -10,10 +10,15 @@ struct TextGenerationBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "text-generation",
         abstract: "Prefill and decode speed of a Llama checkpoint against the memory-bandwidth bound.",
-        discussion: "Make the checkpoint with Benchmarks/peer_llama_generate.py (it saves its model) to compare with transformers.")
+        discussion: """
+            Any Llama 3.1 checkpoint directory works. To compare with transformers on the same weights, \
+            let the PyTorch peer make one: `python Benchmarks/peer_llama_generate.py --model DIR` builds a \
+            seeded random Llama (~190M parameters) the first time, saves it to DIR and times transformers \
+            on it; then run `vlm bench text-generation --model DIR`.
+            """)
 
-    @Option(help: "A Llama checkpoint directory.")
-    var model: String = "/tmp/vlmkit-bench-llama"
+    @Option(help: "A Llama checkpoint directory (see above for making one).")
+    var model: String
 
     @Option(help: "Prompt length in tokens.")
     var promptTokens = 64

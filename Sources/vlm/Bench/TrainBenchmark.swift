@@ -16,7 +16,7 @@ struct TrainBenchmark: ParsableCommand {
             The loss is transformers' causal-LM loss (labels = input ids, shifted). After one warm-up \
             step, --steps steps are timed; the median is reported. Then one more step runs with GEMMs \
             timed (BLAS.Profile) and the forward, backward and optimiser phases timed. The last line is JSON.
-            Compare: cd ../shared/bench && /work/.peer/bin/python peer_mllama_train.py --steps 5
+            Compare: cd ../shared/bench && python peer_mllama_train.py --steps 5
             """)
 
     @Option(help: "Shapes: \(MllamaBenchPreset.names.joined(separator: ", ")).")

@@ -1,0 +1,27 @@
+import Checkpoint
+import Dispatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// On Ctrl-C, `kill` or a closed terminal, removes the temporary files and folders this run was
+/// writing (see ``PendingTemporaries``), then dies of the same signal, so nothing half-written is
+/// left behind and the caller still sees the interruption.
+enum InterruptCleanup {
+    private static var sources: [DispatchSourceSignal] = []
+
+    static func install() {
+        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                PendingTemporaries.removeAll()
+                signal(signalNumber, SIG_DFL)
+                kill(getpid(), signalNumber)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}
