@@ -164,10 +164,15 @@ public struct WorldDataset: Sendable {
         }
         for index in configuration.trainSceneCount..<(configuration.trainSceneCount + configuration.heldoutSceneCount) {
             var r = random(.scene, index)
+            // The object count is drawn first and kept while redrawing the rest, so that excluding
+            // arrangements seen in training does not thin out one-object scenes (of which there are
+            // only 630); only if that fails is the count redrawn too.
+            let count = 1 + r.int(below: 4)
             var scene: Scene
             var attempts = 0
             repeat {
-                scene = SceneGenerator.scene(index: index, split: .heldout, imageSize: configuration.imageSize, random: &r)
+                scene = SceneGenerator.scene(index: index, split: .heldout, imageSize: configuration.imageSize,
+                                             objectCount: attempts < 500 ? count : nil, random: &r)
                 attempts += 1
             } while trainSignatures.contains(scene.signature) && attempts < 1000
             guard !trainSignatures.contains(scene.signature) else {
