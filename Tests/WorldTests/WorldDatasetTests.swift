@@ -169,6 +169,8 @@ struct WorldDatasetTests {
         }
         #expect(GroundedNegative.make(from: "The circle is red.", changing: "blue", random: &random) == nil)
         #expect(GroundedNegative.make(from: "nothing to see", random: &random) == nil)
+        let qa = QuestionAnswer(type: .position, question: "Where is the circle?", answer: "top left", sentence: "")
+        #expect(qa.isAnsweredBy(" Top  left.") && !qa.isAnsweredBy("top right") && !qa.isAnsweredBy("the top left"))
     }
 
     @Test("the held-out split shares no scene, image or arrangement with training, and each file uses its own split")
@@ -179,6 +181,8 @@ struct WorldDatasetTests {
         #expect(heldout.allSatisfy { !train.contains($0.signature) && $0.split == .heldout })
         let trainImages = Set(world.trainScenes.map(\.imagePath)), heldoutImages = Set(heldout.map(\.imagePath))
         #expect(trainImages.isDisjoint(with: heldoutImages))
+        // Excluding seen arrangements does not thin out one-object scenes (only 630 exist).
+        for count in 1...4 { #expect(heldout.filter { $0.objects.count == count }.count >= 12, "\(count)-object scenes") }
         #expect(world.noisyPairs.allSatisfy { trainImages.contains($0.image) })
         #expect(world.highQualityPairs.allSatisfy { trainImages.contains($0.image) })
         #expect(world.instructions.allSatisfy { trainImages.contains($0.image) })
