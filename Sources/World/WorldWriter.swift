@@ -5,6 +5,7 @@ import Foundation
 /// either no data set (or the old one) or the complete new one.
 public enum WorldWriter {
     /// Writes `dataset` to `folder`.
+    /// Missing parent folders are created.
     ///
     /// - Parameter replacingExisting: Allow replacing a folder that exists and is not empty (the
     ///   old folder is removed only after the new one is in place). An empty folder is always
@@ -12,9 +13,13 @@ public enum WorldWriter {
     /// - Throws: ``WorldError`` naming the folder when it exists and is not empty (without
     ///   `replacingExisting`), or a file cannot be written; nothing is left behind then.
     public static func write(_ dataset: WorldDataset, to folder: URL, replacingExisting: Bool) throws {
+        let folder = folder.standardizedFileURL
         try checkDestination(folder, replacingExisting: replacingExisting)
         let manager = FileManager.default
         let parent = folder.deletingLastPathComponent()
+        do { try manager.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
+            throw WorldError("\(parent.path): cannot create the folder (\(error.localizedDescription))")
+        }
         let token = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt64(Date().timeIntervalSince1970 * 1e6))"
         let temporary = parent.appendingPathComponent(".\(folder.lastPathComponent).tmp-\(token)")
         do {

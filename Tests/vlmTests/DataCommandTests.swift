@@ -22,6 +22,9 @@ struct DataCommandTests {
         let root = try scratch()
         defer { try? FileManager.default.removeItem(at: root) }
         let out = root.appendingPathComponent("world")
+        try run(["data", "synth", "--out", root.appendingPathComponent("nested/./twice/world").path, "--size", "tiny"])
+        #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent("nested/twice/world/world.json").path))
+        try FileManager.default.removeItem(at: root.appendingPathComponent("nested"))
         try run(["data", "synth", "--out", out.path, "--size", "tiny", "--seed", "7", "--image-size", "32"])
         let names = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
         #expect(names == ["corpus.txt", "images", "preferences-heldout.jsonl", "preferences.jsonl", "pretrain-hq.jsonl",
