@@ -1,3 +1,5 @@
+import Foundation
+
 // Questions about a scene with reference answers read off its record.
 
 /// What a question asks about.
@@ -34,8 +36,26 @@ public struct QuestionAnswer: Equatable, Sendable {
     /// except for yes/no questions.
     public var sentence: String
 
+    public init(type: QuestionType, question: String, answer: String, sentence: String) {
+        self.type = type
+        self.question = question
+        self.answer = answer
+        self.sentence = sentence
+    }
+
     /// The question followed by ``shortAnswerInstruction``: the prompt whose reply is `answer`.
     public var shortPrompt: String { question + " " + Self.shortAnswerInstruction }
+
+    /// A model's reply in the form reference answers take, for exact match: lower case, spaces
+    /// trimmed and collapsed, a final full stop dropped ("Top  left." → "top left").
+    public static func normalized(_ reply: String) -> String {
+        var words = reply.lowercased().split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
+        while words.hasSuffix(".") { words.removeLast() }
+        return words.trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Whether `reply`, normalized, is exactly the reference answer.
+    public func isAnsweredBy(_ reply: String) -> Bool { Self.normalized(reply) == answer }
 
     /// Whether changing the answer's words inside `sentence` surely makes the sentence false
     /// (false for yes/no sentences, whose answer word is not the claim).

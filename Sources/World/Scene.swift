@@ -77,9 +77,10 @@ public enum SceneGenerator {
     /// The smallest image side the layout supports.
     public static let minimumImageSize = 24
 
-    /// A random scene drawn from `random`.
-    public static func scene(index: Int, split: WorldSplit, imageSize: Int, random: inout WorldRandom) -> Scene {
-        let count = 1 + random.int(below: 4)
+    /// A random scene drawn from `random`, with `objectCount` objects (1–4) or a uniform count.
+    public static func scene(index: Int, split: WorldSplit, imageSize: Int, objectCount: Int? = nil,
+                             random: inout WorldRandom) -> Scene {
+        let count = objectCount ?? 1 + random.int(below: 4)
         let cells = random.shuffled(GridPosition.all).prefix(count)
             .sorted { ($0.row.rawValue, $0.column.rawValue) < ($1.row.rawValue, $1.column.rawValue) }
         let cell = Double(imageSize) / 3

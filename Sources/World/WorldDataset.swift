@@ -164,10 +164,15 @@ public struct WorldDataset: Sendable {
         }
         for index in configuration.trainSceneCount..<(configuration.trainSceneCount + configuration.heldoutSceneCount) {
             var r = random(.scene, index)
+            // The object count is drawn first and kept while redrawing the rest, so that excluding
+            // arrangements seen in training does not thin out one-object scenes (of which there are
+            // only 630); only if that fails is the count redrawn too.
+            let count = 1 + r.int(below: 4)
             var scene: Scene
             var attempts = 0
             repeat {
-                scene = SceneGenerator.scene(index: index, split: .heldout, imageSize: configuration.imageSize, random: &r)
+                scene = SceneGenerator.scene(index: index, split: .heldout, imageSize: configuration.imageSize,
+                                             objectCount: attempts < 500 ? count : nil, random: &r)
                 attempts += 1
             } while trainSignatures.contains(scene.signature) && attempts < 1000
             guard !trainSignatures.contains(scene.signature) else {
@@ -182,10 +187,12 @@ public struct WorldDataset: Sendable {
         var corpus: [CorpusDocument] = []
         for scene in train {
             var r = random(.noisy, scene.index)
+            var firstNoisy: String? = nil
             for k in 0..<configuration.noisyPairsPerScene {
                 let other = train[r.int(below: train.count)]
-                noisy.append(CaptionPair(id: "\(scene.id)-noisy-\(k)", sceneIndex: scene.index, image: scene.imagePath,
-                                         text: Captions.noisy(scene, other: other, shares: configuration.noise, random: &r)))
+                let text = Captions.noisy(scene, other: other, shares: configuration.noise, random: &r)
+                noisy.append(CaptionPair(id: "\(scene.id)-noisy-\(k)", sceneIndex: scene.index, image: scene.imagePath, text: text))
+                firstNoisy = firstNoisy ?? text
             }
             var re = random(.exact, scene.index), rd = random(.detailed, scene.index)
             let exact = Captions.exact(scene, random: &re), detailed = Captions.detailed(scene, random: &rd)
@@ -206,7 +213,7 @@ public struct WorldDataset: Sendable {
             }
             corpus.append(.text(exact))
             corpus.append(.text(detailed))
-            if let first = noisy.last(where: { $0.sceneIndex == scene.index }) { corpus.append(.text(first.text)) }
+            if let firstNoisy { corpus.append(.text(firstNoisy)) }
             for (_, exchanges) in samples where !exchanges.isEmpty { corpus.append(.chat(exchanges)) }
         }
         self.noisyPairs = noisy

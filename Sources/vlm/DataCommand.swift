@@ -40,18 +40,38 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Image width and height in pixels.")
         var imageSize: Int = 64
 
+        @Option(help: ArgumentHelp("A noisy alt-text share KIND=P (repeatable): unrelated, wrong-attribute, partial, truncation, boilerplate.",
+                                   valueName: "kind=share"))
+        var noise: [String] = []
+
         @Flag(help: "Replace a non-empty existing folder.")
         var force = false
 
-        func configurationValue() -> WorldConfiguration {
+        func configurationValue() throws -> WorldConfiguration {
             var configuration = WorldConfiguration(size: size, seed: seed, imageSize: imageSize)
             if let scenes { configuration.trainSceneCount = scenes }
             if let heldout { configuration.heldoutSceneCount = heldout }
+            for option in noise {
+                let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, let share = Double(parts[1]) else {
+                    throw ValidationError("--noise \(option): expected KIND=SHARE, e.g. unrelated=0.1")
+                }
+                switch parts[0] {
+                case "unrelated": configuration.noise.unrelated = share
+                case "wrong-attribute": configuration.noise.wrongAttribute = share
+                case "partial": configuration.noise.partial = share
+                case "truncation": configuration.noise.truncation = share
+                case "boilerplate": configuration.noise.boilerplate = share
+                default:
+                    throw ValidationError("--noise \(option): KIND must be unrelated, wrong-attribute, partial, truncation or boilerplate")
+                }
+            }
             return configuration
         }
 
         func validate() throws {
-            do { try configurationValue().validate() } catch { throw ValidationError("\(error)") }
+            let configuration = try configurationValue()
+            do { try configuration.validate() } catch { throw ValidationError("\(error)") }
         }
 
         func run() throws {

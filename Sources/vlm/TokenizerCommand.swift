@@ -45,18 +45,23 @@ struct TokenizerCommand: ParsableCommand {
             }
             let start = Date()
             let bpe = try BPETrainer.train(corpus: text, vocabularySize: vocabSize, specialTokenCount: specialTokens)
-            let folder = URL(fileURLWithPath: out)
-            do {
-                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-                try AtomicFile.write(Data(bpe.tokenizerJSON().utf8), to: folder.appendingPathComponent("tokenizer.json"))
-                try AtomicFile.write(Data(bpe.tokenizerConfigJSON().utf8), to: folder.appendingPathComponent("tokenizer_config.json"))
-            } catch {
-                throw CommandFailure("\(out): cannot write the tokenizer (\(error))")
-            }
+            try writeTokenizerFiles(bpe, to: URL(fileURLWithPath: out))
             let note = bpe.vocabularySize < vocabSize ? " (the corpus ran out of pairs before \(vocabSize))" : ""
             print("wrote \(out)/tokenizer.json: \(bpe.vocabularySize) ids\(note): 256 bytes, \(bpe.merges.count) merges, "
                   + "\(bpe.specialTokens.count) special tokens from \(bpe.specialTokens[0].id), "
                   + "in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         }
+    }
+}
+
+/// Writes a trained tokenizer's `tokenizer.json` and `tokenizer_config.json` into `folder`
+/// (created if needed), each atomically.
+func writeTokenizerFiles(_ bpe: TrainedBPE, to folder: URL) throws {
+    do {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try AtomicFile.write(Data(bpe.tokenizerJSON().utf8), to: folder.appendingPathComponent("tokenizer.json"))
+        try AtomicFile.write(Data(bpe.tokenizerConfigJSON().utf8), to: folder.appendingPathComponent("tokenizer_config.json"))
+    } catch {
+        throw CommandFailure("\(folder.path): cannot write the tokenizer (\(error))")
     }
 }

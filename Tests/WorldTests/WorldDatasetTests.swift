@@ -169,6 +169,8 @@ struct WorldDatasetTests {
         }
         #expect(GroundedNegative.make(from: "The circle is red.", changing: "blue", random: &random) == nil)
         #expect(GroundedNegative.make(from: "nothing to see", random: &random) == nil)
+        let qa = QuestionAnswer(type: .position, question: "Where is the circle?", answer: "top left", sentence: "")
+        #expect(qa.isAnsweredBy(" Top  left.") && !qa.isAnsweredBy("top right") && !qa.isAnsweredBy("the top left"))
     }
 
     @Test("the held-out split shares no scene, image or arrangement with training, and each file uses its own split")
@@ -179,6 +181,8 @@ struct WorldDatasetTests {
         #expect(heldout.allSatisfy { !train.contains($0.signature) && $0.split == .heldout })
         let trainImages = Set(world.trainScenes.map(\.imagePath)), heldoutImages = Set(heldout.map(\.imagePath))
         #expect(trainImages.isDisjoint(with: heldoutImages))
+        // Excluding seen arrangements does not thin out one-object scenes (only 630 exist).
+        for count in 1...4 { #expect(heldout.filter { $0.objects.count == count }.count >= 12, "\(count)-object scenes") }
         #expect(world.noisyPairs.allSatisfy { trainImages.contains($0.image) })
         #expect(world.highQualityPairs.allSatisfy { trainImages.contains($0.image) })
         #expect(world.instructions.allSatisfy { trainImages.contains($0.image) })
@@ -217,5 +221,29 @@ struct WorldDatasetTests {
         configuration.trainSceneCount = 0
         let error = #expect(throws: WorldError.self) { try WorldDataset(configuration: configuration) }
         #expect(error?.description.contains("scene counts") == true)
+    }
+}
+
+@Suite("Scoring captions against a record")
+struct CaptionScoreTests {
+    @Test("exact captions score 1 on accuracy and recall; a wrong word lowers accuracy by one attribute")
+    func exactAndWrongCaptions() throws {
+        let world = WorldDatasetTests.small
+        for pair in world.highQualityPairs where pair.id.hasSuffix("-caption") {
+            let score = CaptionScore(caption: pair.text, scene: world.scenes[pair.sceneIndex])
+            #expect(score.accuracy == 1 && score.recall == 1, "\(pair.text): \(score)")
+            #expect(score.stated == 4 * world.scenes[pair.sceneIndex].objects.count)
+        }
+        // One large red circle in the top left and one small blue square in the bottom right.
+        let scene = try #require(world.scenes.first { $0.objects.count == 2 })
+        let a = scene.objects[0], b = scene.objects[1]
+        let wrongColor = ObjectColor.allCases.first { $0 != a.color }!
+        let caption = "a \(a.size.rawValue) \(wrongColor.rawValue) \(a.shape.rawValue) in the \(a.position.phrase)"
+        let score = CaptionScore(caption: caption, scene: scene)
+        #expect(score.stated == 4 && score.correct == 3 && score.recall == 0.5, "\(caption): \(score)")
+        let missingShape = ShapeKind.allCases.first { shape in !scene.objects.contains { $0.shape == shape } }!
+        let none = CaptionScore(caption: "a \(b.color.rawValue) \(missingShape.rawValue)", scene: scene)
+        #expect(none.stated == 2 && none.correct == 0 && none.objectsMentioned == 0)
+        #expect(CaptionScore(caption: "stock photo", scene: scene).accuracy == 0)
     }
 }

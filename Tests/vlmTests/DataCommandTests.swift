@@ -22,6 +22,9 @@ struct DataCommandTests {
         let root = try scratch()
         defer { try? FileManager.default.removeItem(at: root) }
         let out = root.appendingPathComponent("world")
+        try run(["data", "synth", "--out", root.appendingPathComponent("nested/./twice/world").path, "--size", "tiny"])
+        #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent("nested/twice/world/world.json").path))
+        try FileManager.default.removeItem(at: root.appendingPathComponent("nested"))
         try run(["data", "synth", "--out", out.path, "--size", "tiny", "--seed", "7", "--image-size", "32"])
         let names = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
         #expect(names == ["corpus.txt", "images", "preferences-heldout.jsonl", "preferences.jsonl", "pretrain-hq.jsonl",
@@ -56,10 +59,15 @@ struct DataCommandTests {
         let world = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("world.json"))) as? [String: Any])
         #expect(world["seed"] as? Int == 7 && (world["scenes"] as? [Any])?.count == 64)
 
+        let badNoise = errorDescription { try run(["data", "synth", "--out", out.path, "--noise", "loud=0.5"]) }
+        #expect(badNoise?.contains("KIND must be") == true, "\(badNoise ?? "no error")")
         let refused = errorDescription { try run(["data", "synth", "--out", out.path, "--size", "tiny"]) }
         #expect(refused?.contains("not empty") == true, "\(refused ?? "no error")")
         let before = try Data(contentsOf: out.appendingPathComponent("world.json"))
-        try run(["data", "synth", "--out", out.path, "--size", "tiny", "--seed", "8", "--force"])
+        try run(["data", "synth", "--out", out.path, "--size", "tiny", "--seed", "8", "--force", "--noise", "boilerplate=1"])
+        let noisy = try String(contentsOf: out.appendingPathComponent("pretrain-noisy.jsonl"), encoding: .utf8)
+        let noisyWorld = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("world.json"))) as? [String: Any])
+        #expect((noisyWorld["noise"] as? [String: Double])?["boilerplate"] == 1 && !noisy.isEmpty)
         #expect(try Data(contentsOf: out.appendingPathComponent("world.json")) != before)
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.path) == ["world"], "no temporary folder is left behind")
     }
