@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Models
+import Processing
 import Yams
 
 /// `vlm adapters …`: build adapter checkpoints from text models.
@@ -27,10 +28,18 @@ struct AdaptersCommand: ParsableCommand {
         @Option(help: "Seed for the fresh weights.")
         var seed: UInt64 = 0
 
+        @Option(help: "The folder holding the text model's tokenizer.json (default: --text-model).")
+        var tokenizer: String?
+
         func run() throws {
             let layout = try loadAdapterLayout(path: adapter)
-            let config = try AdapterInitialization.initialize(
-                textModel: URL(fileURLWithPath: textModel), layout: layout, output: URL(fileURLWithPath: out), seed: seed)
+            let textModel = URL(fileURLWithPath: textModel), output = URL(fileURLWithPath: out)
+            // Read and check the tokenizer before writing weights, so a bad source leaves nothing behind.
+            let supportFiles = try VisionCheckpointFiles(
+                source: tokenizer.map { URL(fileURLWithPath: $0) } ?? textModel,
+                config: try AdapterInitialization.configuration(textModel: textModel, layout: layout))
+            let config = try AdapterInitialization.initialize(textModel: textModel, layout: layout, output: output, seed: seed)
+            try supportFiles.write(to: output)
             let text = config.textConfig.llama
             print("wrote \(out): \(text.numHiddenLayers) layers (cross-attention at \(config.textConfig.crossAttentionLayers)), "
                   + "image encoder \(config.visionConfig.hiddenSize) wide with \(config.visionConfig.numHiddenLayers) + "
