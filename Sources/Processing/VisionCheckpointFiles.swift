@@ -49,7 +49,8 @@ public struct VisionCheckpointFiles: Sendable {
     ///   another id, or when a source file is malformed or disagrees with `config`.
     public init(source: URL, config: MllamaConfig) throws {
         let (tokenizerURL, tokenizerBytes) = try Self.readTokenizerJSON(in: source)
-        let tokenizerJSON = try Self.addingImageToken(to: tokenizerBytes, id: config.imageTokenIndex, file: tokenizerURL.path)
+        let (tokenizerJSON, addedTokens) = try Self.addingImageToken(to: tokenizerBytes, id: config.imageTokenIndex,
+                                                                     file: tokenizerURL.path)
         tokenizer = try Tokenizer(huggingFaceJSON: [UInt8](tokenizerJSON), source: tokenizerURL.path)
 
         let tokenizerConfigURL = source.appendingPathComponent(TokenizerConfiguration.fileName)
@@ -59,7 +60,7 @@ public struct VisionCheckpointFiles: Sendable {
         tokenizerConfig["bos_token"] = specials.bos
         tokenizerConfig["eos_token"] = specials.eos
         tokenizerConfig["pad_token"] = specials.pad ?? NSNull()
-        tokenizerConfig["added_tokens_decoder"] = try Self.addedTokensDecoder(of: tokenizerJSON, file: tokenizerURL.path)
+        tokenizerConfig["added_tokens_decoder"] = try Self.addedTokensDecoder(of: addedTokens, file: tokenizerURL.path)
         tokenizerConfig["tokenizer_class"] = "PreTrainedTokenizerFast"
         tokenizerConfig["processor_class"] = "MllamaProcessor"
         tokenizerConfig["chat_template"] = Llama3ChatFormat.visionChatTemplate
@@ -119,37 +120,82 @@ public struct VisionCheckpointFiles: Sendable {
                               + "needs the text model's Hugging Face tokenizer (a tiktoken tokenizer.model alone cannot be converted)")
     }
 
-    /// The `tokenizer.json` with `<|image|>` appended to `added_tokens` at `id` (unchanged when it
-    /// is already there at that id).
-    static func addingImageToken(to bytes: [UInt8], id: Int, file: String) throws -> Data {
-        guard var root = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+    /// The `tokenizer.json` with `<|image|>` appended to `added_tokens` at `id` (the bytes as they
+    /// are when it is already there at that id), and its parsed `added_tokens`.
+    ///
+    /// The entry is spliced into the file's text rather than the whole file re-serialised, so every
+    /// other byte stays the source's (and writing twice gives the same file).
+    static func addingImageToken(to bytes: [UInt8], id: Int, file: String) throws -> (json: Data, addedTokens: [[String: Any]]) {
+        guard let root = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
             throw CheckpointError(file: file, reason: "is not a JSON object")
         }
-        var added = root["added_tokens"] as? [[String: Any]] ?? []
+        let added = root["added_tokens"] as? [[String: Any]] ?? []
         let image = "<|image|>"
         if let existing = added.first(where: { ($0["content"] as? String) == image }) {
             let existingID = (existing["id"] as? NSNumber)?.intValue
             guard existingID == id else {
                 throw CheckpointError(file: file, reason: "\(image) has id \(existingID.map(String.init) ?? "?") but config.json's image_token_index is \(id)")
             }
-            return try serialize(root)
+            return (Data(bytes), added)
         }
         let vocab = (root["model"] as? [String: Any])?["vocab"] as? [String: Any] ?? [:]
         if let holder = added.first(where: { ($0["id"] as? NSNumber)?.intValue == id })?["content"] as? String
             ?? vocab.first(where: { ($0.value as? NSNumber)?.intValue == id })?.key {
             throw CheckpointError(file: file, reason: "image_token_index \(id) is already the id of \(holder)")
         }
-        added.append(["id": id, "content": image, "single_word": false, "lstrip": false, "rstrip": false,
-                      "normalized": false, "special": true])
-        root["added_tokens"] = added
-        return try serialize(root)
+        let entry: [String: Any] = ["id": id, "content": image, "single_word": false, "lstrip": false, "rstrip": false,
+                                    "normalized": false, "special": true]
+        let entryText = [UInt8](try JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys]))
+        var output = bytes
+        if let (start, end) = addedTokensArray(in: bytes) {
+            let isEmpty = bytes[(start + 1)..<end].allSatisfy { [0x20, 0x0A, 0x0D, 0x09].contains($0) }
+            output.replaceSubrange(end..<end, with: (isEmpty ? [] : Array(",".utf8)) + entryText)
+        } else if root["added_tokens"] == nil, let brace = bytes.firstIndex(of: UInt8(ascii: "{")) {
+            output.replaceSubrange((brace + 1)..<(brace + 1), with: Array(#""added_tokens":["#.utf8) + entryText + Array("],".utf8))
+        } else {
+            throw CheckpointError(file: file, reason: "added_tokens is not a list")
+        }
+        return (Data(output), added + [entry])
+    }
+
+    /// The byte offsets of the `[` and `]` of the `"added_tokens": [...]` list in a JSON text.
+    private static func addedTokensArray(in bytes: [UInt8]) -> (Int, Int)? {
+        let key = Array(#""added_tokens""#.utf8)
+        var i = 0
+        while i + key.count <= bytes.count {
+            guard bytes[i] == key[0], Array(bytes[i..<(i + key.count)]) == key else { i += 1; continue }
+            var j = i + key.count
+            while j < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[j]) { j += 1 }
+            guard j < bytes.count, bytes[j] == UInt8(ascii: ":") else { i += 1; continue }
+            j += 1
+            while j < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[j]) { j += 1 }
+            guard j < bytes.count, bytes[j] == UInt8(ascii: "[") else { i += 1; continue }
+            // Find the matching "]", skipping strings (which may hold brackets and escaped quotes).
+            let open = j
+            var depth = 0, inString = false, escaped = false
+            while j < bytes.count {
+                let byte = bytes[j]
+                if inString {
+                    if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = true
+                } else if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") {
+                    depth += 1
+                } else if byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}") {
+                    depth -= 1
+                    if depth == 0 { return (open, j) }
+                }
+                j += 1
+            }
+            return nil
+        }
+        return nil
     }
 
     /// `added_tokens_decoder` of `tokenizer_config.json`: id → the added token's flags.
-    private static func addedTokensDecoder(of tokenizerJSON: Data, file: String) throws -> [String: Any] {
-        let root = try JSONSerialization.jsonObject(with: tokenizerJSON) as? [String: Any] ?? [:]
+    private static func addedTokensDecoder(of addedTokens: [[String: Any]], file: String) throws -> [String: Any] {
         var decoder: [String: Any] = [:]
-        for token in root["added_tokens"] as? [[String: Any]] ?? [] {
+        for token in addedTokens {
             guard let id = (token["id"] as? NSNumber)?.intValue, let content = token["content"] as? String else {
                 throw CheckpointError(file: file, reason: "an entry of added_tokens lacks \"id\" or \"content\"")
             }
