@@ -14,10 +14,16 @@ import TensorCore
 /// - The 8 extra embedding rows (`<|image|>` is the first, id = the text vocabulary size) start at
 ///   the mean of the text embeddings — a neutral point for a token no text has used.
 ///
-/// This writes `model.safetensors` and `config.json`. The tokenizer, processor and generation files
-/// a complete checkpoint also needs come from `Processing`'s `VisionCheckpointFiles`, which reads
-/// the text model's tokenizer (`vlm adapters init` writes both).
+/// This writes `model.safetensors`, `config.json` and `preprocessor_config.json`, and copies the text
+/// model's ``companionFiles`` as they are. Those copies are the text model's: the files a complete
+/// vision checkpoint needs (`tokenizer.json` with `<|image|>`, the processor class and the vision
+/// chat template) come from `Processing`'s `VisionCheckpointFiles`, which replaces them
+/// (`vlm adapters init` does both).
 public enum AdapterInitialization {
+    /// The files copied from the text model when present.
+    public static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                        "generation_config.json", "tokenizer.model", "tokenizer.json.zst"]
+
     /// The configuration ``initialize(textModel:layout:output:seed:)`` writes for this text model
     /// and layout, without building anything.
     public static func configuration(textModel: URL, layout: AdapterLayout) throws -> MllamaConfig {
@@ -28,8 +34,7 @@ public enum AdapterInitialization {
         return config
     }
 
-    /// Builds the mllama checkpoint's weights and `config.json` in `output` (created if needed;
-    /// every file written atomically).
+    /// Builds the mllama checkpoint in `output` (created if needed; every file written atomically).
     /// - Returns: the configuration written.
     @discardableResult
     public static func initialize(textModel: URL, layout: AdapterLayout, output: URL, seed: UInt64 = 0) throws -> MllamaConfig {
@@ -75,6 +80,14 @@ public enum AdapterInitialization {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try writeSafetensors(tensors: tensors, metadata: ["format": "pt"], to: output.appendingPathComponent("model.safetensors"))
         try AtomicFile.write(try config.jsonData(), to: output.appendingPathComponent("config.json"))
+        let processor = MllamaImageProcessorConfig.published(tileSize: layout.vision.imageSize,
+                                                             maxImageTiles: layout.vision.maxNumTiles)
+        try AtomicFile.write(try processor.jsonData(), to: output.appendingPathComponent(MllamaImageProcessorConfig.fileName))
+        for name in companionFiles {
+            let source = textModel.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: source.path) else { continue }
+            try AtomicFile.write(try Data(contentsOf: source), to: output.appendingPathComponent(name))
+        }
         return config
     }
 
