@@ -1,7 +1,7 @@
 import Checkpoint
 import Foundation
 import Media
-import Processing
+@testable import Processing
 import Testing
 import Tokenization
 import _TestSupport
@@ -173,5 +173,32 @@ struct VisionCheckpointFilesTests {
         let empty = source.appendingPathComponent("empty")
         try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
         #expect { try VisionCheckpointFiles(source: empty, config: Self.config) } throws: { "\($0)".contains("has no tokenizer.json") }
+    }
+}
+
+/// `<|image|>` is spliced into the text of `tokenizer.json`, leaving every other byte as it was.
+@Suite("Splicing <|image|> into tokenizer.json")
+struct ImageTokenSpliceTests {
+    static func splice(_ json: String) throws -> String {
+        String(decoding: try VisionCheckpointFiles.addingImageToken(to: Array(json.utf8), id: 9, file: "t.json").json, as: UTF8.self)
+    }
+
+    static let entry = #"{"content":"<|image|>","id":9,"lstrip":false,"normalized":false,"rstrip":false,"single_word":false,"special":true}"#
+
+    @Test("into a list with entries, an empty list, or a file without the key; brackets inside strings are skipped")
+    func splicing() throws {
+        let vocab = #""model": {"vocab": {"]": 0, "[\"": 1}}"#
+        #expect(try Self.splice(#"{\#(vocab), "added_tokens": [{"id": 2, "content": "a]"}] }"#)
+                == #"{\#(vocab), "added_tokens": [{"id": 2, "content": "a]"},\#(Self.entry)] }"#)
+        #expect(try Self.splice(#"{"added_tokens": [ ], \#(vocab)}"#) == #"{"added_tokens": [ \#(Self.entry)], \#(vocab)}"#)
+        #expect(try Self.splice(#"{\#(vocab)}"#) == #"{"added_tokens":[\#(Self.entry)],\#(vocab)}"#)
+        let present = #"{"added_tokens": [{"id": 9, "content": "<|image|>"}]}"#
+        #expect(try Self.splice(present) == present)
+        #expect { try Self.splice(#"{"added_tokens": [{"id": 4, "content": "<|image|>"}]}"#) } throws: {
+            "\($0)" == "t.json: <|image|> has id 4 but config.json's image_token_index is 9"
+        }
+        #expect { try Self.splice(#"{\#(vocab.replacingOccurrences(of: "1}", with: "9}"))}"#) } throws: {
+            "\($0)" == #"t.json: image_token_index 9 is already the id of [""#
+        }
     }
 }
