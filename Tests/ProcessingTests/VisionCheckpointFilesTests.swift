@@ -43,6 +43,13 @@ struct VisionCheckpointFilesTests {
         } else {
             var tokenizer = try JSONSerialization.jsonObject(with: Data(bytes)) as! [String: Any]
             tokenizer["post_processor"] = expected["post_processor"]
+            if let renamed = expected["renamed_added_tokens"] as? [String: String] {
+                tokenizer["added_tokens"] = (tokenizer["added_tokens"] as! [[String: Any]]).map { token in
+                    var token = token
+                    if let name = renamed[String(token["id"] as! Int)] { token["content"] = name }
+                    return token
+                }
+            }
             try JSONSerialization.data(withJSONObject: tokenizer).write(to: folder.appendingPathComponent("tokenizer.json"))
         }
         if let config = expected["source_tokenizer_config"] {
@@ -53,10 +60,14 @@ struct VisionCheckpointFilesTests {
         return folder
     }
 
+    /// The fixture run's variants: the shared file as it is, with Llama 3.1's BOS template, and with
+    /// the template and Llama 3.1's token names (`<|finetune_right_pad_id|>` among them).
+    static let variants = ["shared", "bos-template", "llama-3.1"]
+
     /// The support files built from each variant's source (built once: the tokenizer is 9 MB of JSON).
     static let built: [String: VisionCheckpointFiles] = {
         var built: [String: VisionCheckpointFiles] = [:]
-        for variant in ["shared", "bos-template"] {
+        for variant in Self.variants {
             let source = try! Self.source(variant)
             defer { try? FileManager.default.removeItem(at: source) }
             built[variant] = try! VisionCheckpointFiles(source: source, config: config)
@@ -76,7 +87,7 @@ struct VisionCheckpointFilesTests {
     }
 
     @Test("tokenizer.json gains <|image|> as a special added token at image_token_index; the post-processor is kept",
-          arguments: ["shared", "bos-template"])
+          arguments: variants)
     func imageToken(variant: String) throws {
         let tokenizer = try Self.json("tokenizer.json", of: variant)
         let added = tokenizer["added_tokens"] as! [[String: Any]]
@@ -94,14 +105,14 @@ struct VisionCheckpointFilesTests {
     }
 
     @Test("tokenizer_config.json names the special tokens transformers read and carries the vision chat template",
-          arguments: ["shared", "bos-template"])
+          arguments: variants)
     func tokenizerConfig(variant: String) throws {
         let config = try Self.json("tokenizer_config.json", of: variant)
         let transformers = Self.variant(variant)["transformers"] as! [String: Any]
         #expect(config["bos_token"] as? String == transformers["bos_token"] as? String)
         #expect(config["eos_token"] as? String == transformers["eos_token"] as? String)
         #expect(config["pad_token"] as? String == transformers["pad_token"] as? String,
-                "the shared vocabulary has no <|finetune_right_pad_id|>, so no pad token")
+                "<|finetune_right_pad_id|> where the vocabulary has it (llama-3.1), else none")
         #expect(config["processor_class"] as? String == "MllamaProcessor")
         #expect(config["tokenizer_class"] as? String == "PreTrainedTokenizerFast")
         let published = try String(contentsOf: Fixtures.repositoryRoot.appendingPathComponent("Scripts/fixtures/mllama_chat_template.jinja"),
@@ -113,13 +124,14 @@ struct VisionCheckpointFilesTests {
         let generation = try Self.json("generation_config.json", of: variant)
         #expect(generation["eos_token_id"] as? [Int] == [128_001, 128_008, 128_009], "the source's end-of-turn ids")
         #expect(generation["temperature"] as? Double == 0.6, "the source's other fields are kept")
+        #expect(generation["pad_token_id"] as? Int == transformers["pad_token_id"] as? Int)
     }
 
     /// transformers' BOS rule, read from the written files: the shared file's ByteLevel
     /// post-processor adds nothing, so `<|image|>Describe…` is `<|image|> BOS Describe…`; with the
     /// Llama 3.1 template the processor's ids start with one more BOS.
     @Test("VLMKit's processor gives transformers' ids and cross-attention masks for both BOS conventions",
-          arguments: ["shared", "bos-template"])
+          arguments: variants)
     func processorParity(variant: String) throws {
         let output = try Self.written(variant)
         defer { try? FileManager.default.removeItem(at: output) }
