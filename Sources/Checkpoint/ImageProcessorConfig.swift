@@ -120,7 +120,7 @@ public struct MllamaImageProcessorConfig: HuggingFaceConfiguration, Equatable {
         case doConvertRgb = "do_convert_rgb", doResize = "do_resize", size, resample, doRescale = "do_rescale"
         case rescaleFactor = "rescale_factor", doNormalize = "do_normalize", imageMean = "image_mean"
         case imageStd = "image_std", doPad = "do_pad", maxImageTiles = "max_image_tiles"
-        case imageProcessorType = "image_processor_type"
+        case imageProcessorType = "image_processor_type", processorClass = "processor_class"
     }
 
     public init(from decoder: Decoder) throws {
@@ -140,6 +140,8 @@ public struct MllamaImageProcessorConfig: HuggingFaceConfiguration, Equatable {
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode("MllamaImageProcessor", forKey: .imageProcessorType)
+        // transformers' AutoProcessor reads the processor's class from here.
+        try c.encode("MllamaProcessor", forKey: .processorClass)
         try c.encode(doConvertRgb, forKey: .doConvertRgb)
         try c.encode(doResize, forKey: .doResize)
         try c.encode(size, forKey: .size)

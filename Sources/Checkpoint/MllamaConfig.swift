@@ -22,7 +22,7 @@ public struct MllamaConfig: HuggingFaceConfiguration, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type", textConfig = "text_config", visionConfig = "vision_config"
-        case imageTokenIndex = "image_token_index", dtype, torchDType = "torch_dtype"
+        case imageTokenIndex = "image_token_index", dtype, torchDType = "torch_dtype", architectures
     }
 
     public init(from decoder: Decoder) throws {
@@ -36,6 +36,7 @@ public struct MllamaConfig: HuggingFaceConfiguration, Equatable {
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode("mllama", forKey: .modelType)
+        try c.encode(["MllamaForConditionalGeneration"], forKey: .architectures)
         try c.encode(textConfig, forKey: .textConfig)
         try c.encode(visionConfig, forKey: .visionConfig)
         try c.encode(imageTokenIndex, forKey: .imageTokenIndex)

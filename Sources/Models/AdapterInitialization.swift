@@ -13,19 +13,33 @@ import TensorCore
 /// - A fresh image encoder and projector of the layout's shape, initialised as transformers does.
 /// - The 8 extra embedding rows (`<|image|>` is the first, id = the text vocabulary size) start at
 ///   the mean of the text embeddings — a neutral point for a token no text has used.
+///
+/// This writes `model.safetensors`, `config.json` and `preprocessor_config.json`, and copies the text
+/// model's ``companionFiles`` as they are. Those copies are the text model's: the files a complete
+/// vision checkpoint needs (`tokenizer.json` with `<|image|>`, the processor class and the vision
+/// chat template) come from `Processing`'s `VisionCheckpointFiles`, which replaces them
+/// (`vlm adapters init` does both).
 public enum AdapterInitialization {
-    /// The files written beside the weights, copied from the text model when present.
+    /// The files copied from the text model when present.
     public static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                         "generation_config.json", "tokenizer.model", "tokenizer.json.zst"]
+
+    /// The configuration ``initialize(textModel:layout:output:seed:)`` writes for this text model
+    /// and layout, without building anything.
+    public static func configuration(textModel: URL, layout: AdapterLayout) throws -> MllamaConfig {
+        let llamaConfig = try LlamaConfig.load(from: textModel.appendingPathComponent("config.json"))
+        var config = try layout.mllamaConfig(for: llamaConfig)
+        // The head becomes its own tensor (mllama checkpoints carry `language_model.lm_head.weight`).
+        config.textConfig.llama.tieWordEmbeddings = false
+        return config
+    }
 
     /// Builds the mllama checkpoint in `output` (created if needed; every file written atomically).
     /// - Returns: the configuration written.
     @discardableResult
     public static func initialize(textModel: URL, layout: AdapterLayout, output: URL, seed: UInt64 = 0) throws -> MllamaConfig {
         let llamaConfig = try LlamaConfig.load(from: textModel.appendingPathComponent("config.json"))
-        var config = try layout.mllamaConfig(for: llamaConfig)
-        // The head becomes its own tensor (mllama checkpoints carry `language_model.lm_head.weight`).
-        config.textConfig.llama.tieWordEmbeddings = false
+        let config = try configuration(textModel: textModel, layout: layout)
         let checkpoint = try SafetensorsCheckpoint(path: try LlamaForCausalLM.weightsPath(in: textModel))
         func text(_ name: String) throws -> Tensor { try checkpoint.tensor(name) }
 

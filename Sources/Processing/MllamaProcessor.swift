@@ -23,9 +23,11 @@ public struct MllamaBatch {
 ///
 /// **Token ids.** As transformers' `build_string_from_input`: a prompt that does not contain
 /// `<|begin_of_text|>` gets it inserted after any `<|image|>` tokens it starts with; then the
-/// tokenizer's post-processor (Llama 3.2's `tokenizer.json` prepends `<|begin_of_text|>`) adds
-/// another at the very front when ``addsBeginOfText`` is true. So `"<|image|>Hi"` becomes
-/// `<|begin_of_text|><|image|><|begin_of_text|>Hi`, exactly as the published processor gives.
+/// tokenizer adds its special tokens (``Tokenization/Tokenizer/encode(_:addingSpecialTokens:allowSpecial:)``),
+/// which its files decide: Llama 3.2's `tokenizer.json` prepends another `<|begin_of_text|>`, so
+/// `"<|image|>Hi"` becomes `<|begin_of_text|><|image|><|begin_of_text|>Hi` as the published
+/// processor gives; the Llama 3.0 file adds nothing, giving `<|image|><|begin_of_text|>Hi`.
+/// Text that is already formatted (a chat) goes through ``process(tokenIDs:images:)`` instead.
 ///
 /// **Cross-attention mask.** Computed on the padded ids, per sample (`get_cross_attention_token_mask`):
 /// image `i` is seen from its `<|image|>` token up to (not including) the next `<|image|>` token;
@@ -45,14 +47,12 @@ public struct MllamaProcessor: Sendable {
     public var padTokenID: Int
     /// Where padding goes (transformers' tokenizer default is right).
     public var paddingSide: PaddingSide
-    /// Prepend `<|begin_of_text|>` as the tokenizer's post-processor does (`add_special_tokens=True`).
-    public var addsBeginOfText: Bool
 
     /// - Throws: ``ProcessingError`` when the tokenizer does not know `imageToken` or `beginOfTextToken`
     ///   as special tokens (load it with `extraSpecialTokens: ["<|image|>": 128256]`).
     public init(imageProcessor: MllamaImageProcessor, tokenizer: Tokenizer, imageToken: String = "<|image|>",
                 beginOfTextToken: String = "<|begin_of_text|>", padTokenID: Int = 128004,
-                paddingSide: PaddingSide = .right, addsBeginOfText: Bool = true) throws {
+                paddingSide: PaddingSide = .right) throws {
         guard let imageID = tokenizer.specialTokenID(imageToken) else {
             throw ProcessingError("the tokenizer has no special token \(imageToken) (pass it as an extra special token, e.g. \(imageToken)=128256)")
         }
@@ -67,7 +67,6 @@ public struct MllamaProcessor: Sendable {
         self.beginOfTextTokenID = bosID
         self.padTokenID = padTokenID
         self.paddingSide = paddingSide
-        self.addsBeginOfText = addsBeginOfText
     }
 
     /// The prompt with `<|begin_of_text|>` placed as transformers' `build_string_from_input` does:
@@ -83,16 +82,17 @@ public struct MllamaProcessor: Sendable {
         return String(repeating: imageToken, count: leadingImages) + beginOfTextToken + rest
     }
 
-    /// Token ids of one prompt, unpadded.
+    /// Token ids of one prompt, unpadded: ``promptWithBeginOfText(_:)`` encoded with the
+    /// tokenizer's special tokens, as transformers' processor calls its tokenizer.
     public func tokenIDs(for prompt: String) -> [Int] {
-        (addsBeginOfText ? [beginOfTextTokenID] : []) + tokenizer.encode(promptWithBeginOfText(prompt), allowSpecial: true)
+        tokenizer.encode(promptWithBeginOfText(prompt), addingSpecialTokens: true, allowSpecial: true)
     }
 
     /// Processes a batch: `prompts[b]` with its images `images[b]`, one image per `<|image|>` in order.
     ///
     /// ```swift
     /// let batch = try processor.process(prompts: ["<|image|>Describe this."], images: [[photo]])
-    /// batch.inputIDs.shape              // [1, 6]: BOS, <|image|>, BOS, "Describe", " this", "."
+    /// batch.inputIDs.shape              // [1, 6] with Llama 3.2's tokenizer: BOS, <|image|>, BOS, "Describe", " this", "."
     /// batch.crossAttentionMask!.shape   // [1, 6, 1, 4]
     /// ```
     ///
@@ -105,11 +105,26 @@ public struct MllamaProcessor: Sendable {
         guard images.count == prompts.count || (images.isEmpty) else {
             throw ProcessingError("\(prompts.count) prompts but \(images.count) lists of images (give one list per prompt, empty for none)")
         }
-        let images = images.isEmpty ? Array(repeating: [Image](), count: prompts.count) : images
-        for (index, (prompt, sampleImages)) in zip(prompts, images).enumerated() {
-            let markers = prompt.components(separatedBy: imageToken).count - 1
+        return try process(tokenIDs: prompts.map(tokenIDs(for:)), images: images)
+    }
+
+    /// Processes token ids that are already complete — a conversation from
+    /// ``Tokenization/Llama3ChatFormat``, as transformers' `apply_chat_template` hands its rendered
+    /// text to the processor without adding special tokens — with `images[b]` for sample `b`, one
+    /// per `<|image|>` id in order. Padding, the cross-attention mask and the image inputs are as
+    /// in ``process(prompts:images:)``.
+    ///
+    /// - Throws: ``ProcessingError`` as ``process(prompts:images:)``.
+    public func process(tokenIDs unpadded: [[Int]], images: [[Image]]) throws -> MllamaBatch {
+        guard !unpadded.isEmpty else { throw ProcessingError("no prompts to process") }
+        guard images.count == unpadded.count || (images.isEmpty) else {
+            throw ProcessingError("\(unpadded.count) prompts but \(images.count) lists of images (give one list per prompt, empty for none)")
+        }
+        let images = images.isEmpty ? Array(repeating: [Image](), count: unpadded.count) : images
+        for (index, (ids, sampleImages)) in zip(unpadded, images).enumerated() {
+            let markers = ids.count(where: { $0 == imageTokenID })
             if markers != sampleImages.count {
-                throw ProcessingError("\(prompts.count > 1 ? "sample \(index): " : "")the prompt has \(markers) \(imageToken) token\(markers == 1 ? "" : "s") but \(sampleImages.count) image\(sampleImages.count == 1 ? " was" : "s were") given")
+                throw ProcessingError("\(unpadded.count > 1 ? "sample \(index): " : "")the prompt has \(markers) \(imageToken) token\(markers == 1 ? "" : "s") but \(sampleImages.count) image\(sampleImages.count == 1 ? " was" : "s were") given")
             }
         }
 
@@ -118,7 +133,6 @@ public struct MllamaProcessor: Sendable {
             throw ProcessingError("sample \(empty): no images, while other samples have some (every sample needs at least one image, or none may have any)")
         }
 
-        let unpadded = prompts.map(tokenIDs(for:))
         let length = unpadded.map(\.count).max()!
         var ids: [Int] = [], attention: [Int] = []
         var paddedRows: [[Int]] = []
@@ -130,7 +144,7 @@ public struct MllamaProcessor: Sendable {
             ids += padded
             attention += paddingSide == .right ? mask + zeros : zeros + mask
         }
-        let b = prompts.count
+        let b = unpadded.count
         var batch = MllamaBatch(inputIDs: Tensor(indices: ids, shape: [b, length]),         // (B, T)
                                 attentionMask: Tensor(indices: attention, shape: [b, length]),  // (B, T)
                                 crossAttentionMask: nil, images: nil, tokenIDs: unpadded)

@@ -32,7 +32,7 @@ extension Tokenizer {
 
     /// Loads a Hugging Face `tokenizer.json`: `model` (type BPE, `vocab`, `merges` as `"a b"` strings
     /// or `["a", "b"]` pairs, `ignore_merges`), `pre_tokenizer` (the Llama 3 Split regex then
-    /// ByteLevel) and `added_tokens`.
+    /// ByteLevel), `added_tokens` and `post_processor` (the ``specialTokenTemplate``).
     ///
     /// - Parameters:
     ///   - json: The file's bytes.
@@ -113,8 +113,10 @@ extension Tokenizer {
             }
             specials[content] = id
         }
+        let template = try SpecialTokenTemplate.parse(postProcessor: root["post_processor"], failure: failure)
         try self.init(tokenBytes: tokenBytes, merges: merges, ignoreMerges: ignoreMerges,
-                      specialTokens: specials.merging(extraSpecialTokens) { _, extra in extra }, source: source)
+                      specialTokens: specials.merging(extraSpecialTokens) { _, extra in extra }, template: template,
+                      source: source)
     }
 
     private static func checkPreTokenizer(_ value: Any?, failure: (String) -> TokenizerFileError) throws {
@@ -134,9 +136,10 @@ extension Tokenizer {
         }
     }
 
-    /// The common end of both loaders. `tokenBytes[id]` is nil for ids with no ordinary token.
+    /// The common end of both loaders. `tokenBytes[id]` is nil for ids with no ordinary token;
+    /// `template` is the `tokenizer.json` post-processor's (nil for tiktoken, which has none).
     init(tokenBytes: [[UInt8]?], merges: MergeTable, ignoreMerges: Bool, specialTokens: [String: Int],
-         source: String) throws {
+         template: SpecialTokenTemplate? = nil, source: String) throws {
         var tokenBytes = tokenBytes
         for (id, texts) in Dictionary(grouping: specialTokens.keys, by: { specialTokens[$0]! }) where texts.count > 1 {
             throw TokenizerFileError(source: source, reason: "special tokens \(texts.sorted().joined(separator: " and ")) both have id \(id)")
@@ -164,5 +167,7 @@ extension Tokenizer {
         self.byteIds = byteIds
         self.ignoreMerges = ignoreMerges
         self.specials = SpecialTokenMatcher(specialTokens)
+        self.specialTokenTemplate = template ?? .empty
+        self.hasPostProcessorFile = template != nil
     }
 }

@@ -10,7 +10,8 @@ import Foundation
 /// tokenizer.decode(ids)                                   // "<|image|>Describe this."
 /// ```
 ///
-/// Encoding adds nothing (no `<|begin_of_text|>`); the chat format adds the tokens a model expects.
+/// `encode(_:)` adds nothing (no `<|begin_of_text|>`); `encode(_:addingSpecialTokens:)` adds what the
+/// tokenizer files say (``specialTokenTemplate``), and the chat format adds the tokens a model expects.
 /// A `Tokenizer` is immutable, so one value can encode from many threads at once.
 public struct Tokenizer: Sendable {
     let tokens: TokenByteTable
@@ -21,6 +22,12 @@ public struct Tokenizer: Sendable {
     /// emitted as that token without merging, even when merging its bytes would give other tokens.
     let ignoreMerges: Bool
     let specials: SpecialTokenMatcher
+    /// What ``encode(_:addingSpecialTokens:allowSpecial:)`` puts around a text, read from the
+    /// tokenizer files as transformers reads it.
+    public internal(set) var specialTokenTemplate: SpecialTokenTemplate
+    /// True for a `tokenizer.json`, whose `post_processor` decides ``specialTokenTemplate`` whatever
+    /// `tokenizer_config.json` says.
+    let hasPostProcessorFile: Bool
 
     /// One more than the largest token id (including special tokens).
     public var vocabularySize: Int { tokens.count }
@@ -47,6 +54,16 @@ public struct Tokenizer: Sendable {
     ///     id. When false it is encoded as ordinary text, as user-supplied text should be.
     public func encode(_ text: String, allowSpecial: Bool = true) -> [Int] {
         encodeToInt32(text, allowSpecial: allowSpecial).map(Int.init)
+    }
+
+    /// The token ids of `text` with the tokenizer's special tokens around it when
+    /// `addingSpecialTokens` is true: transformers' `tokenizer(text, add_special_tokens=...)`.
+    ///
+    /// Which tokens those are is the tokenizer files' decision (``specialTokenTemplate``): Llama
+    /// 3.1's `tokenizer.json` prepends `<|begin_of_text|>`, the Llama 3.0 file adds nothing.
+    public func encode(_ text: String, addingSpecialTokens: Bool, allowSpecial: Bool = true) -> [Int] {
+        let ids = encode(text, allowSpecial: allowSpecial)
+        return addingSpecialTokens ? specialTokenTemplate.apply(to: ids) : ids
     }
 
     /// `encode(_:allowSpecial:)` for many strings.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Foundation
 import Models
+import Processing
 import Yams
 
 /// `vlm adapters …`: build adapter checkpoints from text models.
@@ -34,6 +35,9 @@ struct AdaptersCommand: ParsableCommand {
         @Option(help: "Seed for the fresh weights.")
         var seed: UInt64 = 0
 
+        @Option(help: "The folder holding the text model's tokenizer.json (default: --text-model).")
+        var tokenizer: String?
+
         @Flag(help: "Replace --out if it already exists.")
         var force = false
 
@@ -51,12 +55,17 @@ struct AdaptersCommand: ParsableCommand {
             if exists && !force {
                 throw CommandFailure("\(out) already exists; pass --force to replace it, or choose another --out")
             }
+            // Read and check the tokenizer before writing weights, so a bad source leaves nothing behind.
+            let supportFiles = try VisionCheckpointFiles(
+                source: tokenizer.map { URL(fileURLWithPath: $0) } ?? input,
+                config: try AdapterInitialization.configuration(textModel: input, layout: layout))
             try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
             let building = try TemporarySibling.makeFolder(beside: output)
             defer { TemporarySibling.releaseFolder(building) }
             let config: MllamaConfig
             do {
                 config = try AdapterInitialization.initialize(textModel: input, layout: layout, output: building, seed: seed)
+                try supportFiles.write(to: building)
                 try replace(output, with: building, exists: exists)
             } catch {
                 try? FileManager.default.removeItem(at: building)

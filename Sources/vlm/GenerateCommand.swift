@@ -44,6 +44,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed for sampling.")
     var seed: UInt64 = 0
 
+    @Option(help: "mllama only: 'meta' (text that sees no image gets no cross-attention, as Meta's reference) or 'huggingface' (transformers: only the MLP output is zeroed).")
+    var crossAttentionMasking: ForwardCommand.MaskingOption = .meta
+
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
@@ -66,12 +69,13 @@ struct GenerateCommand: ParsableCommand {
             let llama = try LlamaForCausalLM.load(directory: directory)
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory), extraSpecialTokens: [:])
             var stop = Set(generation?.eosTokenIds ?? llama.config.eosTokenIds ?? [])
-            let ids = try promptIds(prompt, tokenizer: tokenizer, bos: generation?.bosTokenId ?? llama.config.bosTokenId, stop: &stop)
+            let ids = try promptIds(prompt, tokenizer: tokenizer, stop: &stop)
             try checkPrompt(ids, vocabulary: llama.config.vocabSize, maximumLength: llama.config.maxPositionEmbeddings)
             stream(llama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: generation?.padTokenId ?? 0, options: options,
                    maximumLength: llama.config.maxPositionEmbeddings)
         case .mllama(let mllamaConfig):
             let mllama = try MllamaForConditionalGeneration.load(directory: directory)
+            mllama.crossAttentionMasking = crossAttentionMasking == .meta ? .meta : .huggingface
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory),
                                               extraSpecialTokens: ["<|image|>": mllamaConfig.imageTokenIndex])
             var stop = Set(generation?.eosTokenIds ?? mllamaConfig.textConfig.llama.eosTokenIds ?? [])
@@ -79,20 +83,19 @@ struct GenerateCommand: ParsableCommand {
             let text = mllamaConfig.textConfig.llama
             // The embedding table has 8 rows beyond the text vocabulary (the image token among them).
             let vocabulary = text.vocabSize + MllamaTokenEmbedding.extraRowCount
+            let processorURL = directory.appendingPathComponent(MllamaImageProcessorConfig.fileName)
+            try requireFile(processorURL.path)
+            let processorConfig = try MllamaImageProcessorConfig.load(from: processorURL)
+            let processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: processorConfig), tokenizer: tokenizer)
+            if chat, let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
+            let ids = try mllamaPromptIds(prompt, imageCount: images.count, chat: chat, processor: processor)
             if images.isEmpty {
-                let ids = try promptIds(prompt, tokenizer: tokenizer, bos: generation?.bosTokenId ?? text.bosTokenId, stop: &stop)
                 try checkPrompt(ids, vocabulary: vocabulary, maximumLength: text.maxPositionEmbeddings)
                 stream(mllama, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
                        maximumLength: text.maxPositionEmbeddings)
                 return
             }
-            let processorURL = directory.appendingPathComponent(MllamaImageProcessorConfig.fileName)
-            try requireFile(processorURL.path)
-            let processorConfig = try MllamaImageProcessorConfig.load(from: processorURL)
-            var processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: processorConfig), tokenizer: tokenizer)
-            let marked = imagePrompt(prompt, stop: &stop, tokenizer: tokenizer)
-            if chat { processor.addsBeginOfText = false }  // the chat header already starts with it
-            let batch = try processor.process(prompts: [marked], images: [try images.map { try loadImageFile($0) }])
+            let batch = try processor.process(tokenIDs: [ids], images: [try images.map { try loadImageFile($0) }])
             guard let imageBatch = batch.images, let crossMask = batch.crossAttentionMask else {
                 throw CommandFailure("the processor produced no image inputs")
             }
@@ -113,24 +116,12 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
-    /// Token ids of a text-only prompt: the chat format, or BOS + the text.
-    private func promptIds(_ prompt: String, tokenizer: Tokenizer, bos: Int?, stop: inout Set<Int>) throws -> [Int] {
-        if chat {
-            if let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
-            return try Llama3ChatFormat(tokenizer: tokenizer)
-                .encode([ChatMessage(role: .user, text: prompt)], addGenerationPrompt: true).ids
-        }
-        return (bos.map { [$0] } ?? []) + tokenizer.encode(prompt)
-    }
-
-    /// The prompt text handed to the processor: `<|image|>` markers (all first unless placed), in
-    /// the chat layout when asked.
-    private func imagePrompt(_ prompt: String, stop: inout Set<Int>, tokenizer: Tokenizer) -> String {
-        let marked = prompt.contains("<|image|>") ? prompt : String(repeating: "<|image|>", count: images.count) + prompt
-        guard chat else { return marked }
+    /// Token ids of a text model's prompt: the chat format, or the text with the special tokens
+    /// the tokenizer files add (as transformers' `tokenizer(prompt)`).
+    private func promptIds(_ prompt: String, tokenizer: Tokenizer, stop: inout Set<Int>) throws -> [Int] {
+        guard chat else { return tokenizer.encode(prompt, addingSpecialTokens: true) }
         if let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
-        return "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n\(marked)<|eot_id|>"
-            + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+        return try chatPromptIds(prompt, imageCount: 0, tokenizer: tokenizer)
     }
 
     /// The prompt: `--prompt`, or standard input for `-`.

@@ -3,6 +3,7 @@ import Checkpoint
 import Foundation
 import Media
 import Processing
+import TensorCore
 
 /// `vlm preprocess`: images through a checkpoint's Mllama image processor, into a safetensors file.
 struct PreprocessCommand: ParsableCommand {
@@ -12,8 +13,12 @@ struct PreprocessCommand: ParsableCommand {
         discussion: """
             Reads DIR/preprocessor_config.json and treats the images as one sample, in order. OUT \
             receives pixel_values [1, N, tiles, 3, H, W] (float32), aspect_ratio_ids [1, N] and \
-            aspect_ratio_mask [1, N, tiles] (int64), written atomically. Example:
+            aspect_ratio_mask [1, N, tiles] (int64), written atomically. With --prompt it also writes \
+            the text inputs `vlm generate` gives the model: input_ids and attention_mask [1, T] and, \
+            with images, cross_attention_mask [1, T, N, tiles] (int64), tokenized with the \
+            checkpoint's tokenizer files as transformers' processor does. Example:
               vlm preprocess --model Llama-3.2-11B-Vision --image cat.png --image dog.jpg --out pixels.safetensors
+              vlm preprocess --model DIR --image cat.png --prompt "Describe it." --chat --out inputs.safetensors
             """)
 
     @Option(help: "A checkpoint directory holding preprocessor_config.json.")
@@ -25,11 +30,19 @@ struct PreprocessCommand: ParsableCommand {
     @Option(help: "Where to write the tensors (safetensors; written atomically, through links; '-' is standard output).")
     var out: String
 
+    @Option(help: "A prompt to tokenize as `vlm generate --prompt` does (<|image|> marks where each image goes; default: all first).")
+    var prompt: String?
+
+    @Flag(help: "With --prompt: the prompt as one user message of the chat format, as `vlm generate --chat`.")
+    var chat = false
+
     func validate() throws {
-        if image.isEmpty { throw ValidationError("give at least one --image") }
+        if image.isEmpty && prompt == nil { throw ValidationError("give at least one --image, or a --prompt") }
+        if chat && prompt == nil { throw ValidationError("--chat needs a --prompt") }
     }
 
     func run() throws {
+        if let prompt { return try writeTextInputs(prompt: prompt) }
         let configURL = URL(fileURLWithPath: model).appendingPathComponent(MllamaImageProcessorConfig.fileName)
         try requireFile(configURL.path)
         let config = try MllamaImageProcessorConfig.load(from: configURL)
@@ -45,5 +58,26 @@ struct PreprocessCommand: ParsableCommand {
                              to: outputURL(out))
         let tiles = zip(image, batch.arrangements[0]).map { "\($0): \($1.rows)x\($1.columns) tiles" }.joined(separator: ", ")
         report("wrote pixel_values \(batch.pixelValues.shape) to \(out) (\(tiles))", dataPath: out)
+    }
+
+    /// The model inputs of `prompt` and the images, as `vlm generate` builds them.
+    private func writeTextInputs(prompt: String) throws {
+        let directory = URL(fileURLWithPath: model)
+        let config = try MllamaConfig.load(from: directory.appendingPathComponent(MllamaConfig.fileName))
+        let tokenizerFile = ["tokenizer.json", "tokenizer.json.zst"].map { directory.appendingPathComponent($0) }
+            .first { FileManager.default.fileExists(atPath: $0.path) }
+        guard let tokenizerFile else { throw CommandFailure("\(model): no tokenizer.json or tokenizer.json.zst") }
+        let tokenizer = try loadTokenizer(path: tokenizerFile.path, extraSpecialTokens: ["<|image|>": config.imageTokenIndex])
+        let imageConfig = try MllamaImageProcessorConfig.load(from: directory.appendingPathComponent(MllamaImageProcessorConfig.fileName))
+        let processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: imageConfig), tokenizer: tokenizer)
+        let ids = try mllamaPromptIds(prompt, imageCount: image.count, chat: chat, processor: processor)
+        let batch = try processor.process(tokenIDs: [ids], images: [try image.map { try loadImage(path: $0) }])
+        var tensors: [(String, Tensor)] = [("input_ids", batch.inputIDs), ("attention_mask", batch.attentionMask)]
+        if let images = batch.images, let cross = batch.crossAttentionMask {
+            tensors += [("pixel_values", images.pixelValues), ("aspect_ratio_ids", images.aspectRatioIDs),
+                        ("aspect_ratio_mask", images.aspectRatioMask), ("cross_attention_mask", cross)]
+        }
+        try writeSafetensors(tensors: tensors, to: URL(fileURLWithPath: out))
+        print("wrote input_ids \(batch.inputIDs.shape)\(batch.crossAttentionMask.map { " and cross_attention_mask \($0.shape)" } ?? "") to \(out)")
     }
 }

@@ -1,18 +1,13 @@
 import ArgumentParser
-import Checkpoint
 import Foundation
+import Processing
 import Tokenization
 
-/// Loads a tokenizer for the command line: `tokenizer.json`, `tokenizer.json.zst` (decompressed
-/// here, because only the checkpoint code links zstd) or tiktoken `tokenizer.model`.
+/// Loads a tokenizer for the command line: `tokenizer.json`, `tokenizer.json.zst` or tiktoken
+/// `tokenizer.model`, with the `tokenizer_config.json` beside it, as transformers loads it.
 func loadTokenizer(path: String, extraSpecialTokens: [String: Int]) throws -> Tokenizer {
     try requireFile(path)
-    let url = URL(fileURLWithPath: path)
-    if url.pathExtension == "zst" {
-        let bytes = try Zstd.decompress(contentsOf: url)
-        return try Tokenizer(huggingFaceJSON: bytes, source: path, extraSpecialTokens: extraSpecialTokens)
-    }
-    return try Tokenizer(contentsOf: url, extraSpecialTokens: extraSpecialTokens)
+    return try Tokenizer(checkpointFile: URL(fileURLWithPath: path), extraSpecialTokens: extraSpecialTokens)
 }
 
 /// Parses repeated `--special TEXT=ID` options.

@@ -14,9 +14,23 @@ final class ProcessorParityTests: XCTestCase {
         guard Fixtures.hasSharedReference("images") else { throw XCTSkip(Fixtures.sharedReferenceNote("images")) }
     }
 
+    /// The shared Llama 3 `tokenizer.json` with the post-processor Llama 3.2 Vision's file has
+    /// (prepend `<|begin_of_text|>`), as the fixture script built transformers' tokenizer.
     static let tokenizer: Tokenizer = {
         let bytes = try! Zstd.decompress(contentsOf: Fixtures.sharedReference("llama3-tokenizer/tokenizer.json.zst"))
-        return try! Tokenizer(huggingFaceJSON: bytes, source: "tokenizer.json", extraSpecialTokens: ["<|image|>": 128256])
+        var root = try! JSONSerialization.jsonObject(with: Data(bytes)) as! [String: Any]
+        root["post_processor"] = [
+            "type": "Sequence",
+            "processors": [
+                ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true],
+                ["type": "TemplateProcessing",
+                 "single": [["SpecialToken": ["id": "<|begin_of_text|>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                 "pair": [] as [Any],
+                 "special_tokens": ["<|begin_of_text|>": ["id": "<|begin_of_text|>", "ids": [128000], "tokens": ["<|begin_of_text|>"]]]],
+            ] as [Any],
+        ]
+        let json = [UInt8](try! JSONSerialization.data(withJSONObject: root))
+        return try! Tokenizer(huggingFaceJSON: json, source: "tokenizer.json", extraSpecialTokens: ["<|image|>": 128256])
     }()
 
     static func processor(paddingSide: MllamaProcessor.PaddingSide = .right) throws -> MllamaProcessor {

@@ -22,7 +22,7 @@ private func modelError(_ model: String) -> String? {
     }
 }
 
-private let llama3PreTokenizer = """
+let llama3PreTokenizer = """
     {"type": "Sequence", "pretokenizers": [
       {"type": "Split", "pattern": {"Regex": \(try! String(decoding: JSONEncoder().encode(Llama3PreTokenizer.pattern), as: UTF8.self))},
        "behavior": "Isolated", "invert": false},
@@ -30,7 +30,7 @@ private let llama3PreTokenizer = """
     """
 
 /// The 256 byte-level tokens, ids 0…255, as a `model.vocab` body.
-private let byteVocabulary: String = ByteLevelAlphabet.scalarValues.enumerated().map { byte, scalar in
+let byteVocabulary: String = ByteLevelAlphabet.scalarValues.enumerated().map { byte, scalar in
     let text = String(Character(Unicode.Scalar(scalar)!))
     return "\(String(decoding: try! JSONEncoder().encode(text), as: UTF8.self)): \(byte)"
 }.joined(separator: ", ")
