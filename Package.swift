@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport",
                                                        .product(name: "Yams", package: "Yams")]),
         // The command line, run in-process through the executable target.
-        .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Checkpoint", "Tokenization", "_TestSupport"]),
+        .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Layers", "Checkpoint", "Tokenization", "Training", "_TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Processing", "Media", "Tokenization",
                                                          "Checkpoint", "Layers", "_TestSupport"]),
         .testTarget(name: "WorldTests", dependencies: ["World", "Media", "_TestSupport"]),

@@ -48,7 +48,9 @@ enum DirectoryCommit {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return }
         for entry in entries where entry.hasPrefix(".") {
             for marker in [".tmp-", ".old-"] {
-                guard let range = entry.range(of: marker, options: .backwards), let pid = Int32(entry[range.upperBound...]),
+                // `.NAME.tmp-PID` (folders) or `.NAME.tmp-PID-XXXXXX` (AtomicFile's files).
+                guard let range = entry.range(of: marker, options: .backwards),
+                      let pid = Int32(entry[range.upperBound...].prefix { $0.isNumber }),
                       names(String(entry[entry.index(after: entry.startIndex)..<range.lowerBound])) else { continue }
                 if pid == getpid() || kill(pid, 0) != 0 {
                     try? FileManager.default.removeItem(at: folder.appendingPathComponent(entry))

@@ -70,6 +70,13 @@ public final class Pipeline {
     @discardableResult
     public func run(only: String? = nil, from: String? = nil) throws -> [StageSummary] {
         try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+        // What writers killed mid-write left behind (a stage that is skipped below is not revisited).
+        DirectoryCommit.removeStaleTemporaries(in: runFolder)
+        for stage in recipe.stages {
+            let folder = runFolder.appendingPathComponent(stage.name)
+            DirectoryCommit.removeStaleTemporaries(in: folder)
+            DirectoryCommit.removeStaleTemporaries(in: folder.appendingPathComponent("checkpoints"))
+        }
         var record = try loadRecord()
         var summaries: [StageSummary] = []
         for stage in try selectedStages(only: only, from: from) {

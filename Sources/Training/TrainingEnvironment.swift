@@ -42,10 +42,8 @@ public func loadProcessor(directory: URL, imageTokenID: Int) throws -> MllamaPro
     guard let tokenizerURL else {
         throw CheckpointError(file: directory.path, reason: "no tokenizer.json, tokenizer.json.zst or tokenizer.model")
     }
-    let extra = ["<|image|>": imageTokenID]
-    let tokenizer = tokenizerURL.pathExtension == "zst"
-        ? try Tokenizer(huggingFaceJSON: try Zstd.decompress(contentsOf: tokenizerURL), source: tokenizerURL.path, extraSpecialTokens: extra)
-        : try Tokenizer(contentsOf: tokenizerURL, extraSpecialTokens: extra)
+    // With the tokenizer_config.json beside it: the files decide BOS, as in transformers.
+    let tokenizer = try Tokenizer(checkpointFile: tokenizerURL, extraSpecialTokens: ["<|image|>": imageTokenID])
     let configURL = directory.appendingPathComponent(MllamaImageProcessorConfig.fileName)
     let config = FileManager.default.fileExists(atPath: configURL.path) ? try MllamaImageProcessorConfig.load(from: configURL)
         : MllamaImageProcessorConfig.published()
@@ -104,7 +102,10 @@ public enum TrainingEnvironment {
             evaluate: evaluate,
             saveModel: { folder in
                 try loaded.save(to: folder)
-                try copySupportFiles(from: input, to: folder)
+                // A vision checkpoint gets the files transformers' AutoProcessor needs (the tokenizer
+                // with <|image|>, its config and chat template, the image processor's config).
+                if let mllama { try VisionCheckpointFiles.write(from: input, config: mllama.config, to: folder) }
+                else { try copySupportFiles(from: input, to: folder) }
             },
             textOnlyLogitsUnchanged: !keepsTextModel ? nil : {
                 let now = withNoGrad { model.logits(ModelInputs(inputIDs: probe)).floats() }

@@ -55,15 +55,15 @@ struct AdaptersCommand: ParsableCommand {
             if exists && !force {
                 throw CommandFailure("\(out) already exists; pass --force to replace it, or choose another --out")
             }
-            // Read and check the tokenizer before writing weights, so a bad source leaves nothing behind.
-            let supportFiles = try VisionCheckpointFiles(
-                source: tokenizer.map { URL(fileURLWithPath: $0) } ?? input,
-                config: try AdapterInitialization.configuration(textModel: input, layout: layout))
             try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
             let building = try TemporarySibling.makeFolder(beside: output)
             defer { TemporarySibling.releaseFolder(building) }
             let config: MllamaConfig
             do {
+                // Read and check the tokenizer before writing weights.
+                let supportFiles = try VisionCheckpointFiles(
+                    source: tokenizer.map { URL(fileURLWithPath: $0) } ?? input,
+                    config: try AdapterInitialization.configuration(textModel: input, layout: layout))
                 config = try AdapterInitialization.initialize(textModel: input, layout: layout, output: building, seed: seed)
                 try supportFiles.write(to: building)
                 try replace(output, with: building, exists: exists)

@@ -37,14 +37,17 @@ struct AdaptersInitSafetyTests {
         let out = scratch.url.appendingPathComponent("vision")
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         try Data("keep".utf8).write(to: out.appendingPathComponent("notes.txt"))
-        let refused = failure(["adapters", "init", "--text-model", llamaFixture.path, "--adapter", layout, "--out", out.path])
+        // A vision checkpoint needs the text model's tokenizer.json.
+        let llama = scratch.url.appendingPathComponent("llama")
+        try FileManager.default.copyItem(at: TinyVisionSetup.folder.appendingPathComponent("llama"), to: llama)
+        let refused = failure(["adapters", "init", "--text-model", llama.path, "--adapter", layout, "--out", out.path])
         #expect(refused?.message.contains("--force") == true, "\(String(describing: refused))")
         #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("notes.txt").path))
 
-        try runVLM(["adapters", "init", "--text-model", llamaFixture.path, "--adapter", layout, "--out", out.path, "--force"])
+        try runVLM(["adapters", "init", "--text-model", llama.path, "--adapter", layout, "--out", out.path, "--force"])
         let files = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
         #expect(files.contains("model.safetensors") && files.contains("config.json") && !files.contains("notes.txt"))
-        #expect(scratch.contents == ["vision"], "no temporary folder is left beside the output")
+        #expect(scratch.contents == ["llama", "vision"], "no temporary folder is left beside the output")
         _ = try MllamaForConditionalGeneration.load(directory: out)
     }
 

@@ -1,0 +1,179 @@
+import Checkpoint
+import Foundation
+import Models
+import Testing
+import TensorCore
+import _TestSupport
+@testable import vlm
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A tiny vision model over the built-in world, made once: the world (tiny size), a 512-id
+/// tokenizer trained on its corpus, a random 2-layer Llama of width 32 and the world's adapters.
+enum TinyVisionSetup {
+    static let folder: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("vlm-train-setup-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        let path = { (name: String) in url.appendingPathComponent(name).path }
+        try! runVLM(["data", "synth", "--out", path("world"), "--size", "tiny", "--seed", "3"])
+        try! runVLM(["tokenizer", "train", "--corpus", path("world/corpus.txt"), "--vocab-size", "512", "--out", path("tokenizer")])
+        try! runVLM(["llama", "init", "--tokenizer", path("tokenizer"), "--out", path("llama"), "--hidden-size", "32",
+                     "--intermediate-size", "64", "--layers", "2", "--heads", "2", "--kv-heads", "1"])
+        try! runVLM(["adapters", "init", "--text-model", path("llama"), "--adapter", repositoryFile("adapters/world.yaml").path,
+                     "--out", path("vision")])
+        return url
+    }()
+
+    static var world: URL { folder.appendingPathComponent("world") }
+    static var vision: URL { folder.appendingPathComponent("vision") }
+
+    /// A short two-stage recipe: 6 caption steps, 6 question steps, a checkpoint after every step.
+    static func recipe(in scratch: Scratch, extra: String = "") throws -> String {
+        let text = """
+            defaults:
+              trainable: [visionModel, projector, crossAttentionLayers, extraEmbeddingRows]
+              micro_batch_size: 4
+              gradient_accumulation: 2
+              max_length: 320
+              learning_rate: 0.003
+              warmup_steps: 2
+              checkpoint_every: 1
+            stages:
+              - name: pretrain
+                kind: pretrain
+                datasets: [pretrain-hq.jsonl, {path: pretrain-noisy.jsonl, weight: 0.5}]
+                steps: 6
+              - name: sft
+                kind: sft
+                datasets: [qa-train.jsonl]
+                steps: 6\(extra)
+            """
+        try text.write(toFile: scratch.path("recipe.yaml"), atomically: true, encoding: .utf8)
+        return scratch.path("recipe.yaml")
+    }
+}
+
+/// The repository's file at `relative` (this file is Tests/vlmTests/TrainCommandTests.swift).
+func repositoryFile(_ relative: String) -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(relative)
+}
+
+/// The files of a run folder that must always be whole: JSON files parse, metrics lines parse,
+/// safetensors headers and sizes agree. Hidden `.NAME.tmp-PID` entries are a killed writer's
+/// temporaries (removed by the next run) and are not looked into.
+func tornFiles(in run: URL) -> [String] {
+    var torn: [String] = []
+    guard let walker = FileManager.default.enumerator(at: run, includingPropertiesForKeys: nil) else { return [] }
+    for case let url as URL in walker {
+        if url.lastPathComponent.hasPrefix(".") { walker.skipDescendants(); continue }
+        guard let data = FileManager.default.contents(atPath: url.path) else { continue }
+        switch url.pathExtension {
+        case "json":
+            if (try? JSONSerialization.jsonObject(with: data)) == nil { torn.append(url.path) }
+        case "jsonl":
+            for line in data.split(separator: UInt8(ascii: "\n")) where (try? JSONSerialization.jsonObject(with: Data(line))) == nil {
+                torn.append(url.path)
+            }
+        case "safetensors":
+            if (try? SafetensorsFile(path: url.path)) == nil { torn.append(url.path) }
+        default: break
+        }
+    }
+    return torn
+}
+
+@Suite("vlm train: the staged recipe end to end", .serialized)
+struct TrainCommandTests {
+    @Test("a two-stage run writes loadable stage models whose text-only logits equal the base model's; a rerun skips both")
+    func endToEnd() throws {
+        let scratch = try Scratch()
+        let recipe = try TinyVisionSetup.recipe(in: scratch)
+        let run = scratch.path("run")
+        try runVLM(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", run, "--data-root", TinyVisionSetup.world.path])
+        for stage in ["pretrain", "sft"] {
+            let folder = URL(fileURLWithPath: run).appendingPathComponent(stage)
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("summary.json"))) as! [String: Any]
+            #expect(summary["steps"] as? Int == 6)
+            #expect(summary["textOnlyLogitsUnchanged"] as? Bool == true, "\(stage): the drop-in still holds")
+            let lines = try String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+            #expect(lines.count == 6)
+            let model = try MllamaForConditionalGeneration.load(directory: folder.appendingPathComponent("model"))
+            #expect(model.config.imageTokenIndex == 512)
+            for file in ["tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "generation_config.json"] {
+                #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("model/\(file)").path), "\(stage)/model/\(file)")
+            }
+        }
+        let modified = try FileManager.default.attributesOfItem(atPath: run + "/sft/model/model.safetensors")[.modificationDate] as! Date
+        try runVLM(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", run, "--data-root", TinyVisionSetup.world.path])
+        #expect(try FileManager.default.attributesOfItem(atPath: run + "/sft/model/model.safetensors")[.modificationDate] as! Date == modified,
+                "finished stages are not run again")
+        #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty)
+    }
+
+    @Test("a recipe mistake is named by file, line and field before any work")
+    func recipeMistake() throws {
+        let scratch = try Scratch()
+        let recipe = try TinyVisionSetup.recipe(in: scratch, extra: "\n    learning_rat: 0.1")
+        let result = failure(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                              "--data-root", TinyVisionSetup.world.path])
+        #expect(result?.status == 1)
+        #expect(result?.message.contains("recipe.yaml:18: stages[1] 'sft'.learning_rat: unknown key (did you mean 'learning_rate'?)") == true,
+                "\(result?.message ?? "no error")")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("run/sft")))
+    }
+
+    /// `kill -9` at random moments — some inside checkpoint writes, which take most of a step at
+    /// this size — then the same command, until it finishes: the weights equal an uninterrupted
+    /// run's bit for bit, and no file in the run folder is ever torn.
+    @Test("killed with SIGKILL at random moments, the same command resumes to the same bits")
+    func killAndResume() throws {
+        let binary = repositoryFile(".build/release/vlm")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the release binary first (swift build -c release)")
+        let scratch = try Scratch()
+        let recipe = try TinyVisionSetup.recipe(in: scratch)
+        func arguments(_ run: String) -> [String] {
+            ["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", run, "--data-root", TinyVisionSetup.world.path]
+        }
+        func launch(_ run: String) throws -> Process {
+            let process = Process()
+            process.executableURL = binary
+            process.arguments = arguments(run)
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        let started = Date()
+        let straight = try launch(scratch.path("straight"))
+        straight.waitUntilExit()
+        #expect(straight.terminationStatus == 0)
+        let duration = Date().timeIntervalSince(started)
+        let expected = try Data(contentsOf: URL(fileURLWithPath: scratch.path("straight/sft/model/model.safetensors")))
+
+        // Ten trials, each in a fresh run folder: two or three kills at random moments, then the
+        // same command to the end.
+        var generator = RandomGenerator(seed: 11)
+        var kills = 0
+        for trial in 0..<10 {
+            let run = scratch.path("killed-\(trial)")
+            for _ in 0..<(2 + Int(generator.next() % 2)) {
+                let process = try launch(run)
+                usleep(useconds_t(generator.nextUniform() * duration * 0.8 * 1e6))
+                if process.isRunning { kill(process.processIdentifier, SIGKILL); kills += 1 }
+                process.waitUntilExit()
+                #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty, "trial \(trial): a torn file")
+            }
+            let last = try launch(run)
+            last.waitUntilExit()
+            #expect(last.terminationReason == .exit && last.terminationStatus == 0, "trial \(trial) finishes")
+            let resumed = try Data(contentsOf: URL(fileURLWithPath: run + "/sft/model/model.safetensors"))
+            #expect(resumed == expected, "trial \(trial): the resumed run's weights are bit-identical")
+            let leftovers = try FileManager.default.subpathsOfDirectory(atPath: run)
+                .filter { $0.split(separator: "/").contains { $0.hasPrefix(".") } }
+            #expect(leftovers.isEmpty, "trial \(trial): temporaries of killed writers were removed: \(leftovers)")
+        }
+        #expect(kills >= 10, "\(kills) kills landed")
+    }
+}
