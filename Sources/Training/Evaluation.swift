@@ -195,3 +195,18 @@ struct Evaluation {
         return questions
     }
 }
+
+/// Evaluates the model in `directory` on held-out files, as a stage's evaluation does: the loss
+/// per learned token and, for question–answer data, exact match (overall and `exact_match/TYPE`),
+/// each also with the images blanked (`…_blank_images`) for a vision model.
+public func evaluateModel(directory: URL, datasets: [URL], maxSamples: Int = 0, maxNewTokens: Int = 16,
+                          maxLength: Int = 2048) throws -> [String: Double] {
+    let loaded = try LoadedModel.load(directory: directory)
+    let mllama = loaded.model as? MllamaForConditionalGeneration
+    let vocabulary = mllama?.config.textConfig.llama.vocabSize ?? (loaded.model as? LlamaForCausalLM)?.config.vocabSize ?? 0
+    let processor = try loadProcessor(directory: directory, imageTokenID: mllama?.config.imageTokenIndex ?? vocabulary)
+    let encoder = try SampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16, ignoresImages: mllama == nil)
+    let opened = try datasets.map { try Dataset(path: $0.path) }
+    return try Evaluation(model: loaded.model, encoder: encoder, datasets: opened, maxSamples: maxSamples,
+                          maxNewTokens: maxNewTokens).run()
+}
