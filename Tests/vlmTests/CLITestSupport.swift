@@ -14,12 +14,6 @@ import Glibc
 
 // Helpers shared by the command-line defect tests (issue 16).
 
-/// Parses `arguments` as the `vlm` command line and runs the chosen subcommand, as the executable would.
-func runVLM(_ arguments: [String]) throws {
-    var command = try VLM.parseAsRoot(arguments)
-    try command.run()
-}
-
 /// The message `vlm` would print for the error `arguments` end in (nil when they succeed), and the exit status.
 func failure(_ arguments: [String]) -> (message: String, status: Int32)? {
     do { try runVLM(arguments) } catch {
