@@ -22,9 +22,4 @@ enum ImageLoading {
             }
         }
     }
-
-    /// A black RGB image of the same size (for the "does the model use the image?" metric).
-    static func blank(like image: Image) -> Image {
-        Image(width: image.width, height: image.height, layout: .rgb, pixels: [UInt8](repeating: 0, count: image.width * image.height * 3))
-    }
 }

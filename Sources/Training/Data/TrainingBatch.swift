@@ -36,7 +36,7 @@ enum BatchCollation {
         var images: [Image] = []
         for source in sample.images {
             let image = try ImageLoading.load(source, for: sample.location)
-            images.append(blankImages ? ImageLoading.blank(like: image) : image)
+            images.append(blankImages ? Image.black(like: image) : image)
         }
         do {
             return PreparedSample(sample: sample, images: try processor.imageProcessor.preprocess([images]))
