@@ -9,4 +9,9 @@ struct VLM: ParsableCommand {
             InspectCommand.self, TokenizeCommand.self, PreprocessCommand.self, ForwardCommand.self,
             GenerateCommand.self, AdaptersCommand.self, FuzzCommand.self, Bench.self,
         ])
+
+    static func main() {
+        OpenBLASStartup.run()
+        main(nil)
+    }
 }

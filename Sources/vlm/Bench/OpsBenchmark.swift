@@ -30,8 +30,9 @@ struct OpsBenchmark: ParsableCommand {
 
     func run() throws {
         print("OpenBLAS: \(BLAS.configuration), \(BLAS.threadCount) threads; element-wise threads: \(Parallel.threadCount)")
-        print("OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)")")
-        var json: [(String, Any)] = []
+        print("OpenBLAS core \(BLAS.coreName): \(OpenBLASCore.current.reason)")
+        print("CPU: \(CPUFeatures.current); C kernels (CKernels) path: \(KernelPath.best)")
+        var json: [(String, Any)] = [("openblas_core", BLAS.coreName), ("ckernels_path", KernelPath.best.description)]
         // The arithmetic ceiling every GEMM figure below should be read against.
         let peaks = KernelPath.allCases.filter { $0 > .portable && $0 <= KernelPath.best }.map { path in
             (path, PeakFlops.measure(path: path), PeakFlops.measure(path: path, threads: Parallel.threadCount))
