@@ -26,6 +26,21 @@ enum OpenBLASStartup {
         say("could not restart with \(OpenBLASCore.coreTypeVariable)=\(core) (\(error)); running on \(BLAS.coreName): \(decision.reason)")
     }
 
+    /// The running core with the instruction set its kernels use, for benchmark headers:
+    /// "Cooperlake (AVX-512 + BF16 kernels)".
+    static var coreSummary: String {
+        let core = BLAS.coreName
+        let kernels = switch OpenBLASCore.tier(of: core) {
+        case 0: "SSE kernels"
+        case 1: "AVX kernels"
+        case 2: "AVX2+FMA kernels"
+        case 3: "AVX-512 kernels"
+        case 4: "AVX-512 + BF16 kernels"
+        default: "kernels of a core VLMKit does not know"
+        }
+        return "\(core) (\(kernels))"
+    }
+
     private static func say(_ message: String) {
         FileHandle.standardError.write(Data("vlm: \(message)\n".utf8))
     }

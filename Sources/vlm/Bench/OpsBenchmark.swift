@@ -30,7 +30,7 @@ struct OpsBenchmark: ParsableCommand {
 
     func run() throws {
         print("OpenBLAS: \(BLAS.configuration), \(BLAS.threadCount) threads; element-wise threads: \(Parallel.threadCount)")
-        print("OpenBLAS core \(BLAS.coreName): \(OpenBLASCore.current.reason)")
+        print("OpenBLAS core \(OpenBLASStartup.coreSummary): \(OpenBLASCore.current.reason)")
         print("CPU: \(CPUFeatures.current); C kernels (CKernels) path: \(KernelPath.best)")
         var json: [(String, Any)] = [("openblas_core", BLAS.coreName), ("ckernels_path", KernelPath.best.description)]
         // The arithmetic ceiling every GEMM figure below should be read against.

@@ -99,7 +99,7 @@ struct TrainBenchmark: ParsableCommand {
         print("preset=\(preset.name) params=\(String(format: "%.1f", Double(total.total) / 1e6))M "
               + "trainable=\(String(format: "%.1f", Double(total.trainable) / 1e6))M threads=\(Parallel.threadCount) "
               + "blas=\(BLAS.configuration)")
-        print("OpenBLAS core \(BLAS.coreName): \(OpenBLASCore.current.reason); CPU: \(CPUFeatures.current)")
+        print("OpenBLAS core \(OpenBLASStartup.coreSummary): \(OpenBLASCore.current.reason); CPU: \(CPUFeatures.current)")
         print(String(format: "step %.0f ms (median of %d; min %.0f, max %.0f)  tokens/s %.0f  images/s %.1f  loss %.4f",
                      seconds * 1e3, steps, samples.min()! * 1e3, samples.max()! * 1e3, tokensPerSecond, imagesPerSecond, lastLoss))
         print(String(format: "phases: forward %.0f ms, backward %.0f ms, optimiser %.0f ms", forward * 1e3, backward * 1e3,
