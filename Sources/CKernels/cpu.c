@@ -31,8 +31,35 @@ static vlm_path detect(void) {
     if (has_avx2 && has_fma) return vlm_path_avx2;
     return vlm_path_portable;
 }
+
+void vlm_cpu_read(vlm_cpu_features *out) {
+    memset(out, 0, sizeof *out);
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return;
+    const unsigned int max_leaf = a;
+    memcpy(out->vendor, &b, 4);
+    memcpy(out->vendor + 4, &d, 4);
+    memcpy(out->vendor + 8, &c, 4);
+    if (max_leaf < 1 || !__get_cpuid(1, &a, &b, &c, &d)) return;
+    const int base_family = (a >> 8) & 0xF, base_model = (a >> 4) & 0xF;
+    out->family = base_family + (base_family == 0xF ? (int)((a >> 20) & 0xFF) : 0);
+    out->model = base_model + ((base_family == 0x6 || base_family == 0xF) ? (int)((a >> 16) & 0xF) << 4 : 0);
+    const int has_fma = (c >> 12) & 1, has_osxsave = (c >> 27) & 1;
+    if (!has_osxsave || !os_saves_avx_state() || max_leaf < 7) return;
+    __cpuid_count(7, 0, a, b, c, d);
+    const unsigned int leaf7_b = b, leaf7_subleaves = a;
+    out->avx2_fma = ((leaf7_b >> 5) & 1) && has_fma;
+    // F, DQ, CD, BW, VL: what OpenBLAS's SkylakeX kernels use.
+    const unsigned int avx512_bits = (1u << 16) | (1u << 17) | (1u << 28) | (1u << 30) | (1u << 31);
+    out->avx512 = out->avx2_fma && (leaf7_b & avx512_bits) == avx512_bits && os_saves_avx512_state();
+    if (leaf7_subleaves < 1) return;
+    __cpuid_count(7, 1, a, b, c, d);
+    out->avx512_bf16 = out->avx512 && ((a >> 5) & 1);
+}
 #else
 static vlm_path detect(void) { return vlm_path_portable; }
+
+void vlm_cpu_read(vlm_cpu_features *out) { memset(out, 0, sizeof *out); }
 #endif
 
 // VLMKIT_KERNEL_PATH=portable|avx2|avx512 caps the path (for benchmarks and debugging).

@@ -39,6 +39,38 @@ static float chains_portable(int64_t iterations) {
     return s;
 }
 
+#if defined(__x86_64__)
+// Twelve chains of bf16 dot products (`vdpbf16ps`: per float32 lane, two bf16 products added to
+// the accumulator), the instruction a bf16 GEMM such as OpenBLAS's sbgemm is built on.
+__attribute__((target("avx512f,avx512bf16"))) static float bf16_dot_chains(int64_t iterations) {
+    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+    const __m512bh c = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+    __m512 a[12];
+    for (int j = 0; j < 12; j++) a[j] = _mm512_set1_ps((float)j);
+    for (int64_t i = 0; i < iterations; i++) {
+        a[0] = _mm512_dpbf16_ps(a[0], b, c); a[1] = _mm512_dpbf16_ps(a[1], b, c);
+        a[2] = _mm512_dpbf16_ps(a[2], b, c); a[3] = _mm512_dpbf16_ps(a[3], b, c);
+        a[4] = _mm512_dpbf16_ps(a[4], b, c); a[5] = _mm512_dpbf16_ps(a[5], b, c);
+        a[6] = _mm512_dpbf16_ps(a[6], b, c); a[7] = _mm512_dpbf16_ps(a[7], b, c);
+        a[8] = _mm512_dpbf16_ps(a[8], b, c); a[9] = _mm512_dpbf16_ps(a[9], b, c);
+        a[10] = _mm512_dpbf16_ps(a[10], b, c); a[11] = _mm512_dpbf16_ps(a[11], b, c);
+    }
+    __m512 s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_ps(s, a[j]);
+    return _mm512_reduce_add_ps(s);
+}
+#endif
+
+float vlm_bf16_dot_chains(int64_t iterations) {
+#if defined(__x86_64__)
+    vlm_cpu_features cpu;
+    vlm_cpu_read(&cpu);
+    if (cpu.avx512_bf16) return bf16_dot_chains(iterations);
+#endif
+    (void)iterations;
+    return -1.0f;
+}
+
 float vlm_fma_chains(vlm_path path, int64_t iterations) {
     const vlm_path best = vlm_best_path();
     switch (path > best ? best : path) {

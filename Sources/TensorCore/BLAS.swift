@@ -136,7 +136,16 @@ public enum BLAS {
     /// OpenBLAS's description of itself (build options and the kernel family it chose).
     public static var configuration: String {
         guard let text = openblas_get_config() else { return "unknown" }
-        return String(cString: text) + " core=" + (openblas_get_corename().map { String(cString: $0) } ?? "?")
+        return String(cString: text) + " core=" + coreName
+    }
+
+    /// The kernel set OpenBLAS is running ("Haswell", "SkylakeX", "Cooperlake", "Prescott", …).
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "Unknown" }
+
+    /// Whether this OpenBLAS carries kernels for many CPUs and picks one when it loads
+    /// (`DYNAMIC_ARCH`), so that `OPENBLAS_CORETYPE` can choose another.
+    public static var isDynamicArch: Bool {
+        openblas_get_config().map { String(cString: $0).contains("DYNAMIC_ARCH") } ?? false
     }
 }
 

@@ -96,4 +96,23 @@ public enum PeakFlops {
             iterations *= 2
         }
     }
+
+    /// FLOP/s of `threads` threads running twelve chains of AVX512-BF16 dot products (4 FLOPs per
+    /// float32 lane per instruction: two products, two additions), or nil when the CPU lacks them.
+    public static func measureBFloat16Dot(threads: Int = 1, seconds: Double = 0.2) -> Double? {
+        guard CPUFeatures.current.avx512BF16 else { return nil }
+        var iterations: Int64 = 1 << 16
+        while true {
+            let start = DispatchTime.now().uptimeNanoseconds
+            DispatchQueue.concurrentPerform(iterations: max(1, threads)) { _ in
+                let sink = vlm_bf16_dot_chains(iterations)
+                withExtendedLifetime(sink) {}
+            }
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            if elapsed >= seconds || iterations > 1 << 40 {
+                return Double(max(1, threads)) * Double(iterations) * 12 * 16 * 4 / max(elapsed, 1e-9)
+            }
+            iterations *= 2
+        }
+    }
 }

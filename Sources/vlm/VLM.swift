@@ -19,8 +19,10 @@ struct VLM: ParsableCommand {
             TokenizerCommand.self,
         ])
 
-    /// Runs the command line, removing this run's temporary files if it is interrupted.
+    /// Runs the command line — after making OpenBLAS use the CPU's best kernels (which may
+    /// re-execute `vlm`) — removing this run's temporary files if it is interrupted.
     static func main() {
+        OpenBLASStartup.run()
         InterruptCleanup.install()
         do {
             var command = try parseAsRoot()

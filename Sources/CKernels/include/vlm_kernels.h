@@ -21,6 +21,19 @@ typedef enum {
 /// The best path this CPU supports.
 vlm_path vlm_best_path(void);
 
+/// What cpuid says about the CPU (all zero on other architectures). A feature counts only when
+/// the operating system also saves its registers on a context switch.
+typedef struct {
+    char vendor[13];   // "GenuineIntel", "AuthenticAMD", … (NUL-terminated)
+    int family, model; // display family and model (extended fields folded in)
+    int avx2_fma;      // AVX2 and FMA
+    int avx512;        // AVX-512 F, CD, BW, DQ and VL (OpenBLAS's SkylakeX kernels)
+    int avx512_bf16;   // AVX512-BF16 on top of the above
+} vlm_cpu_features;
+
+/// Reads the CPU's features with cpuid (cheap; not cached).
+void vlm_cpu_read(vlm_cpu_features *out);
+
 // MARK: - Matrix-vector products (gemv.c)
 
 /// Rows `row_begin..<row_end` of `y[j, r] = sum_c W[r, c] * x[j, c]` (+ y[j, r] when `accumulate`)
@@ -51,6 +64,11 @@ void vlm_widen_bf16(vlm_path path, const uint16_t *bits, float *out, ptrdiff_t c
 /// vectors (8 lanes for AVX2, 16 for AVX-512, 1 for portable) and returns a value that depends on
 /// every result, so it is not optimised away. Used to measure the machine's peak FLOP rate.
 float vlm_fma_chains(vlm_path path, int64_t iterations);
+
+/// Runs `iterations` rounds of 12 independent chains of AVX512-BF16 dot products (16 float32
+/// lanes, each adding two bf16 products per instruction); returns -1 without running when the CPU
+/// lacks AVX512-BF16. Measures the peak a bf16 GEMM could reach.
+float vlm_bf16_dot_chains(int64_t iterations);
 
 /// Float32 lanes per vector on `path` (1, 8 or 16).
 int vlm_path_lanes(vlm_path path);

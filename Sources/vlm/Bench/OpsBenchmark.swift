@@ -30,8 +30,9 @@ struct OpsBenchmark: ParsableCommand {
 
     func run() throws {
         print("OpenBLAS: \(BLAS.configuration), \(BLAS.threadCount) threads; element-wise threads: \(Parallel.threadCount)")
-        print("OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)")")
-        var json: [(String, Any)] = []
+        print("OpenBLAS core \(OpenBLASStartup.coreSummary): \(OpenBLASCore.current.reason)")
+        print("CPU: \(CPUFeatures.current); C kernels (CKernels) path: \(KernelPath.best)")
+        var json: [(String, Any)] = [("openblas_core", BLAS.coreName), ("ckernels_path", KernelPath.best.description)]
         // The arithmetic ceiling every GEMM figure below should be read against.
         let peaks = KernelPath.allCases.filter { $0 > .portable && $0 <= KernelPath.best }.map { path in
             (path, PeakFlops.measure(path: path), PeakFlops.measure(path: path, threads: Parallel.threadCount))
@@ -41,6 +42,15 @@ struct OpsBenchmark: ParsableCommand {
                          path.description, path.lanes, one / 1e9, all / 1e9, Parallel.threadCount))
             json.append(("peak_\(path == .avx512 ? "avx512" : "avx2")_gflops", all / 1e9))
         }
+        // What bf16 operands with float32 accumulation could reach (mixed-precision training), and
+        // whether this OpenBLAS has the GEMM for it (Debian 12's 0.3.21 is built without BUILD_BFLOAT16).
+        let sbgemm = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sbgemm") != nil
+        if let bf16 = PeakFlops.measureBFloat16Dot(threads: Parallel.threadCount) {
+            print(String(format: "peak bf16 dot product (AVX512-BF16, float32 sums): %.1f GFLOP/s on %d threads; cblas_sbgemm in this OpenBLAS: %@",
+                         bf16 / 1e9, Parallel.threadCount, sbgemm ? "yes" : "no"))
+            json.append(("peak_bf16_dot_gflops", bf16 / 1e9))
+        }
+        json.append(("cblas_sbgemm", sbgemm ? "yes" : "no"))
         for n in sizes {
             let (raw, tensor, transposed) = measureGEMM(n)
             let flops = 2 * Double(n * n * n)

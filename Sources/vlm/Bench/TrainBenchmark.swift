@@ -98,6 +98,7 @@ struct TrainBenchmark: ParsableCommand {
         print("preset=\(preset.name) params=\(String(format: "%.1f", Double(total.total) / 1e6))M "
               + "trainable=\(String(format: "%.1f", Double(total.trainable) / 1e6))M threads=\(Parallel.threadCount) "
               + "blas=\(BLAS.configuration)")
+        print("OpenBLAS core \(OpenBLASStartup.coreSummary): \(OpenBLASCore.current.reason); CPU: \(CPUFeatures.current)")
         print(String(format: "step %.0f ms (median of %d; min %.0f, max %.0f)  tokens/s %.0f  images/s %.1f  loss %.4f",
                      seconds * 1e3, steps, samples.min()! * 1e3, samples.max()! * 1e3, tokensPerSecond, imagesPerSecond, lastLoss))
         print(String(format: "phases: forward %.0f ms, backward %.0f ms, optimiser %.0f ms", forward * 1e3, backward * 1e3,
@@ -123,7 +124,7 @@ struct TrainBenchmark: ParsableCommand {
         }
         let peak = Timing.peakResidentMegabytes()
         print(String(format: "peak RSS %.0f MB", peak))
-        print(jsonLine([("step_ms", seconds * 1e3), ("tokens_per_s", tokensPerSecond), ("images_per_s", imagesPerSecond),
+        print(jsonLine([("openblas_core", BLAS.coreName), ("step_ms", seconds * 1e3), ("tokens_per_s", tokensPerSecond), ("images_per_s", imagesPerSecond),
                         ("gflops", gflops), ("gflops_torch_count", 231e9 / seconds / 1e9), ("step_gflop", flops.total / 1e9),
                         ("forward_ms", forward * 1e3), ("backward_ms", backward * 1e3), ("optimizer_ms", optimizerSeconds * 1e3),
                         ("gemm_share", gemm.seconds / profiledSeconds), ("linear_gemm_share", linearGemm / profiledSeconds),
