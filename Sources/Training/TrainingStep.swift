@@ -1,3 +1,4 @@
+import Dispatch
 import Layers
 import Models
 import TensorCore
@@ -18,6 +19,9 @@ public struct StepReport: Sendable, Equatable {
     public var isFinite: Bool
     /// The samples of the step, to name them when something goes wrong.
     public var sampleIDs: [String]
+    /// Wall time of the step's phases: forward passes (with the loss), backward passes, and
+    /// clipping plus the optimiser update.
+    public var forwardSeconds = 0.0, backwardSeconds = 0.0, optimizerSeconds = 0.0
 }
 
 /// One optimiser step of causal-language-model training over micro-batches: forward and backward
@@ -53,12 +57,16 @@ public final class TrainingStepper {
             return report
         }
         for batch in microBatches {
+            var start = DispatchTime.now().uptimeNanoseconds
             let loss = causalLanguageModelLoss(model: model, inputs: batch.inputs, labels: batch.labels, normalizer: learned)
             let value = loss.item()
+            report.forwardSeconds += Self.seconds(since: &start)
             report.loss += value
             if !value.isFinite { report.isFinite = false; break }
             loss.backward()
+            report.backwardSeconds += Self.seconds(since: &start)
         }
+        var start = DispatchTime.now().uptimeNanoseconds
         if report.isFinite {
             report.gradientNorm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm > 0 ? maxGradNorm : .infinity)
             report.isFinite = report.gradientNorm.isFinite
@@ -68,6 +76,14 @@ public final class TrainingStepper {
             optimizer.step()
         }
         optimizer.zeroGradients()
+        report.optimizerSeconds = Self.seconds(since: &start)
         return report
+    }
+
+    /// Seconds since `start`, which is moved to now.
+    private static func seconds(since start: inout UInt64) -> Double {
+        let now = DispatchTime.now().uptimeNanoseconds
+        defer { start = now }
+        return Double(now - start) / 1e9
     }
 }

@@ -20,6 +20,14 @@ public struct TrainingBatch: @unchecked Sendable {
     public var sampleIDs: [String]
     /// Seconds the consumer waited for this batch (0 when it was ready).
     public var dataWaitSeconds: Double = 0
+
+    public init(inputs: ModelInputs, labels: Tensor, lossTokenCount: Int, sampleIDs: [String], dataWaitSeconds: Double = 0) {
+        self.inputs = inputs
+        self.labels = labels
+        self.lossTokenCount = lossTokenCount
+        self.sampleIDs = sampleIDs
+        self.dataWaitSeconds = dataWaitSeconds
+    }
 }
 
 /// An encoded sample with its images decoded and processed, one step from a batch.

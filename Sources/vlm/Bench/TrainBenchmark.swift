@@ -3,6 +3,7 @@ import Foundation
 import Layers
 import Models
 import TensorCore
+import Training
 
 /// `vlm bench train`: one Llama 3.2 Vision adapter-training step — forward, loss, backward, AdamW —
 /// at the shapes and with the frozen/trainable split of `../shared/bench/peer_mllama_train.py`.
@@ -38,32 +39,25 @@ struct TrainBenchmark: ParsableCommand {
         let model = preset.makeModel()
         model.setTrainable([.crossAttentionLayers, .visionModel, .projector])
         let optimizer = AdamW(module: model, learningRate: 1e-4, weightDecay: 0.01)
+        // The trainer's own step (vlm train runs the same code). No clipping, as the peer; the norm is
+        // still computed (one pass over the trainable gradients).
+        let stepper = TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: 0)
         let (b, t) = (preset.batch, preset.tokens)
         let inputs = preset.inputs(batch: b, tokens: t, seed: 0)
-        let ids = Tensor(indices: inputs.ids, shape: [b, t])
-        // transformers' ForCausalLMLoss: labels padded with -100 on the right, then shifted left.
-        var shifted = inputs.ids
-        for row in 0..<b {
-            for column in 0..<t { shifted[row * t + column] = column + 1 < t ? inputs.ids[row * t + column + 1] : -100 }
-        }
-        let targets = Tensor(indices: shifted, shape: [b * t])
-        let vocabulary = preset.config.textConfig.llama.vocabSize
+        // transformers' ForCausalLMLoss: labels = input ids, every next token learned.
+        let labels = Tensor(indices: inputs.ids, shape: [b, t])
+        let batch = TrainingBatch(
+            inputs: ModelInputs(inputIDs: Tensor(indices: inputs.ids, shape: [b, t]), pixelValues: inputs.pixels,
+                                aspectRatioIDs: inputs.aspectRatioIds, aspectRatioMask: inputs.aspectRatioMask,
+                                crossAttentionMask: inputs.crossAttentionMask),
+            labels: labels, lossTokenCount: learnedTokenCount(labels: labels), sampleIDs: [])
 
         var phases = (forward: 0.0, backward: 0.0, optimizer: 0.0)
         var lastLoss = 0.0
         func step() {
-            let start = Timing.now()
-            let logits = model(inputIds: ids, pixelValues: inputs.pixels, aspectRatioIds: inputs.aspectRatioIds,
-                               aspectRatioMask: inputs.aspectRatioMask, crossAttentionMask: inputs.crossAttentionMask)
-            let loss = crossEntropy(logits: logits.reshaped([b * t, vocabulary]), targets: targets)
-            let forwardEnd = Timing.now()
-            loss.backward()
-            let backwardEnd = Timing.now()
-            optimizer.step()
-            optimizer.zeroGradients()
-            let end = Timing.now()
-            phases = (forwardEnd - start, backwardEnd - forwardEnd, end - backwardEnd)
-            lastLoss = loss.doubles()[0]
+            let report = stepper.step([batch], learningRate: 1e-4)
+            phases = (report.forwardSeconds, report.backwardSeconds, report.optimizerSeconds)
+            lastLoss = report.loss
         }
 
         step()  // warm-up: optimiser moments, buffer pool
