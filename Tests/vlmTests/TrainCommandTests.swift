@@ -177,3 +177,44 @@ struct TrainCommandTests {
         #expect(kills >= 10, "\(kills) kills landed")
     }
 }
+
+@Suite("vlm run: the main job, scaled down")
+struct RunCommandTests {
+    @Test("a tiny main job writes a report whose numbers come from its stages, and a second run reuses every step")
+    func tinyMainJob() throws {
+        let scratch = try Scratch()
+        let base = """
+            defaults: {trainable: [textModel], micro_batch_size: 8, max_length: 320, learning_rate: 0.003, checkpoint_every: 100}
+            stages:
+              - {name: text, kind: pretrain, datasets: [corpus.txt], steps: 4}
+              - {name: questions, kind: sft, datasets: [qa-train.jsonl], steps: 4}
+            """
+        let vision = """
+            defaults: {trainable: [visionModel, projector, crossAttentionLayers, extraEmbeddingRows], micro_batch_size: 8,
+                       max_length: 320, learning_rate: 0.003, checkpoint_every: 100}
+            stages:
+              - {name: pretrain, kind: pretrain, datasets: [pretrain-hq.jsonl], steps: 4}
+              - {name: sft, kind: sft, datasets: [qa-train.jsonl], eval_datasets: [qa-heldout.jsonl], eval_samples: 8, steps: 4}
+            """
+        try base.write(toFile: scratch.path("base.yaml"), atomically: true, encoding: .utf8)
+        try vision.write(toFile: scratch.path("vision.yaml"), atomically: true, encoding: .utf8)
+        let arguments = ["run", "--out", scratch.path("job"), "--size", "tiny", "--base-recipe", scratch.path("base.yaml"),
+                         "--recipe", scratch.path("vision.yaml"), "--adapter", repositoryFile("adapters/world.yaml").path]
+        try runVLM(arguments)
+        let report = try String(contentsOfFile: scratch.path("job/report.md"), encoding: .utf8)
+        let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.path("job/metrics.json")))) as! [String: Any]
+        let evaluations = metrics["evaluations"] as! [[String: Any]]
+        #expect(evaluations.map { $0["model"] as! String } == ["base Llama (no image)", "pretrain", "sft"])
+        let final = (evaluations.last!["metrics"] as! [String: Double])
+        #expect(final["exact_match"] != nil && final["exact_match_blank_images"] != nil)
+        #expect(report.contains(String(format: "%.1f %%", 100 * final["exact_match"]!)), "the report shows the measured number")
+        #expect(report.contains("Text-only logits equal the base Llama's after every stage: yes."))
+        let stages = metrics["stages"] as! [[String: Any]]
+        #expect(stages.allSatisfy { $0["text_only_logits_unchanged"] as? Bool == true })
+
+        let weights = scratch.path("job/run/sft/model/model.safetensors")
+        let modified = try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as! Date
+        try runVLM(arguments)
+        #expect(try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as! Date == modified)
+    }
+}
