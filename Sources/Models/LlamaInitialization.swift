@@ -20,10 +20,9 @@ extension LlamaForCausalLM {
         let model = LlamaForCausalLM(config: config, factory: ParameterFactory(.random(seed: seed, standardDeviation: initializerRange)))
         let generation = GenerationConfig(bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds,
                                           padTokenId: specialTokens["<|finetune_right_pad_id|>"])
-        let parent = output.deletingLastPathComponent()
-        try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
-        let temporary = parent.appendingPathComponent(".\(output.lastPathComponent).tmp-\(getpid())")
-        try? FileManager.default.removeItem(at: temporary)
+        try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let temporary = try TemporarySibling.makeFolder(beside: output)
+        defer { TemporarySibling.releaseFolder(temporary) }
         do {
             try model.save(to: temporary)
             try AtomicFile.write(try generation.jsonData(), to: temporary.appendingPathComponent(GenerationConfig.fileName))

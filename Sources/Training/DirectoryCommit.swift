@@ -5,18 +5,18 @@ import Glibc
 #endif
 
 /// Makes a folder appear whole or not at all: the caller fills a temporary sibling
-/// (`.NAME.tmp-PID`), then it is renamed into place (replacing an older folder of that name) and
+/// (`.NAME.tmp-PID-XXXXXX`), then it is renamed into place (replacing an older folder of that name) and
 /// the parent folder is synced. Temporaries that a killed writer left behind are removed by the
 /// next writer to the same place.
 enum DirectoryCommit {
-    /// Builds `destination` through `fill`, which writes into the folder it is given.
+    /// Builds `destination` through `fill`, which writes into the folder it is given (a locked
+    /// ``TemporarySibling`` folder, so Ctrl-C clean-up and stale-temporary removal apply).
     static func write(_ destination: URL, _ fill: (URL) throws -> Void) throws {
         let parent = destination.deletingLastPathComponent()
         try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
         removeStaleTemporaries(of: destination)
-        let temporary = parent.appendingPathComponent(".\(destination.lastPathComponent).tmp-\(getpid())")
-        try? FileManager.default.removeItem(at: temporary)
-        try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: false)
+        let temporary = try TemporarySibling.makeFolder(beside: destination)
+        defer { TemporarySibling.releaseFolder(temporary) }
         do {
             try fill(temporary)
             syncFolder(temporary.path)
