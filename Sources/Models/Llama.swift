@@ -114,6 +114,9 @@ public final class LlamaModel: Module {
 
     public let tokenEmbedding: Embedding
     public internal(set) var layers: [LlamaDecoderLayer]
+    /// Recompute each layer's activations in the backward pass instead of keeping them (training
+    /// only; ``checkpointed(_:parameters:_:)``).
+    public var activationCheckpointing = false
     public let norm: RMSNorm
     public let rotary: RotaryEmbedding
 
@@ -136,7 +139,11 @@ public final class LlamaModel: Module {
         let phases = rotary.cosSin(positions: positions)                                  // (B, T, Dh) each
         var h = embeddings
         for (index, layer) in layers.enumerated() {
-            h = layer(h, rotary: phases, mask: mask, cache: cache?.layers[index])
+            if activationCheckpointing && cache == nil {
+                h = checkpointed([h], parameters: layer.trainableParameters().map(\.tensor)) { layer($0[0], rotary: phases, mask: mask, cache: nil) }
+            } else {
+                h = layer(h, rotary: phases, mask: mask, cache: cache?.layers[index])
+            }
         }
         return norm(h)
     }

@@ -160,6 +160,8 @@ public final class MllamaTextModel: Module {
     let rotary: RotaryEmbedding
     /// For each self-attention layer, its slot in the KV cache (cross-attention layers have none).
     let cacheSlots: [Int: Int]
+    /// Recompute each layer's activations in the backward pass instead of keeping them (training only).
+    public var activationCheckpointing = false
 
     init(config: MllamaTextConfig, factory: ParameterFactory) {
         let llama = config.llama
@@ -192,7 +194,11 @@ public final class MllamaTextModel: Module {
         var h = embeddings
         for (index, layer) in layers.enumerated() {
             if let layer = layer as? LlamaDecoderLayer {
-                h = layer(h, rotary: phases, mask: mask, cache: cache?.selfAttention.layers[cacheSlots[index]!])
+                if activationCheckpointing && cache == nil {
+                    h = checkpointed([h], parameters: layer.trainableParameters().map(\.tensor)) { layer($0[0], rotary: phases, mask: mask, cache: nil) }
+                } else {
+                    h = layer(h, rotary: phases, mask: mask, cache: cache?.selfAttention.layers[cacheSlots[index]!])
+                }
                 continue
             }
             let layer = layer as! MllamaCrossAttentionDecoderLayer
@@ -206,7 +212,14 @@ public final class MllamaTextModel: Module {
             } else {
                 continue
             }
-            h = layer(h, keys: keysValues.keys, values: keysValues.values, mask: crossAttention.mask)
+            if activationCheckpointing && cache == nil {
+                let mask = crossAttention.mask
+                h = checkpointed([h, keysValues.keys, keysValues.values], parameters: layer.trainableParameters().map(\.tensor)) {
+                    layer($0[0], keys: $0[1], values: $0[2], mask: mask)
+                }
+            } else {
+                h = layer(h, keys: keysValues.keys, values: keysValues.values, mask: crossAttention.mask)
+            }
         }
         return norm(h)
     }

@@ -103,6 +103,8 @@ public final class MllamaVisionEncoderLayer: Module {
 /// A stack of vision layers (`transformer` or `global_transformer`).
 public final class MllamaVisionEncoder: Module {
     public let layers: [MllamaVisionEncoderLayer]
+    /// Recompute each layer's activations in the backward pass instead of keeping them (training only).
+    public var activationCheckpointing = false
 
     init(config: MllamaVisionConfig, layerCount: Int, isGated: Bool, factory: ParameterFactory) {
         layers = (0..<layerCount).map { _ in MllamaVisionEncoderLayer(config: config, isGated: isGated, factory: factory) }
@@ -116,7 +118,8 @@ public final class MllamaVisionEncoder: Module {
         var kept: [Int: Tensor] = [:]
         for (index, layer) in layers.enumerated() {
             if keeping.contains(index) { kept[index] = h }
-            h = layer(h, mask: mask)
+            h = activationCheckpointing ? checkpointed([h], parameters: layer.trainableParameters().map(\.tensor)) { layer($0[0], mask: mask) }
+                                        : layer(h, mask: mask)
         }
         return (h, keeping.map { kept[$0]! })
     }

@@ -60,6 +60,9 @@ public protocol TrainableLanguageModel: Module {
     var parameterGroupNames: [String] { get }
     /// Name patterns (as ``Module/freeze(matching:)`` takes them) of a group; nil for an unknown name.
     func parameterPatterns(forGroup name: String) -> [String]?
+    /// Recompute every layer's activations in the backward pass instead of keeping them from the
+    /// forward pass: less memory, one more forward pass of compute (``checkpointed(_:parameters:_:)``).
+    func setActivationCheckpointing(_ enabled: Bool)
 }
 
 extension TrainableLanguageModel {
@@ -78,6 +81,8 @@ extension LlamaForCausalLM: TrainableLanguageModel {
     public func parameterPatterns(forGroup name: String) -> [String]? {
         name == "textModel" ? ["**"] : nil
     }
+
+    public func setActivationCheckpointing(_ enabled: Bool) { model.activationCheckpointing = enabled }
 }
 
 extension MllamaForConditionalGeneration: TrainableLanguageModel {
@@ -93,5 +98,11 @@ extension MllamaForConditionalGeneration: TrainableLanguageModel {
 
     public func parameterPatterns(forGroup name: String) -> [String]? {
         MllamaParameterGroup(rawValue: name).map { patterns(for: $0) }
+    }
+
+    public func setActivationCheckpointing(_ enabled: Bool) {
+        languageModel.model.activationCheckpointing = enabled
+        visionModel.transformer.activationCheckpointing = enabled
+        visionModel.globalTransformer.activationCheckpointing = enabled
     }
 }

@@ -29,6 +29,9 @@ struct TrainBenchmark: ParsableCommand {
     @Flag(help: "Also list GEMM time by shape for the profiled step.")
     var gemmShapes = false
 
+    @Flag(help: "Recompute activations in the backward pass (the recipe key activation_checkpointing); compare peak RSS.")
+    var activationCheckpointing = false
+
     func validate() throws {
         guard MllamaBenchPreset.named(preset) != nil else { throw ValidationError("unknown preset '\(preset)'") }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
@@ -38,6 +41,7 @@ struct TrainBenchmark: ParsableCommand {
         let preset = MllamaBenchPreset.named(preset)!
         let model = preset.makeModel()
         model.setTrainable([.crossAttentionLayers, .visionModel, .projector])
+        model.setActivationCheckpointing(activationCheckpointing)
         let optimizer = AdamW(module: model, learningRate: 1e-4, weightDecay: 0.01)
         // The trainer's own step (vlm train runs the same code). No clipping, as the peer; the norm is
         // still computed (one pass over the trainable gradients).
@@ -91,7 +95,7 @@ struct TrainBenchmark: ParsableCommand {
         let total = model.parameterCount()
         print("preset=\(preset.name) params=\(String(format: "%.1f", Double(total.total) / 1e6))M "
               + "trainable=\(String(format: "%.1f", Double(total.trainable) / 1e6))M threads=\(Parallel.threadCount) "
-              + "blas=\(BLAS.configuration)")
+              + "blas=\(BLAS.configuration) activation_checkpointing=\(activationCheckpointing)")
         print("OpenBLAS core \(OpenBLASStartup.coreSummary): \(OpenBLASCore.current.reason); CPU: \(CPUFeatures.current)")
         print(String(format: "step %.0f ms (median of %d; min %.0f, max %.0f)  tokens/s %.0f  images/s %.1f  loss %.4f",
                      seconds * 1e3, steps, samples.min()! * 1e3, samples.max()! * 1e3, tokensPerSecond, imagesPerSecond, lastLoss))
