@@ -38,6 +38,8 @@ public final class AdamW {
     public let bindings: [Binding]
     /// The learning rate of the next step (set it from a schedule before each step).
     public var learningRate: Double
+    /// Factors on ``learningRate`` by parameter name (absent: 1), e.g. a faster projector.
+    public var learningRateScales: [String: Double] = [:]
     public let beta1: Double, beta2: Double, epsilon: Double
     /// First and second moment estimates and step counts, by parameter name.
     public private(set) var firstMoments: [String: Tensor] = [:]
@@ -100,7 +102,8 @@ public final class AdamW {
                 stepCounts[name] = t
                 let g = gradient.contiguous()
                 let settings = UpdateSettings(
-                    learningRate: learningRate, weightDecay: binding.weightDecay, beta1: beta1, beta2: beta2,
+                    learningRate: learningRate * (learningRateScales[name] ?? 1), weightDecay: binding.weightDecay,
+                    beta1: beta1, beta2: beta2,
                     epsilon: epsilon, biasCorrection1: 1 - Double.pow(beta1, Double(t)),
                     biasCorrection2: 1 - Double.pow(beta2, Double(t)))
                 dispatchFloat(parameter.dtype, "AdamW",

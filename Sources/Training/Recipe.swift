@@ -209,6 +209,26 @@ struct RecipeParser {
         },
         "max_skip_share": double(\.maxSkipShare),
         "max_non_finite_steps": int(\.maxNonFiniteSteps),
+        "activation_checkpointing": { parser, settings, node, field in
+            guard let value = node.bool, node.scalar != nil else {
+                throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'")
+            }
+            settings.activationCheckpointing = value
+        },
+        "learning_rate_multipliers": { parser, settings, node, field in
+            guard let mapping = node.mapping else {
+                throw parser.error(node, field, "expected a mapping of parameter group or name pattern to a factor, e.g. {projector: 10}")
+            }
+            var multipliers: [String: Double] = [:]
+            for (key, value) in mapping {
+                let name = try parser.string(key, field: field)
+                guard let factor = value.float, value.scalar != nil, factor > 0, factor.isFinite else {
+                    throw parser.error(value, "\(field).\(name)", "expected a positive number, found '\(value.string ?? "\(value)")'")
+                }
+                multipliers[name] = factor
+            }
+            settings.learningRateMultipliers = multipliers
+        },
     ]
 
     /// The keys a stage accepts.

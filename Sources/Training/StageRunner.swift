@@ -83,6 +83,9 @@ public final class StageRunner {
         try makeTrainable(model, groups: settings.trainable)
         let optimizer = AdamW(module: model, learningRate: settings.learningRate, betas: (settings.beta1, settings.beta2),
                               epsilon: settings.epsilon, weightDecay: settings.weightDecay)
+        optimizer.learningRateScales = try learningRateScales(settings.learningRateMultipliers, model: model,
+                                                              parameters: optimizer.bindings.map(\.name))
+        model.setActivationCheckpointing(settings.activationCheckpointing)
         let stepper = TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
         let totalSteps = settings.totalSteps(trainingSamples: settings.steps > 0 ? 0 : try environment.trainingSampleCount(settings))
         let schedule = makeSchedule(totalSteps: totalSteps)
@@ -222,6 +225,23 @@ public func makeTrainable(_ model: any TrainableLanguageModel, groups: [String])
     let names = model.makeTrainable(matching: patterns)
     guard !names.isEmpty else { throw TrainingError("the trainable groups \(groups) select no parameters") }
     return names
+}
+
+/// Each trainable parameter's learning-rate factor from a recipe's `learning_rate_multipliers`
+/// (keys: group names or name patterns; the first matching key in sorted order wins).
+func learningRateScales(_ multipliers: [String: Double], model: any TrainableLanguageModel,
+                        parameters: [String]) throws -> [String: Double] {
+    var scales: [String: Double] = [:]
+    for key in multipliers.keys.sorted() {
+        let patterns = (model.parameterPatterns(forGroup: key) ?? [key]).map(NamePattern.init)
+        let matched = parameters.filter { name in patterns.contains { $0.matches(name) } }
+        guard !matched.isEmpty else {
+            throw TrainingError("learning_rate_multipliers: '\(key)' matches no trainable parameter "
+                                + "(groups: \(model.parameterGroupNames.joined(separator: ", ")), or a name pattern such as **.cross_attn_attn_gate)")
+        }
+        for name in matched where scales[name] == nil { scales[name] = multipliers[key] }
+    }
+    return scales
 }
 
 /// A stage stopped on request (Ctrl-C) after writing a checkpoint; the same command resumes it.

@@ -52,6 +52,12 @@ public struct StageSettings: Codable, Sendable, Equatable {
     public var minLearningRateRatio: Double = 0
     /// Global gradient-norm clipping; 0 turns it off.
     public var maxGradNorm: Double = 1
+    /// Factors on the learning rate for some parameters: keys are parameter groups (as in
+    /// `trainable`) or parameter-name patterns (`**.cross_attn_attn_gate`); the first key that
+    /// matches a parameter, in sorted order, applies (LLaVA's `mm_projector_lr` is one such factor).
+    public var learningRateMultipliers: [String: Double] = [:]
+    /// Recompute activations in the backward pass instead of keeping them (less memory, more compute).
+    public var activationCheckpointing = false
 
     public var microBatchSize: Int = 4
     public var gradientAccumulation: Int = 1

@@ -54,6 +54,22 @@ struct RecipeTests {
         #expect(throws: RecipeError.self) { try parse(Self.twoStages, overrides: ["sft.learning_rat=1"]) }
     }
 
+    @Test("learning-rate multipliers and activation checkpointing are read, and bad values are named")
+    func multipliersAndCheckpointing() throws {
+        let recipe = try parse(Self.twoStages, overrides: ["sft.learning_rate_multipliers={projector: 10, '**.cross_attn_attn_gate': 30}",
+                                                           "activation_checkpointing=true"])
+        #expect(recipe.stages[1].learningRateMultipliers == ["projector": 10, "**.cross_attn_attn_gate": 30])
+        #expect(recipe.stages[0].learningRateMultipliers.isEmpty)
+        #expect(recipe.stages.map(\.activationCheckpointing) == [true, true])
+        do {
+            _ = try parse(Self.twoStages, overrides: ["sft.learning_rate_multipliers={projector: -1}"])
+            Issue.record("a negative factor was accepted")
+        } catch let error as RecipeError {
+            #expect("\(error)".contains("learning_rate_multipliers.projector"))
+        }
+        #expect(throws: RecipeError.self) { try parse(Self.twoStages, overrides: ["activation_checkpointing=sometimes"]) }
+    }
+
     @Test("an unknown key names the file, its line, the field and the likely key")
     func unknownKey() throws {
         let yaml = Self.twoStages.replacingOccurrences(of: "    learning_rate: 0.0002", with: "    learning_rat: 0.0002")

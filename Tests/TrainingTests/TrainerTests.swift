@@ -121,6 +121,32 @@ struct TrainerTests {
         #expect(whole["multi_modal_projector.weight"] != tinyTrainingModel().projector.weight.doubles(), "training moved the weights")
     }
 
+    /// Adam's first update moves every parameter by about its learning rate (m̂/√v̂ = ±1), so a
+    /// factor of 10 shows as a 10× larger move.
+    @Test("learning-rate multipliers scale the update of the parameters they name, by group or pattern")
+    func learningRateMultipliers() throws {
+        let model = tinyTrainingModel()
+        model.setTrainable([.crossAttentionLayers, .projector])
+        let optimizer = AdamW(module: model, learningRate: 1e-3, weightDecay: 0)
+        optimizer.learningRateScales = try learningRateScales(["projector": 10, "**.cross_attn_attn_gate": 4], model: model,
+                                                              parameters: optimizer.bindings.map(\.name))
+        #expect(optimizer.learningRateScales["multi_modal_projector.weight"] == 10)
+        #expect(optimizer.learningRateScales["language_model.model.layers.1.cross_attn_attn_gate"] == 4)
+        #expect(optimizer.learningRateScales["language_model.model.layers.1.cross_attn.q_proj.weight"] == nil)
+        let before = Dictionary(uniqueKeysWithValues: model.trainableParameters().map { ($0.name, $0.tensor.doubles()) })
+        _ = TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: 0).step([tinyBatch(samples: [0, 1])], learningRate: 1e-3)
+        func largestMove(_ name: String) -> Double {
+            let after = model.trainableParameters().first { $0.name == name }!.tensor.doubles()
+            return zip(before[name]!, after).map { abs($0 - $1) }.max()!
+        }
+        #expect(abs(largestMove("multi_modal_projector.weight") - 1e-2) < 1e-4)
+        #expect(abs(largestMove("language_model.model.layers.1.cross_attn_attn_gate") - 4e-3) < 1e-4)
+        #expect(abs(largestMove("language_model.model.layers.1.cross_attn.q_proj.weight") - 1e-3) < 1e-5)
+        #expect(throws: TrainingError.self) {
+            try learningRateScales(["**.no_such_weight": 2], model: model, parameters: optimizer.bindings.map(\.name))
+        }
+    }
+
     @Test("a non-finite loss skips the update and is reported")
     func nonFiniteStepIsSkipped() throws {
         let model = tinyTrainingModel()
