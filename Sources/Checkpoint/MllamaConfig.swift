@@ -115,6 +115,15 @@ public struct MllamaVisionConfig: Codable, Sendable, Equatable {
 
     public static let defaultSupportedAspectRatios = [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
 
+    /// Every tile grid of at most `maxNumTiles` tiles, in Meta's order (`get_all_supported_aspect_ratios`):
+    /// for 4 tiles, ``defaultSupportedAspectRatios``.
+    public static func supportedAspectRatios(maxNumTiles: Int) -> [[Int]] {
+        guard maxNumTiles >= 1 else { return [] }
+        return (1...maxNumTiles).flatMap { width in
+            (1...maxNumTiles).filter { width * $0 <= maxNumTiles }.map { [width, $0] }
+        }
+    }
+
     public init(hiddenSize: Int, numHiddenLayers: Int, numGlobalLayers: Int = 8, attentionHeads: Int,
                 intermediateSize: Int, imageSize: Int = 448, patchSize: Int = 14, numChannels: Int = 3,
                 maxNumTiles: Int = 4, intermediateLayersIndices: [Int] = [3, 7, 15, 23, 30], visionOutputDim: Int = 7680,

@@ -8,8 +8,9 @@ import TensorCore
 /// - The text model's layers keep their weights (not a bit changes) and move to their fused
 ///   indices; its embedding table, final norm and head keep theirs (a tied head is written out as
 ///   its own copy of the embedding, which computes the same logits).
-/// - Fresh cross-attention layers go where `layout` says, with both gates at 0, so the new model's
-///   output equals the text model's with or without images until the gates are trained.
+/// - Fresh cross-attention layers go where `layout` says, with both gates at the layout's
+///   `gate_init` (0 by default, as Meta's: the new model's output then equals the text model's with
+///   or without images until the gates are trained; without images it does whatever the gates).
 /// - A fresh image encoder and projector of the layout's shape, initialised as transformers does.
 /// - The 8 extra embedding rows (`<|image|>` is the first, id = the text vocabulary size) start at
 ///   the mean of the text embeddings — a neutral point for a token no text has used.
@@ -46,6 +47,13 @@ public enum AdapterInitialization {
         let fresh = MllamaForConditionalGeneration(
             config: config, factory: ParameterFactory(.random(seed: seed, standardDeviation: layout.initializerRange)))
         var tensors = fresh.checkpointTensors()
+        if layout.gateInit != 0 {
+            for name in tensors.keys where name.hasSuffix("cross_attn_attn_gate") || name.hasSuffix("cross_attn_mlp_gate") {
+                let gate = tensors[name]!
+                tensors[name] = Tensor([Float](repeating: Float(layout.gateInit), count: gate.elementCount), shape: gate.shape)
+                    .converted(to: gate.dtype)
+            }
+        }
 
         let fused = try layout.fusedIndicesOfTextLayers(textLayers: llamaConfig.numHiddenLayers)
         let layerPrefix = "model.layers."

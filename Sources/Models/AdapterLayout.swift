@@ -48,22 +48,37 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
     public var vision: MllamaVisionConfig
     /// The standard deviation of fresh weights (`initializer_range`).
     public var initializerRange: Double
+    /// The starting value of every cross-attention gate (`gate_init`, before tanh). Meta's and
+    /// transformers' is 0: a fresh adapter then changes nothing, even with an image, and only the
+    /// gates get a gradient at first. A small model trained briefly learns faster from an open gate
+    /// (Docs/training.md); without an image the output is the text model's either way.
+    public var gateInit: Double
 
     enum CodingKeys: String, CodingKey {
-        case crossAttention = "cross_attention", vision, initializerRange = "initializer_range"
+        case crossAttention = "cross_attention", vision, initializerRange = "initializer_range", gateInit = "gate_init"
     }
 
-    public init(crossAttention: Placement, vision: MllamaVisionConfig, initializerRange: Double = 0.02) {
+    public init(crossAttention: Placement, vision: MllamaVisionConfig, initializerRange: Double = 0.02, gateInit: Double = 0) {
         self.crossAttention = crossAttention
         self.vision = vision
         self.initializerRange = initializerRange
+        self.gateInit = gateInit
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         crossAttention = try c.decode(Placement.self, forKey: .crossAttention)
         vision = try c.decode(MllamaVisionConfig.self, forKey: .vision)
+        // transformers' default list is for 4 tiles only (it refuses a config that pairs it with
+        // another max_num_tiles), so a layout that names no grids gets those of its own tile count.
+        if vision.supportedAspectRatios == MllamaVisionConfig.defaultSupportedAspectRatios {
+            vision.supportedAspectRatios = MllamaVisionConfig.supportedAspectRatios(maxNumTiles: vision.maxNumTiles)
+        }
         initializerRange = try c.decodeIfPresent(Double.self, forKey: .initializerRange) ?? 0.02
+        gateInit = try c.decodeIfPresent(Double.self, forKey: .gateInit) ?? 0
+        guard gateInit.isFinite else {
+            throw DecodingError.dataCorruptedError(forKey: .gateInit, in: c, debugDescription: "gate_init must be a finite number")
+        }
     }
 
     /// A layout that cannot be applied to a text model, with the reason.

@@ -25,13 +25,7 @@ public struct TileArrangement: Hashable, Sendable, CustomStringConvertible {
     ///
     /// For 4 tiles: 1x1, 1x2, 1x3, 1x4, 2x1, 2x2, 3x1, 4x1.
     public static func all(maxTiles: Int) -> [TileArrangement] {
-        var result: [TileArrangement] = []
-        for rows in 1 ... max(maxTiles, 1) {
-            for columns in 1 ... max(maxTiles, 1) where rows * columns <= maxTiles {
-                result.append(TileArrangement(rows: rows, columns: columns))
-            }
-        }
-        return result
+        MllamaVisionConfig.supportedAspectRatios(maxNumTiles: maxTiles).map { TileArrangement(rows: $0[0], columns: $0[1]) }
     }
 
     /// The arrangement transformers' `get_optimal_tiled_canvas` picks for an image.

@@ -52,6 +52,32 @@ struct DropInTests {
         #expect(throws: AdapterLayout.Mismatch.self) { try tiny.crossAttentionIndices(textLayers: 1) }
     }
 
+    /// transformers refuses its default 8 tile grids with any max_num_tiles but 4, so a layout's
+    /// config must list the grids of its own tile count (the world's one-tile encoder: just 1 × 1).
+    @Test("a layout's tile grids follow its max_num_tiles, and gate_init sets every gate")
+    func tileGridsAndGateInit() throws {
+        #expect(MllamaVisionConfig.supportedAspectRatios(maxNumTiles: 4) == MllamaVisionConfig.defaultSupportedAspectRatios)
+        #expect(MllamaVisionConfig.supportedAspectRatios(maxNumTiles: 1) == [[1, 1]])
+        #expect(MllamaVisionConfig.supportedAspectRatios(maxNumTiles: 2) == [[1, 1], [1, 2], [2, 1]])
+        let world = try layout("world")
+        #expect(world.vision.maxNumTiles == 1 && world.vision.supportedAspectRatios == [[1, 1]])
+        #expect(try layout("llama-3.2-11b-vision").vision.supportedAspectRatios == MllamaVisionConfig.defaultSupportedAspectRatios)
+        #expect(world.gateInit == 0)
+
+        var opened = try layout("tiny")
+        opened.gateInit = 0.25
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try AdapterInitialization.initialize(textModel: Self.llamaDirectory, layout: opened, output: directory)
+        let checkpoint = try SafetensorsCheckpoint(path: directory.appendingPathComponent("model.safetensors").path)
+        let gates = checkpoint.names.filter { $0.hasSuffix("cross_attn_attn_gate") || $0.hasSuffix("cross_attn_mlp_gate") }
+        #expect(!gates.isEmpty)
+        for name in gates { #expect(try checkpoint.tensor(name).floats() == [0.25], "\(name)") }
+        #expect(throws: (any Error).self) {
+            try YAMLDecoder().decode(AdapterLayout.self, from: "cross_attention: {every: 1}\nvision: {hidden_size: 8, num_hidden_layers: 1, attention_heads: 2, intermediate_size: 8}\ngate_init: .nan")
+        }
+    }
+
     @Test("an adapted model computes the text model's logits bit for bit, with or without images, before and after training")
     func dropIn() throws {
         let directory = try temporaryDirectory()
