@@ -210,3 +210,20 @@ public func evaluateModel(directory: URL, datasets: [URL], maxSamples: Int = 0, 
     return try Evaluation(model: loaded.model, encoder: encoder, datasets: opened, maxSamples: maxSamples,
                           maxNewTokens: maxNewTokens).run()
 }
+
+/// `count` questions with reference answers from `dataset` — every `stride`-th in file order, so
+/// that consecutive questions about one picture do not crowd the others out — and the greedy
+/// answers of the model in `directory`, for showing next to their pictures.
+public func sampleAnswers(directory: URL, dataset: URL, count: Int, stride: Int = 1, maxNewTokens: Int = 16,
+                          maxLength: Int = 2048) throws -> [(question: QuestionAnswering.Question, answer: String)] {
+    let loaded = try LoadedModel.load(directory: directory)
+    let mllama = loaded.model as? MllamaForConditionalGeneration
+    let vocabulary = mllama?.config.textConfig.llama.vocabSize ?? (loaded.model as? LlamaForCausalLM)?.config.vocabSize ?? 0
+    let processor = try loadProcessor(directory: directory, imageTokenID: mllama?.config.imageTokenIndex ?? vocabulary)
+    let encoder = try SampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16, ignoresImages: mllama == nil)
+    let evaluation = Evaluation(model: loaded.model, encoder: encoder, datasets: [try Dataset(path: dataset.path)],
+                                maxSamples: count * max(stride, 1), maxNewTokens: maxNewTokens)
+    let questions = try evaluation.questions().enumerated().filter { $0.offset % max(stride, 1) == 0 }.map(\.element)
+    let qa = try QuestionAnswering(model: loaded.model, processor: processor, maxNewTokens: maxNewTokens)
+    return zip(questions, try qa.answers(to: questions)).map { ($0, $1) }
+}

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Checkpoint
 import Foundation
+import Media
+import TensorCore
 import Training
 
 /// `vlm run`: the main job, from nothing — the built-in world, its tokenizer and small base Llama
@@ -13,7 +15,8 @@ struct RunCommand: ParsableCommand {
             Steps (each is a vlm command you can also run alone; finished steps are reused, so a second run \
             only redoes what changed): vlm data synth → vlm tokenizer train → vlm llama init → vlm train \
             (the base Llama on the world's text: the no-vision baseline) → vlm adapters init → vlm train \
-            (the vision recipe) → vlm eval of the base Llama and of every stage. Writes OUT/report.md and \
+            (the vision recipe) → vlm eval of the base Llama and of every stage. Writes OUT/report.html (charts and \
+            sample pictures with every model's answers; self-contained), OUT/report.md and \
             OUT/metrics.json.
             """)
 
@@ -61,81 +64,57 @@ struct RunCommand: ParsableCommand {
                     "--set", seedSetting] + overrides.flatMap { ["--set", $0] })
 
         step("6/6 evaluation and report")
-        let heldOut = [URL(fileURLWithPath: path("world/qa-heldout.jsonl"))]
+        let heldOut = URL(fileURLWithPath: path("world/qa-heldout.jsonl"))
         let stages = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages.map(\.name)
-        var evaluations: [(name: String, metrics: [String: Double])] = []
-        evaluations.append(("base Llama (no image)", try evaluateModel(directory: URL(fileURLWithPath: base), datasets: heldOut,
-                                                                        maxNewTokens: 8)))
-        for stage in stages {
-            evaluations.append((stage, try evaluateModel(directory: URL(fileURLWithPath: path("run/\(stage)/model")), datasets: heldOut,
-                                                         maxNewTokens: 8)))
+        let models = [("base Llama (no image)", base)] + stages.map { ($0, path("run/\($0)/model")) }
+        var evaluations: [RunReport.Evaluation] = []
+        var answers: [[String]] = []
+        var questions: [QuestionAnswering.Question] = []
+        for (name, directory) in models {
+            let model = URL(fileURLWithPath: directory)
+            evaluations.append(.init(name: name, metrics: try evaluateModel(directory: model, datasets: [heldOut], maxNewTokens: 8)))
+            // The world asks 4 questions per picture: a stride of 5 shows a new picture and the next type each time.
+            let shown = try sampleAnswers(directory: model, dataset: heldOut, count: Self.shownSamples, stride: 5, maxNewTokens: 8)
+            questions = shown.map(\.question)
+            answers.append(shown.map(\.answer))
+        }
+        let samples = try questions.enumerated().map { index, question in
+            RunReport.Sample(id: question.id, image: try question.images.first.map { try PNGEncoder.encode($0) } ?? Data(),
+                             question: question.prompt, reference: question.answer, type: question.type,
+                             answers: zip(models, answers).map { (model: $0.0.0, answer: $0.1[index]) })
         }
         let summaries = try stages.map { stage -> StageSummary in
             try JSONDecoder().decode(StageSummary.self, from: Data(contentsOf: URL(fileURLWithPath: path("run/\(stage)/summary.json"))))
         }
-        let report = RunReport(evaluations: evaluations, summaries: summaries, seconds: Date().timeIntervalSince(started))
+        let curves = try stages.map { (stage: $0, points: try lossCurve(URL(fileURLWithPath: path("run/\($0)/metrics.jsonl")))) }
+        let report = RunReport(evaluations: evaluations, summaries: summaries, lossCurves: curves, samples: samples,
+                               seconds: Date().timeIntervalSince(started),
+                               machine: "CPU: \(CPUFeatures.current), \(ProcessInfo.processInfo.activeProcessorCount) cores.")
         try AtomicFile.write(Data(report.markdown.utf8), to: root.appendingPathComponent("report.md"))
         try AtomicFile.write(report.json, to: root.appendingPathComponent("metrics.json"))
+        try AtomicFile.write(Data(report.html.utf8), to: root.appendingPathComponent("report.html"))
         print(report.headline)
-        print("Report: \(path("report.md"))  (metrics: \(path("metrics.json")))")
+        print("Report: \(path("report.html"))  (also report.md and metrics.json there)")
+    }
+
+    /// Held-out questions shown with their pictures and every model's answers.
+    static let shownSamples = 8
+
+    /// A stage's training loss by step, from its `metrics.jsonl` (evaluation lines have no loss).
+    private func lossCurve(_ file: URL) throws -> [(step: Int, loss: Double)] {
+        let text = try String(contentsOf: file, encoding: .utf8)
+        return text.split(separator: "\n").compactMap { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let step = object["step"] as? Int, let loss = object["loss"] as? Double, object["skipped_step"] as? Bool != true
+            else { return nil }
+            return (step, loss)
+        }
     }
 
     /// The output model of a recipe's last stage in a run folder.
     private func lastStageModel(recipe: String, run: String) throws -> String {
         guard let last = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages.last else { throw CommandFailure("\(recipe) has no stages") }
         return URL(fileURLWithPath: run).appendingPathComponent(last.name).appendingPathComponent("model").path
-    }
-}
-
-/// The main job's results as Markdown and JSON: exact match on held-out questions by type, with and
-/// without the images, for the base Llama and after each stage, and what each stage did.
-struct RunReport {
-    let evaluations: [(name: String, metrics: [String: Double])]
-    let summaries: [StageSummary]
-    let seconds: Double
-
-    var types: [String] {
-        Set(evaluations.flatMap { $0.metrics.keys.filter { $0.hasPrefix("exact_match/") } }).map { String($0.dropFirst("exact_match/".count)) }.sorted()
-    }
-
-    static func percent(_ value: Double?) -> String { value.map { String(format: "%.1f %%", 100 * $0) } ?? "–" }
-
-    var headline: String {
-        guard let final = evaluations.last, let base = evaluations.first else { return "" }
-        return "Held-out exact match: \(Self.percent(final.metrics["exact_match"])) with the image, "
-            + "\(Self.percent(final.metrics["exact_match_blank_images"])) with the image blanked, "
-            + "\(Self.percent(base.metrics["exact_match"])) for the base Llama without images. "
-            + "Text-only logits equal the base Llama's after every stage: \(summaries.allSatisfy { $0.textOnlyLogitsUnchanged == true } ? "yes" : "NO")."
-    }
-
-    var markdown: String {
-        var lines = ["# VLMKit main job", "", headline, "", String(format: "Total time: %.0f s.", seconds), "",
-                     "## Held-out exact match by question type", "",
-                     "| model | overall | " + types.joined(separator: " | ") + " | overall, image blanked |",
-                     "|---|---|" + types.map { _ in "---|" }.joined() + "---|"]
-        for (name, metrics) in evaluations {
-            lines.append("| \(name) | \(Self.percent(metrics["exact_match"])) | "
-                         + types.map { Self.percent(metrics["exact_match/\($0)"]) }.joined(separator: " | ")
-                         + " | \(Self.percent(metrics["exact_match_blank_images"])) |")
-        }
-        lines += ["", "## Stages", "", "| stage | kind | steps | loss first → last | tokens/s | seconds | text-only logits = base |",
-                  "|---|---|---|---|---|---|---|"]
-        for s in summaries {
-            lines.append(String(format: "| %@ | %@ | %d | %.3f → %.3f | %.0f | %.0f | %@ |", s.stage, s.kind.rawValue, s.steps,
-                                s.firstLoss ?? .nan, s.finalLoss ?? .nan, s.tokensPerSecond, s.seconds,
-                                s.textOnlyLogitsUnchanged == true ? "yes, bit for bit" : "no"))
-        }
-        return lines.joined(separator: "\n") + "\n"
-    }
-
-    var json: Data {
-        let object: [String: Any] = [
-            "seconds": seconds,
-            "evaluations": evaluations.map { ["model": $0.name, "metrics": $0.metrics] },
-            "stages": summaries.map { ["stage": $0.stage, "steps": $0.steps, "first_loss": $0.firstLoss ?? -1, "final_loss": $0.finalLoss ?? -1,
-                                       "text_only_logits_unchanged": $0.textOnlyLogitsUnchanged ?? false] },
-        ]
-        return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
     }
 }
 

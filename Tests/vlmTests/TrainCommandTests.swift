@@ -212,6 +212,12 @@ struct RunCommandTests {
         #expect(report.contains("Text-only logits equal the base Llama's after every stage: yes."))
         let stages = metrics["stages"] as! [[String: Any]]
         #expect(stages.allSatisfy { $0["text_only_logits_unchanged"] as? Bool == true })
+        // The page is self-contained: charts inline, pictures as data URLs, nothing fetched.
+        let html = try String(contentsOfFile: scratch.path("job/report.html"), encoding: .utf8)
+        #expect(html.components(separatedBy: "<svg").count - 1 >= 2, "an accuracy chart and a loss chart")
+        #expect(html.components(separatedBy: "src=\"data:image/png;base64,").count - 1 == (metrics["samples"] as! [Any]).count)
+        #expect(!html.contains("src=\"http") && !html.contains("href=\"http"))
+        #expect(html.contains(String(format: "%.1f %%", 100 * final["exact_match"]!)))
 
         let weights = scratch.path("job/run/sft/model/model.safetensors")
         let modified = try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as! Date

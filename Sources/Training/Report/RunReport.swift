@@ -1,0 +1,121 @@
+import Foundation
+
+/// What the main job (`vlm run`) did, as Markdown, JSON and one self-contained HTML page: held-out
+/// exact match by question type for the base Llama and after every stage (with the images and with
+/// them blanked), what each stage did, its loss curve, and sample pictures with every model's answers.
+public struct RunReport {
+    /// One model's held-out metrics (`exact_match`, `exact_match/TYPE`, `…_blank_images`, `loss`).
+    public struct Evaluation {
+        public var name: String
+        public var metrics: [String: Double]
+        public init(name: String, metrics: [String: Double]) {
+            self.name = name
+            self.metrics = metrics
+        }
+    }
+
+    /// A held-out question shown with its picture and each model's answer.
+    public struct Sample {
+        public var id: String
+        /// The picture as PNG (or JPEG) bytes, embedded in the page.
+        public var image: Data
+        public var question: String
+        public var reference: String
+        public var type: String
+        /// Each model's answer, in the order of ``RunReport/evaluations``.
+        public var answers: [(model: String, answer: String)]
+        public init(id: String, image: Data, question: String, reference: String, type: String, answers: [(model: String, answer: String)]) {
+            self.id = id
+            self.image = image
+            self.question = question
+            self.reference = reference
+            self.type = type
+            self.answers = answers
+        }
+    }
+
+    public var evaluations: [Evaluation]
+    public var summaries: [StageSummary]
+    /// Each stage's training loss by step (from its `metrics.jsonl`).
+    public var lossCurves: [(stage: String, points: [(step: Int, loss: Double)])]
+    public var samples: [Sample]
+    public var seconds: Double
+    /// Where the job ran (CPU, cores), printed under the title.
+    public var machine: String
+
+    public init(evaluations: [Evaluation], summaries: [StageSummary], lossCurves: [(stage: String, points: [(step: Int, loss: Double)])] = [],
+                samples: [Sample] = [], seconds: Double, machine: String = "") {
+        self.evaluations = evaluations
+        self.summaries = summaries
+        self.lossCurves = lossCurves
+        self.samples = samples
+        self.seconds = seconds
+        self.machine = machine
+    }
+
+    /// The question types present in any evaluation, sorted.
+    public var questionTypes: [String] {
+        Set(evaluations.flatMap { $0.metrics.keys.filter { $0.hasPrefix("exact_match/") } })
+            .map { String($0.dropFirst("exact_match/".count)) }.sorted()
+    }
+
+    /// Whether every stage's output gave the base Llama's text-only logits bit for bit.
+    public var textOnlyLogitsUnchanged: Bool { !summaries.isEmpty && summaries.allSatisfy { $0.textOnlyLogitsUnchanged == true } }
+
+    static func percent(_ value: Double?) -> String { value.map { String(format: "%.1f %%", 100 * $0) } ?? "–" }
+
+    /// One sentence: final exact match with and without the image, the base Llama's, and the drop-in check.
+    public var headline: String {
+        guard let final = evaluations.last, let base = evaluations.first else { return "" }
+        return "Held-out exact match: \(Self.percent(final.metrics["exact_match"])) with the image, "
+            + "\(Self.percent(final.metrics["exact_match_blank_images"])) with the image blanked, "
+            + "\(Self.percent(base.metrics["exact_match"])) for the base Llama without images. "
+            + "Text-only logits equal the base Llama's after every stage: \(textOnlyLogitsUnchanged ? "yes" : "NO")."
+    }
+
+    public var markdown: String {
+        let types = questionTypes
+        var lines = ["# VLMKit main job", "", headline, "", String(format: "Total time: %.0f s. %@", seconds, machine), "",
+                     "## Held-out exact match by question type", "",
+                     "| model | overall | " + types.joined(separator: " | ") + " | overall, image blanked |",
+                     "|---|---|" + types.map { _ in "---|" }.joined() + "---|"]
+        for evaluation in evaluations {
+            let metrics = evaluation.metrics
+            lines.append("| \(evaluation.name) | \(Self.percent(metrics["exact_match"])) | "
+                         + types.map { Self.percent(metrics["exact_match/\($0)"]) }.joined(separator: " | ")
+                         + " | \(Self.percent(metrics["exact_match_blank_images"])) |")
+        }
+        lines += ["", "## Stages", "", "| stage | kind | steps | loss first → last | tokens/s | seconds | text-only logits = base |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in summaries {
+            lines.append(String(format: "| %@ | %@ | %d | %.3f → %.3f | %.0f | %.0f | %@ |", s.stage, s.kind.rawValue, s.steps,
+                                s.firstLoss ?? .nan, s.finalLoss ?? .nan, s.tokensPerSecond, s.seconds,
+                                s.textOnlyLogitsUnchanged == true ? "yes, bit for bit" : "no"))
+        }
+        if !samples.isEmpty {
+            lines += ["", "## Sample answers", "", "| question | reference | " + evaluations.map(\.name).joined(separator: " | ") + " |",
+                      "|---|---|" + evaluations.map { _ in "---|" }.joined()]
+            for sample in samples {
+                lines.append("| \(sample.question) | \(sample.reference) | " + sample.answers.map(\.answer).joined(separator: " | ") + " |")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public var json: Data {
+        let object: [String: Any] = [
+            "seconds": seconds,
+            "machine": machine,
+            "text_only_logits_unchanged": textOnlyLogitsUnchanged,
+            "evaluations": evaluations.map { ["model": $0.name, "metrics": $0.metrics] },
+            "stages": summaries.map { ["stage": $0.stage, "kind": $0.kind.rawValue, "steps": $0.steps, "first_loss": $0.firstLoss ?? -1,
+                                       "final_loss": $0.finalLoss ?? -1, "seconds": $0.seconds, "tokens_per_s": $0.tokensPerSecond,
+                                       "text_only_logits_unchanged": $0.textOnlyLogitsUnchanged ?? false] },
+            "samples": samples.map { sample -> [String: Any] in
+                ["id": sample.id, "question": sample.question, "reference": sample.reference, "type": sample.type,
+                 "answers": Dictionary(sample.answers.map { ($0.model, $0.answer) }, uniquingKeysWith: { a, _ in a })]
+            },
+        ]
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+
+extension RunReport {
+    /// The report as one self-contained HTML page: inline CSS, charts as inline SVG, pictures as
+    /// `data:` URLs. It opens in any browser, offline.
+    public var html: String {
+        let e = SVGChart.escape
+        var page = """
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8"><title>VLMKit main job</title>
+            <style>
+            body { font-family: sans-serif; margin: 24px auto; max-width: 960px; color: #222; }
+            h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+            .headline { font-size: 15px; background: #f4f7fb; padding: 10px 14px; border-left: 4px solid #0072B2; }
+            table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+            th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th:first-child, td:first-child { text-align: left; }
+            .samples { display: flex; flex-wrap: wrap; gap: 12px; }
+            .sample { border: 1px solid #ddd; padding: 8px; width: 280px; font-size: 12px; }
+            .sample img { width: 192px; height: 192px; image-rendering: pixelated; display: block; margin-bottom: 6px; }
+            .ok { color: #0a7d2c; } .wrong { color: #b3261e; } .muted { color: #777; font-size: 12px; }
+            </style></head><body>
+            <h1>VLMKit main job</h1>
+            <p class="headline">\(e(headline))</p>
+            <p class="muted">\(e(String(format: "Total time: %.0f s.", seconds))) \(e(machine))</p>
+
+            """
+        page += accuracySection
+        page += lossSection
+        page += stagesSection
+        page += samplesSection
+        page += "<p class=\"muted\">Exact match: the greedy answer after lower-casing, collapsing spaces and dropping a final full stop "
+            + "equals the reference. “Image blanked”: the same questions with a black picture — what the model can do without looking.</p>\n"
+        return page + "</body></html>\n"
+    }
+
+    private var accuracySection: String {
+        let types = questionTypes
+        let categories = ["overall"] + types
+        func values(_ metrics: [String: Double], suffix: String = "") -> [Double?] {
+            [metrics["exact_match" + suffix]] + types.map { metrics["exact_match\(suffix)/\($0)"] }
+        }
+        var series = evaluations.map { (name: $0.name, values: values($0.metrics)) }
+        if let final = evaluations.last, final.metrics["exact_match_blank_images"] != nil {
+            series.append((name: "\(final.name), image blanked", values: values(final.metrics, suffix: "_blank_images")))
+        }
+        var section = "<h2>Held-out exact match by question type</h2>\n"
+        section += SVGChart.bars(categories: categories, series: series, title: "Exact match on held-out questions",
+                                 yLabel: "exact match", width: 940, height: 320) + "\n"
+        section += "<table><tr><th>model</th>" + categories.map { "<th>\(SVGChart.escape($0))</th>" }.joined() + "</tr>\n"
+        for entry in series {
+            section += "<tr><td>\(SVGChart.escape(entry.name))</td>"
+                + entry.values.map { "<td>\(Self.percent($0))</td>" }.joined() + "</tr>\n"
+        }
+        return section + "</table>\n"
+    }
+
+    private var lossSection: String {
+        guard !lossCurves.isEmpty else { return "" }
+        var offset = 0
+        var series: [SVGChart.Series] = []
+        var markers: [(x: Double, label: String)] = []
+        for curve in lossCurves {
+            markers.append((Double(offset), curve.stage))
+            series.append(SVGChart.Series(name: curve.stage, points: Self.smoothed(curve.points).map { (Double(offset + $0.step), $0.loss) }))
+            offset += curve.points.last?.step ?? 0
+        }
+        return "<h2>Training loss</h2>\n"
+            + SVGChart.lines(series, title: "Training loss per learned token (smoothed)", xLabel: "optimiser step (stages in order)",
+                             yLabel: "loss", markers: markers, width: 940) + "\n"
+    }
+
+    /// An exponential moving average (weight 0.9), so the trend shows through per-step noise.
+    static func smoothed(_ points: [(step: Int, loss: Double)]) -> [(step: Int, loss: Double)] {
+        var average: Double?
+        return points.map { point in
+            let next = average.map { 0.9 * $0 + 0.1 * point.loss } ?? point.loss
+            average = next
+            return (point.step, next)
+        }
+    }
+
+    private var stagesSection: String {
+        var section = "<h2>Stages</h2>\n<table><tr><th>stage</th><th>kind</th><th>steps</th><th>loss first → last</th>"
+            + "<th>tokens/s</th><th>seconds</th><th>text-only logits = base</th></tr>\n"
+        for s in summaries {
+            section += "<tr><td>\(SVGChart.escape(s.stage))</td><td>\(s.kind.rawValue)</td><td>\(s.steps)</td>"
+                + String(format: "<td>%.3f → %.3f</td><td>%.0f</td><td>%.0f</td>", s.firstLoss ?? .nan, s.finalLoss ?? .nan,
+                         s.tokensPerSecond, s.seconds)
+                + "<td>\(s.textOnlyLogitsUnchanged == true ? "yes, bit for bit" : "<b>no</b>")</td></tr>\n"
+        }
+        return section + "</table>\n"
+    }
+
+    private var samplesSection: String {
+        guard !samples.isEmpty else { return "" }
+        var section = "<h2>Sample held-out questions</h2>\n<div class=\"samples\">\n"
+        for sample in samples {
+            let mime = sample.image.starts(with: [0x89, 0x50, 0x4E, 0x47]) ? "image/png" : "image/jpeg"
+            section += "<div class=\"sample\"><img alt=\"\(SVGChart.escape(sample.id))\" src=\"data:\(mime);base64,\(sample.image.base64EncodedString())\">"
+            section += "<b>\(SVGChart.escape(sample.question))</b><br>reference: <b>\(SVGChart.escape(sample.reference))</b> "
+                + "<span class=\"muted\">(\(SVGChart.escape(sample.type)))</span><br>"
+            for answer in sample.answers {
+                let correct = normalizedAnswer(answer.answer) == normalizedAnswer(sample.reference)
+                section += "<span class=\"\(correct ? "ok" : "wrong")\">\(correct ? "✓" : "✗") \(SVGChart.escape(answer.model)): "
+                    + "\(SVGChart.escape(answer.answer.isEmpty ? "(nothing)" : answer.answer))</span><br>"
+            }
+            section += "</div>\n"
+        }
+        return section + "</div>\n"
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+@testable import Training
+
+@Suite("Report: SVG charts and the HTML page")
+struct ReportTests {
+    @Test("ticks are round numbers covering the data")
+    func ticks() {
+        let ticks = SVGChart.niceTicks(from: 0, to: 0.83)
+        #expect(ticks.first! <= 0 && ticks.last! >= 0.83)
+        #expect(ticks.count == 6 && zip(ticks, ticks.dropFirst()).allSatisfy { abs($1 - $0 - 0.2) < 1e-9 })
+        let big = SVGChart.niceTicks(from: 0, to: 1234)
+        #expect(big.first == 0 && big.last! >= 1234 && big.count <= 8)
+        #expect(big.allSatisfy { $0.truncatingRemainder(dividingBy: 250) == 0 })
+    }
+
+    @Test("bar heights are proportional to the values, and text is escaped")
+    func bars() throws {
+        let svg = SVGChart.bars(categories: ["a<b", "c"], series: [(name: "x&y", values: [0.25, 1.0])], title: "T", yLabel: "y",
+                                width: 400, height: 240)
+        #expect(svg.contains("a&lt;b") && svg.contains("x&amp;y") && !svg.contains("a<b"))
+        let heights = try heights(of: svg)
+        #expect(heights.count == 2)
+        #expect(abs(heights[1] / heights[0] - 4) < 0.05)
+    }
+
+    @Test("a line chart draws one polyline per series through every point")
+    func lines() {
+        let svg = SVGChart.lines([.init(name: "s", points: [(0, 1), (1, 2), (2, 0.5)])], title: "loss", xLabel: "step", yLabel: "loss")
+        #expect(svg.components(separatedBy: "<polyline").count == 2)
+        let points = svg.components(separatedBy: "points=\"")[1].prefix { $0 != "\"" }.split(separator: " ")
+        #expect(points.count == 3)
+    }
+
+    @Test("the page shows every model's answers, marks them right or wrong, and embeds the picture")
+    func page() {
+        let png = Data([0x89, 0x50, 0x4E, 0x47, 1, 2, 3])
+        let report = RunReport(
+            evaluations: [.init(name: "base", metrics: ["exact_match": 0.25, "exact_match/color": 0.1]),
+                          .init(name: "sft", metrics: ["exact_match": 0.5, "exact_match/color": 0.9, "exact_match_blank_images": 0.2])],
+            summaries: [], lossCurves: [(stage: "sft", points: [(1, 2.0), (2, 1.0)])],
+            samples: [.init(id: "q1", image: png, question: "What color is the circle?", reference: "red", type: "color",
+                            answers: [(model: "base", answer: "blue"), (model: "sft", answer: "Red.")])],
+            seconds: 12)
+        let html = report.html
+        #expect(html.contains("data:image/png;base64,\(png.base64EncodedString())"))
+        #expect(html.contains("✗ base: blue") && html.contains("✓ sft: Red."))
+        #expect(html.contains("50.0 %") && html.contains("90.0 %"))
+        #expect(html.contains("sft, image blanked"))
+    }
+
+    private func heights(of svg: String) throws -> [Double] {
+        svg.components(separatedBy: "<rect ").dropFirst().compactMap { element -> Double? in
+            guard element.contains("<title>"), let range = element.range(of: "height=\"") else { return nil }
+            return Double(element[range.upperBound...].prefix { $0 != "\"" })
+        }
+    }
+}
