@@ -22,12 +22,15 @@ enum TrainRanks {
         let parallelism = DataParallelism(group: group, onReplicasVerified: replicaHashLog(rank: group.rank))
         do {
             try body(parallelism)
+            InterruptCleanup.onSignal = nil
             group.finalize()
         } catch let mismatch as DataParallelMismatch {
+            InterruptCleanup.onSignal = nil   // the others end too: they did not fail
             group.finalize()
             if group.rank == 0 { throw CommandFailure("\(mismatch)") }
             throw ExitCode(1)
         } catch let exit as ExitCode where exit.rawValue == 0 {
+            InterruptCleanup.onSignal = nil
             group.finalize()
         } catch {
             let message = VLM.message(for: error)

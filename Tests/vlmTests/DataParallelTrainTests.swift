@@ -181,7 +181,7 @@ struct DataParallelTrainTests {
         kill(pids[1]!, SIGKILL)
         let status = killed.wait()
         #expect(status != 0)
-        #expect(killed.errorText.contains("rank 1"), "the error names rank 1: \(killed.errorText)")
+        #expect(killed.errorText.contains("rank 1 (pid"), "vlm names rank 1: \(killed.errorText)")
         let stoppedAt = try RunCheckpointFolders.newestStep(in: checkpoints)
         #expect(stoppedAt >= 8 && stoppedAt < 20, "stopped mid-run at a checkpoint (\(stoppedAt))")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("killed/pretrain/model")))

@@ -66,7 +66,8 @@ enum StartupCheck {
                 let value = fields[key] ?? "missing", reference = all[0][key] ?? "missing"
                 if value.hasPrefix("failed: ") {
                     problems.append("rank \(rank): \(key): \(value.dropFirst("failed: ".count))")
-                } else if rank > 0 && value != reference && !reference.hasPrefix("failed: ") {
+                } else if rank > 0 && value != reference && !reference.hasPrefix("failed: ")
+                            && !(value == "missing" && fields["stage setup"] != nil) {
                     problems.append("rank \(rank): \(key) differs from rank 0's (\(value) vs \(reference))")
                 }
             }
