@@ -22,8 +22,9 @@ public struct StepReport: Sendable, Equatable {
     /// Wall time of the step's phases: forward passes (with the loss), backward passes, and
     /// clipping plus the optimiser update.
     public var forwardSeconds = 0.0, backwardSeconds = 0.0, optimizerSeconds = 0.0
-    /// Wall time spent summing gradients and the loss with the other ranks (0 in one process).
-    public var communicationSeconds = 0.0
+    /// Wall time spent waiting for the slowest rank to finish its micro-batches, then summing
+    /// gradients and the loss with the other ranks (both 0 in one process).
+    public var rankWaitSeconds = 0.0, communicationSeconds = 0.0
 }
 
 /// One optimiser step of causal-language-model training over micro-batches: forward and backward

@@ -134,8 +134,8 @@ final class ProgressPrinter: @unchecked Sendable {
             var text = String(format: "%@ step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %@", stage, step, total, report.loss,
                               report.learningRate, tokensPerSecond, Self.duration(eta))
             if report.communicationSeconds > 0 {
-                text += String(format: "  compute %.2fs comm %.2fs", report.forwardSeconds + report.backwardSeconds + report.optimizerSeconds,
-                               report.communicationSeconds)
+                text += String(format: "  compute %.2fs wait %.2fs comm %.2fs", report.forwardSeconds + report.backwardSeconds + report.optimizerSeconds,
+                               report.rankWaitSeconds, report.communicationSeconds)
             }
             if isTerminal {
                 write("\r\u{1B}[K" + text)

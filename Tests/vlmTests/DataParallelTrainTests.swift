@@ -152,7 +152,7 @@ struct DataParallelTrainTests {
         let metrics = try String(contentsOfFile: scratch.path("two/pretrain/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
         #expect(metrics.count == 20)
         let record = try JSONSerialization.jsonObject(with: Data(metrics[0].utf8)) as! [String: Any]
-        #expect(record["ranks"] as? Int == 2 && record["communication_s"] is Double && record["compute_s"] is Double)
+        #expect(record["ranks"] as? Int == 2 && record["communication_s"] is Double && record["compute_s"] is Double && record["rank_wait_s"] is Double)
         #expect(!parallel.errorText.contains("rank 1"), "rank 1 stays quiet: \(parallel.errorText)")
     }
 

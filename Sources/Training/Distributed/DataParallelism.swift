@@ -19,6 +19,11 @@ import TensorCore
 /// the others (an all-reduce, ``ProcessGroup``) in buckets of ``bucketBytes``; frozen
 /// parameters have no gradient and are never sent. The loss is summed the same way, so a non-finite
 /// loss on any rank makes every rank skip the step. Clipping then sees the global gradient norm.
+///
+/// **Stages that generate** (rejection sampling, not built yet) should split their prompts as
+/// ``Evaluation`` splits its questions — a contiguous share per rank — and gather the kept answers
+/// on every rank with `ProcessGroup.allGather`, so that every rank trains on the same
+/// set and rank 0 writes it.
 public struct DataParallelism {
     public let group: any ProcessGroup
     /// The largest message of one gradient sum.
@@ -43,6 +48,9 @@ public struct DataParallelism {
     /// Sums the step's loss and the gradients of `parameters` over all ranks, in place.
     func combine(_ report: inout StepReport, parameters: [(name: String, tensor: Tensor)]) throws {
         var start = DispatchTime.now().uptimeNanoseconds
+        // Apart, so that the communication time is the sums' own and not the slowest rank's lateness.
+        try group.barrier()
+        report.rankWaitSeconds = TrainingStepper.seconds(since: &start)
         // The loss, and which parameters got a gradient anywhere (a parameter that got none on any
         // rank must stay without one, as in one process, so AdamW leaves it alone).
         let small = try group.sum([report.loss] + parameters.map { $0.tensor.grad == nil ? 0 : 1 })
@@ -96,10 +104,11 @@ extension DataParallelism {
         onReplicasVerified(stage, step, hash.hex)
     }
 
-    /// The step's compute and communication times, for `metrics.jsonl`.
+    /// The step's compute time, the wait for the slowest rank and the communication time, for `metrics.jsonl`.
     func timing(of report: StepReport) -> [String: MetricValue] {
         ["compute_s": .number(report.forwardSeconds + report.backwardSeconds + report.optimizerSeconds),
-         "communication_s": .number(report.communicationSeconds), "ranks": .integer(group.size)]
+         "rank_wait_s": .number(report.rankWaitSeconds), "communication_s": .number(report.communicationSeconds),
+         "ranks": .integer(group.size)]
     }
 }
 
