@@ -158,3 +158,92 @@ struct DataParallelStepTests {
         #expect(results.map(\.1) == [true, true], "no rank updated")
     }
 }
+
+@Suite("Data parallelism: checks between ranks, a stage on two ranks")
+struct DataParallelStageTests {
+    func settings(steps: Int) -> StageSettings {
+        var settings = StageSettings(name: "pretrain", kind: .pretrain)
+        settings.datasets = [DatasetSpec(path: "pairs.jsonl")]
+        settings.trainable = ["crossAttentionLayers", "projector", "visionModel"]
+        settings.steps = steps
+        settings.microBatchSize = 2
+        settings.gradientAccumulation = 2
+        settings.learningRate = 5e-3
+        settings.checkpointEvery = 2
+        return settings
+    }
+
+    func environment(_ model: MllamaForConditionalGeneration) -> StageEnvironment {
+        StageEnvironment(model: model, makeData: { settings, position in CountingStream(size: settings.microBatchSize, from: position) },
+                         trainingSampleCount: { _ in 100 }, evaluate: nil,
+                         saveModel: { folder in try model.save(to: folder) }, textOnlyLogitsUnchanged: nil)
+    }
+
+    @Test("the start-up check names the rank whose model weights differ, and the one whose data file is missing")
+    func startupCheckNamesRanks() throws {
+        let folder = try temporaryFolder("startup")
+        try Data("{}\n".utf8).write(to: folder.appendingPathComponent("pairs.jsonl"))
+        let recipe = try Recipe.parse(yaml: """
+            stages:
+              - {name: pretrain, kind: pretrain, datasets: [pairs.jsonl], trainable: [projector], steps: 1}
+            """, file: "r.yaml", directory: folder)
+        let stage = recipe.stages[0]
+        let errors = try ThreadRanks(size: 3).run { rank -> String in
+            var fingerprint = StartupCheck.fingerprint(stage: stage, recipe: recipe,
+                                                       environment: .success(self.environment(tinyTrainingModel(seed: rank.rank == 1 ? 2 : 1))))
+            if rank.rank == 2 { fingerprint["pretrain.datasets[0] pairs.jsonl"] = "failed: pairs.jsonl cannot be read" }
+            do { try StartupCheck.verify(stage: stage, fingerprint: fingerprint, group: rank) } catch let error as DataParallelMismatch {
+                return error.description
+            }
+            return "no error"
+        }
+        #expect(Set(errors).count == 1, "every rank stops with the same message")
+        #expect(errors[0].contains("rank 1: model weights differs from rank 0's"), "\(errors[0])")
+        #expect(!errors[0].contains("rank 1: model parameter names"), "the layout is the same: \(errors[0])")
+        #expect(errors[0].contains("rank 2: pretrain.datasets[0] pairs.jsonl: pairs.jsonl cannot be read"), "\(errors[0])")
+        #expect(!errors[0].contains("rank 2: model"))
+    }
+
+    @Test("the replica check names a rank whose trainable weights differ")
+    func replicaCheckNamesRank() throws {
+        let errors = try ThreadRanks(size: 2).run { rank -> String in
+            let model = tinyTrainingModel()
+            model.setTrainable([.projector])
+            if rank.rank == 1 { model.projector.weight.floatPointer[5] += 1e-6 }
+            do {
+                try DataParallelism(group: rank).verifyReplicas(stage: "sft", step: 4, optimizer: AdamW(module: model))
+            } catch let error as DataParallelMismatch { return error.description }
+            return "no error"
+        }
+        #expect(errors[0] == errors[1])
+        #expect(errors[0].hasPrefix("sft step 4: the trainable weights and optimiser state of rank 1 ("), "\(errors[0])")
+    }
+
+    /// The whole stage loop on two thread ranks sharing one folder: rank 0 alone writes the
+    /// metrics and checkpoints, the ranks' weights stay identical, and they equal one process's
+    /// within float rounding (float32 here: the gradient sums of 2 micro-batches are the same
+    /// single addition, a + b = b + a, so the results are even bit-identical).
+    @Test("a stage trained by 2 ranks writes once and ends with one process's weights")
+    func stageOnTwoRanks() throws {
+        let settings = settings(steps: 4)
+        let alone = tinyTrainingModel()
+        _ = try StageRunner(settings: settings, folder: try temporaryFolder("alone"), environment: environment(alone)).run()
+        let expected = alone.trainableParameters().map { $0.tensor.floats() }
+
+        let folder = try temporaryFolder("two-ranks")
+        let hashes = try ThreadRanks(size: 2).run { rank -> [[Float]] in
+            let model = tinyTrainingModel()
+            let runner = StageRunner(settings: settings, folder: folder, environment: self.environment(model))
+            runner.parallelism = DataParallelism(group: rank)
+            _ = try runner.run()
+            return model.trainableParameters().map { $0.tensor.floats() }
+        }
+        #expect(hashes[0] == hashes[1], "the ranks' weights are bit-identical")
+        #expect(hashes[0] == expected, "2 ranks × 1 micro-batch = 1 process × 2 micro-batches, bit for bit")
+        let lines = try String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 4, "one line per step, written once")
+        #expect(lines.allSatisfy { $0.contains("\"ranks\": 2") && $0.contains("\"communication_s\"") })
+        #expect(try RunCheckpoint.latest(in: folder.appendingPathComponent("checkpoints"))?.lastPathComponent == "step-00000004")
+        #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("model/model.safetensors").path))
+    }
+}
