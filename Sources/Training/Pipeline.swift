@@ -108,6 +108,9 @@ public final class Pipeline {
 
             let environment = Result { try makeEnvironment(stage, input) }
             if let parallelism {
+                if stage.gradientAccumulation % parallelism.group.size != 0 {
+                    onEvent(.warning("\(stage.name): gradient_accumulation \(stage.gradientAccumulation) is not a multiple of the \(parallelism.group.size) ranks: some ranks idle for part of every step"))
+                }
                 try StartupCheck.verify(stage: stage, fingerprint: StartupCheck.fingerprint(stage: stage, recipe: recipe, environment: environment),
                                         group: parallelism.group)
             }
