@@ -26,8 +26,10 @@ enum TrainRanks {
             group.finalize()
         } catch let mismatch as DataParallelMismatch {
             InterruptCleanup.onSignal = nil   // the others end too: they did not fail
+            // Printed before any rank exits: mpirun stops the job at the first non-zero exit.
+            if group.rank == 0 { FileHandle.standardError.write(Data("Error: \(mismatch)\n".utf8)) }
+            try? group.barrier()
             group.finalize()
-            if group.rank == 0 { throw CommandFailure("\(mismatch)") }
             throw ExitCode(1)
         } catch let exit as ExitCode where exit.rawValue == 0 {
             InterruptCleanup.onSignal = nil

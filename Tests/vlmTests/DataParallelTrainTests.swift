@@ -17,7 +17,7 @@ enum ParallelTraining {
     static let binary = repositoryFile(".build/release/vlm")
 
     /// One stage of 20 caption steps, global batch 8 (4 micro-batches of 2), a checkpoint every 2 steps.
-    static func recipe(in scratch: Scratch, name: String = "recipe.yaml", learningRate: String = "0.003") throws -> String {
+    static func recipe(in scratch: Scratch, name: String = "recipe.yaml", learningRate: String = "0.003", extra: String = "") throws -> String {
         let text = """
             defaults:
               trainable: [visionModel, projector, crossAttentionLayers, extraEmbeddingRows]
@@ -31,7 +31,7 @@ enum ParallelTraining {
               - name: pretrain
                 kind: pretrain
                 datasets: [pretrain-hq.jsonl, {path: pretrain-noisy.jsonl, weight: 0.5}]
-                steps: 20
+                steps: 20\(extra)
             """
         try text.write(toFile: scratch.path(name), atomically: true, encoding: .utf8)
         return scratch.path(name)
@@ -126,7 +126,8 @@ struct DataParallelTrainTests {
     func twoRanksEqualOneProcess() throws {
         try #require(FileManager.default.isExecutableFile(atPath: ParallelTraining.binary.path), "build the release binary first")
         let scratch = try Scratch()
-        let recipe = try ParallelTraining.recipe(in: scratch)
+        // With held-out evaluation at the end, split across the ranks and reduced.
+        let recipe = try ParallelTraining.recipe(in: scratch, extra: "\n    eval_datasets: [qa-heldout.jsonl]\n    eval_samples: 8")
         let single = try ParallelTraining.launch(ranks: nil, programs: [ParallelTraining.arguments(recipe: recipe, run: scratch.path("one"))],
                                                  scratch: scratch)
         #expect(single.wait() == 0, "\(single.errorText)")
@@ -153,6 +154,15 @@ struct DataParallelTrainTests {
         let record = try JSONSerialization.jsonObject(with: Data(metrics[0].utf8)) as! [String: Any]
         #expect(record["ranks"] as? Int == 2 && record["communication_s"] is Double && record["compute_s"] is Double && record["rank_wait_s"] is Double)
         #expect(!parallel.errorText.contains("rank 1"), "rank 1 stays quiet: \(parallel.errorText)")
+
+        func evaluation(_ run: String) throws -> [String: Double] {
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.path("\(run)/pretrain/summary.json"))))
+            return (summary as! [String: Any])["evaluation"] as! [String: Double]
+        }
+        let (alone, split) = (try evaluation("one"), try evaluation("two"))
+        #expect(alone.keys.sorted() == split.keys.sorted() && alone["samples"] == 8 && split["samples"] == 8)
+        #expect(abs(alone["loss"]! - split["loss"]!) <= 1e-5 * alone["loss"]!, "held-out loss \(alone["loss"]!) vs \(split["loss"]!)")
+        #expect(alone["exact_match"] == split["exact_match"])
     }
 
     /// `kill -9` of rank 1 after the fourth checkpoint: `mpirun` stops the job and `vlm` names the
