@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Tokenization", targets: ["Tokenization"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Processing", targets: ["Processing"]),
+        .library(name: "Collectives", targets: ["Collectives"]),
         .library(name: "Training", targets: ["Training"]),
         .library(name: "World", targets: ["World"]),
         .executable(name: "vlm", targets: ["vlm"]),
@@ -34,6 +35,7 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
 
         // Hot loops in C, one version per instruction set, chosen at run time.
         .target(name: "CKernels"),
@@ -51,9 +53,11 @@ let package = Package(
         // Images and prompts -> model inputs (the Mllama image processor and processor).
         .target(name: "Processing", dependencies: ["Media", "TensorCore", "Checkpoint", "Tokenization"]),
 
+        // The ranks of a data-parallel job and their collectives (sum, broadcast, gather) over MPI.
+        .target(name: "Collectives", dependencies: ["CMPI"]),
         // Datasets, the trainer loop, stages and the pipeline runner (the library never prints).
         .target(name: "Training", dependencies: ["TensorCore", "Layers", "Checkpoint", "Media", "Tokenization",
-                                                 "Processing", "Models", .product(name: "Yams", package: "Yams")],
+                                                 "Processing", "Models", "Collectives", .product(name: "Yams", package: "Yams")],
                 swiftSettings: kernelSettings),
         // The built-in image–text world: scenes rendered to PNG, their records, captions, questions.
         .target(name: "World", dependencies: ["Media"]),
@@ -63,7 +67,7 @@ let package = Package(
             name: "vlm",
             dependencies: [
                 "TensorCore", "Layers", "Checkpoint", "Media", "Tokenization", "Models", "Processing",
-                "Training", "World",
+                "Training", "World", "Collectives",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
             ]),
@@ -78,9 +82,10 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport",
                                                        .product(name: "Yams", package: "Yams")]),
         // The command line, run in-process through the executable target.
-        .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Layers", "Checkpoint", "Tokenization", "Training", "_TestSupport"]),
+        .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Layers", "Checkpoint", "Tokenization", "Training",
+                                                   "Collectives", "_TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Processing", "Media", "Tokenization",
-                                                         "Checkpoint", "Layers", "_TestSupport"]),
+                                                         "Checkpoint", "Layers", "Collectives", "_TestSupport"]),
         .testTarget(name: "WorldTests", dependencies: ["World", "Media", "_TestSupport"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "Media", "Checkpoint", "Tokenization", "_TestSupport"]),
     ],

@@ -1,3 +1,4 @@
+import Collectives
 import Foundation
 import Media
 import Models
@@ -143,6 +144,9 @@ struct Evaluation {
     /// Samples read from the held-out data (0: all).
     let maxSamples: Int
     let maxNewTokens: Int
+    /// The ranks that share the work (nil: this process alone): each takes every N-th held-out batch
+    /// and a contiguous share of the questions; the sums are reduced, so every rank gets the metrics.
+    var group: (any ProcessGroup)? = nil
 
     func run() throws -> [String: Double] {
         var metrics: [String: Double] = [:]
@@ -155,7 +159,7 @@ struct Evaluation {
             metrics["loss" + suffix] = loss
             metrics["samples"] = Double(samples)
             guard !questions.isEmpty else { continue }
-            let result = try qa.exactMatch(questions, blankImages: blank)
+            let result = try exactMatch(qa, questions, blankImages: blank)
             metrics["exact_match" + suffix] = result.accuracy
             for (type, entry) in result.byType { metrics["exact_match\(suffix)/\(type)"] = Double(entry.correct) / Double(entry.total) }
         }
@@ -167,8 +171,10 @@ struct Evaluation {
         let options = DataLoaderOptions(microBatchSize: 8, seed: 0, shuffle: false, epochs: 1, blankImages: blankImages,
                                         prefetchBatches: 0, maxSkipShare: 1)
         let loader = try DataLoader(sources: datasets.map { DataSource($0) }, encoder: encoder, options: options)
-        var total = 0.0, tokens = 0, samples = 0
+        var total = 0.0, tokens = 0, samples = 0, index = -1
         while let batch = try loader.next(), maxSamples == 0 || samples < maxSamples {
+            index += 1
+            if let group, index % group.size != group.rank { samples += batch.sampleIDs.count; continue }
             guard batch.lossTokenCount > 0 else { continue }
             let loss = withNoGrad {
                 causalLanguageModelLoss(model: model, inputs: batch.inputs, labels: batch.labels, normalizer: batch.lossTokenCount).item()
@@ -177,7 +183,27 @@ struct Evaluation {
             tokens += batch.lossTokenCount
             samples += batch.sampleIDs.count
         }
+        if let group {
+            let sums = try group.sum([total, Double(tokens)])
+            (total, tokens) = (sums[0], Int(sums[1]))
+        }
         return (tokens == 0 ? .nan : total / Double(tokens), samples)
+    }
+
+    /// Exact match over `questions`, this rank's share answered here and the counts summed over the ranks.
+    func exactMatch(_ qa: QuestionAnswering, _ questions: [QuestionAnswering.Question], blankImages: Bool) throws -> ExactMatchResult {
+        guard let group else { return try qa.exactMatch(questions, blankImages: blankImages) }
+        let share = questions.count * group.rank / group.size ..< questions.count * (group.rank + 1) / group.size
+        let local = try qa.exactMatch(Array(questions[share]), blankImages: blankImages)
+        let types = Set(questions.map(\.type)).sorted()
+        var counts = [Double(local.correct), Double(local.total)]
+        for type in types { counts += [Double(local.byType[type]?.correct ?? 0), Double(local.byType[type]?.total ?? 0)] }
+        let sums = try group.sum(counts)
+        var result = ExactMatchResult(correct: Int(sums[0]), total: Int(sums[1]), byType: [:])
+        for (index, type) in types.enumerated() where sums[3 + 2 * index] > 0 {
+            result.byType[type] = (Int(sums[2 + 2 * index]), Int(sums[3 + 2 * index]))
+        }
+        return result
     }
 
     /// The held-out questions with reference answers, their images decoded.

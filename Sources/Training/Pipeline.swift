@@ -39,6 +39,9 @@ public final class Pipeline {
     public let makeEnvironment: (StageSettings, URL) throws -> StageEnvironment
     public var onEvent: (TrainingEvent) -> Void = { _ in }
     public var shouldStop: () -> Bool = { false }
+    /// The ranks the stages train over (nil: this process alone). Only rank 0 writes the run folder;
+    /// every rank reads it, so on several hosts it must be a shared folder.
+    public var parallelism: DataParallelism?
 
     public init(recipe: Recipe, base: URL, runFolder: URL,
                 makeEnvironment: @escaping (StageSettings, URL) throws -> StageEnvironment) {
@@ -69,15 +72,20 @@ public final class Pipeline {
     /// Runs the selected stages; returns the summaries of those that ran (skipped ones excluded).
     @discardableResult
     public func run(only: String? = nil, from: String? = nil) throws -> [StageSummary] {
-        try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
-        // What writers killed mid-write left behind (a stage that is skipped below is not revisited).
-        DirectoryCommit.removeStaleTemporaries(in: runFolder)
-        for stage in recipe.stages {
-            let folder = runFolder.appendingPathComponent(stage.name)
-            DirectoryCommit.removeStaleTemporaries(in: folder)
-            DirectoryCommit.removeStaleTemporaries(in: folder.appendingPathComponent("checkpoints"))
+        let writer = parallelism?.isWriter ?? true
+        if writer {
+            try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
+            // What writers killed mid-write left behind (a stage that is skipped below is not revisited).
+            DirectoryCommit.removeStaleTemporaries(in: runFolder)
+            for stage in recipe.stages {
+                let folder = runFolder.appendingPathComponent(stage.name)
+                DirectoryCommit.removeStaleTemporaries(in: folder)
+                DirectoryCommit.removeStaleTemporaries(in: folder.appendingPathComponent("checkpoints"))
+            }
         }
+        try parallelism?.group.barrier()
         var record = try loadRecord()
+        try parallelism?.group.barrier()   // every rank read the record before rank 0 changes it
         var summaries: [StageSummary] = []
         for stage in try selectedStages(only: only, from: from) {
             let input = input(of: stage)
@@ -91,21 +99,30 @@ public final class Pipeline {
             guard FileManager.default.fileExists(atPath: input.appendingPathComponent("config.json").path) else {
                 throw TrainingError("stage \(stage.name) starts from \(input.path), which holds no model (run the earlier stages first)")
             }
-            if let previous = record.stages.first(where: { $0.name == stage.name }), previous.input != input.path {
+            if writer, let previous = record.stages.first(where: { $0.name == stage.name }), previous.input != input.path {
                 try? FileManager.default.removeItem(at: folder.appendingPathComponent("checkpoints"))
             }
             record.stages.removeAll { $0.name == stage.name }
             record.stages.append(RunRecord.Stage(name: stage.name, digest: stage.digest, input: input.path, output: output.path, finished: false))
             try saveRecord(record)
 
-            let runner = StageRunner(settings: stage, folder: folder, environment: try makeEnvironment(stage, input),
+            let environment = Result { try makeEnvironment(stage, input) }
+            if let parallelism {
+                if stage.gradientAccumulation % parallelism.group.size != 0 {
+                    onEvent(.warning("\(stage.name): gradient_accumulation \(stage.gradientAccumulation) is not a multiple of the \(parallelism.group.size) ranks: some ranks idle for part of every step"))
+                }
+                try StartupCheck.verify(stage: stage, fingerprint: StartupCheck.fingerprint(stage: stage, recipe: recipe, environment: environment),
+                                        group: parallelism.group)
+            }
+            let runner = StageRunner(settings: stage, folder: folder, environment: try environment.get(),
                                      onEvent: onEvent, shouldStop: shouldStop)
+            runner.parallelism = parallelism
             summaries.append(try runner.run())
             record.stages = record.stages.map { var entry = $0; if entry.name == stage.name { entry.finished = true }; return entry }
             // A later stage that started from an older output of this one must run again.
             if let index = recipe.stages.firstIndex(where: { $0.name == stage.name }) {
                 let later = Set(recipe.stages[(index + 1)...].map(\.name))
-                for name in later { try? FileManager.default.removeItem(at: runFolder.appendingPathComponent(name).appendingPathComponent("checkpoints")) }
+                for name in later where writer { try? FileManager.default.removeItem(at: runFolder.appendingPathComponent(name).appendingPathComponent("checkpoints")) }
                 record.stages = record.stages.map { var entry = $0; if later.contains(entry.name) { entry.finished = false }; return entry }
             }
             try saveRecord(record)
@@ -129,6 +146,7 @@ public final class Pipeline {
     }
 
     func saveRecord(_ record: RunRecord) throws {
+        guard parallelism?.isWriter ?? true else { return }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(record), to: recordURL)

@@ -61,6 +61,8 @@ public final class StageRunner {
     public var onEvent: (TrainingEvent) -> Void
     /// Polled between steps; when it returns true the stage writes a checkpoint and throws ``TrainingInterrupted``.
     public var shouldStop: () -> Bool
+    /// The ranks this stage trains over (nil: this process alone). Only rank 0 writes files.
+    public var parallelism: DataParallelism?
 
     public init(settings: StageSettings, folder: URL, environment: StageEnvironment,
                 onEvent: @escaping (TrainingEvent) -> Void = { _ in }, shouldStop: @escaping () -> Bool = { false }) {
@@ -77,9 +79,13 @@ public final class StageRunner {
     /// Trains the stage to its last step, evaluates, and writes the output model and summary.
     public func run() throws -> StageSummary {
         let model = environment.model
-        try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
-        DirectoryCommit.removeStaleTemporaries(in: folder)
-        DirectoryCommit.removeStaleTemporaries(in: checkpointsFolder)
+        let writer = parallelism?.isWriter ?? true
+        if writer {
+            try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
+            DirectoryCommit.removeStaleTemporaries(in: folder)
+            DirectoryCommit.removeStaleTemporaries(in: checkpointsFolder)
+        }
+        try parallelism?.group.barrier()
         try makeTrainable(model, groups: settings.trainable)
         let optimizer = AdamW(module: model, learningRate: settings.learningRate, betas: (settings.beta1, settings.beta2),
                               epsilon: settings.epsilon, weightDecay: settings.weightDecay)
@@ -93,18 +99,22 @@ public final class StageRunner {
         // Resume from the newest checkpoint of these settings; anything else in the folder is stale.
         var progress = RunProgress(step: 0, dataPosition: Data(), nonFiniteStreak: 0, metricsBytes: 0, elapsedSeconds: 0,
                                    optimizerStepCounts: [:], settingsDigest: settings.digest)
-        var resumed: Int? = nil
+        var resumed: Int? = nil, stale = false
         if let latest = try RunCheckpoint.latest(in: checkpointsFolder) {
             let saved = try? JSONDecoder().decode(RunProgress.self, from: Data(contentsOf: latest.appendingPathComponent("progress.json")))
             if saved?.settingsDigest == settings.digest {
                 progress = try RunCheckpoint.restore(latest, into: model, optimizer: optimizer)
                 resumed = progress.step
             } else {
-                try FileManager.default.removeItem(at: checkpointsFolder)
-                try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
+                stale = true
             }
         }
-        let metrics = try MetricsLog(url: folder.appendingPathComponent("metrics.jsonl"), keepingBytes: progress.metricsBytes)
+        if let parallelism { try parallelism.verifyReplicas(stage: settings.name, step: progress.step, optimizer: optimizer) }
+        if stale && writer {
+            try FileManager.default.removeItem(at: checkpointsFolder)
+            try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
+        }
+        let metrics = writer ? try MetricsLog(url: folder.appendingPathComponent("metrics.jsonl"), keepingBytes: progress.metricsBytes) : nil
         let data = try environment.makeData(settings, resumed == nil ? nil : progress.dataPosition)
         onEvent(.stageStarted(stage: settings.name, kind: settings.kind, totalSteps: totalSteps, resumedAtStep: resumed))
 
@@ -114,6 +124,8 @@ public final class StageRunner {
         var lastEvaluation: [String: Double] = [:]
 
         func checkpoint() throws {
+            if let parallelism { try parallelism.verifyReplicas(stage: settings.name, step: progress.step, optimizer: optimizer) }
+            guard let metrics else { return }   // not the writer
             metrics.sync()
             progress.dataPosition = try data.savePosition()
             progress.metricsBytes = metrics.byteCount
@@ -123,7 +135,7 @@ public final class StageRunner {
         }
 
         while progress.step < totalSteps {
-            if shouldStop() {
+            if try parallelism.map({ try $0.group.any(shouldStop()) }) ?? shouldStop() {
                 try checkpoint()
                 throw TrainingInterrupted(stage: settings.name, step: progress.step)
             }
@@ -132,7 +144,8 @@ public final class StageRunner {
             var batches: [TrainingBatch] = []
             for _ in 0..<settings.gradientAccumulation { batches.append(try data.nextBatch()) }
             let learningRate = schedule.learningRate(at: progress.step)
-            let report = stepper.step(batches, learningRate: learningRate)
+            let report = try parallelism.map { try stepper.step(batches, learningRate: learningRate, across: $0) }
+                ?? stepper.step(batches, learningRate: learningRate)
             let seconds = Date().timeIntervalSince(started)
             progress.step += 1
             progress.elapsedSeconds += seconds
@@ -154,13 +167,15 @@ public final class StageRunner {
             let wait = data.dataWaitSeconds - waitBefore
             let tokensPerSecond = Double(report.tokens) / max(seconds, 1e-9)
             if progress.step % max(1, settings.logEvery) == 0 || progress.step == totalSteps {
-                try metrics.append([
+                var record: [String: MetricValue] = [
                     "step": .integer(progress.step), "loss": .number(report.loss), "learning_rate": .number(learningRate),
                     "grad_norm": .number(report.gradientNorm), "tokens": .integer(report.tokens),
                     "learned_tokens": .integer(report.learnedTokens), "images": .integer(report.images),
                     "tokens_per_s": .number(tokensPerSecond), "images_per_s": .number(Double(report.images) / max(seconds, 1e-9)),
                     "data_wait_s": .number(wait), "skipped_step": .flag(!report.isFinite),
-                ])
+                ]
+                if let parallelism { record.merge(parallelism.timing(of: report)) { $1 } }
+                try metrics?.append(record)
             }
             onEvent(.step(stage: settings.name, step: progress.step, totalSteps: totalSteps, report: report,
                           tokensPerSecond: tokensPerSecond, dataWaitSeconds: wait, elapsedSeconds: progress.elapsedSeconds))
@@ -168,19 +183,20 @@ public final class StageRunner {
             if settings.evalEvery > 0, progress.step % settings.evalEvery == 0, progress.step < totalSteps,
                let evaluate = environment.evaluate {
                 lastEvaluation = try evaluate(settings)
-                try metrics.append(evaluationRecord(lastEvaluation, step: progress.step))
+                try metrics?.append(evaluationRecord(lastEvaluation, step: progress.step))
                 onEvent(.evaluation(stage: settings.name, step: progress.step, metrics: lastEvaluation))
             }
             if progress.step % max(1, settings.checkpointEvery) == 0 || progress.step == totalSteps { try checkpoint() }
         }
-        if try RunCheckpoint.latest(in: checkpointsFolder) == nil { try checkpoint() }   // a zero-step stage
+        let noCheckpoint = writer ? try RunCheckpoint.latest(in: checkpointsFolder) == nil : false
+        if try parallelism.map({ try $0.group.any(noCheckpoint) }) ?? noCheckpoint { try checkpoint() }   // a zero-step stage
 
         if let evaluate = environment.evaluate {
             lastEvaluation = try evaluate(settings)
             onEvent(.evaluation(stage: settings.name, step: progress.step, metrics: lastEvaluation))
         }
-        let unchanged = try environment.textOnlyLogitsUnchanged?()
-        try DirectoryCommit.write(outputFolder) { try environment.saveModel($0) }
+        let unchanged = writer ? try environment.textOnlyLogitsUnchanged?() : nil
+        if writer { try DirectoryCommit.write(outputFolder) { try environment.saveModel($0) } }
         let summary = StageSummary(
             stage: settings.name, kind: settings.kind, steps: progress.step, samples: data.samplesSeen,
             firstLoss: firstLoss, finalLoss: lastLoss, skippedSteps: skippedSteps, skippedSamples: data.skipCounts,
@@ -188,9 +204,12 @@ public final class StageRunner {
             seconds: progress.elapsedSeconds, tokensPerSecond: Double(tokens) / max(trainingSeconds, 1e-9),
             dataWaitSeconds: data.dataWaitSeconds - waitAtStart, evaluation: lastEvaluation,
             textOnlyLogitsUnchanged: unchanged, output: outputFolder.path)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(summary), to: folder.appendingPathComponent("summary.json"))
+        if writer {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try AtomicFile.write(try encoder.encode(summary), to: folder.appendingPathComponent("summary.json"))
+        }
+        try parallelism?.group.barrier()   // the next stage reads this one's output
         onEvent(.stageFinished(summary))
         return summary
     }

@@ -1,4 +1,5 @@
 import Checkpoint
+import Collectives
 import Foundation
 import Media
 import Models
@@ -64,7 +65,8 @@ public enum TrainingEnvironment {
                                "special_tokens_map.json", "preprocessor_config.json", "processor_config.json",
                                "generation_config.json", "chat_template.json", "chat_template.jinja"]
 
-    public static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL,
+    /// - Parameter group: the ranks that share the evaluation (nil: this process alone).
+    public static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL, group: (any ProcessGroup)? = nil,
                             warn: @escaping @Sendable (String) -> Void = { _ in }) throws -> StageEnvironment {
         let loaded = try LoadedModel.load(directory: input)
         let model = loaded.model
@@ -91,7 +93,7 @@ public enum TrainingEnvironment {
         }
         let evaluate: ((StageSettings) throws -> [String: Double])? = held.isEmpty ? nil : { settings in
             try Evaluation(model: model, encoder: encoder, datasets: held.map(\.dataset), maxSamples: settings.evalSamples,
-                           maxNewTokens: settings.evalMaxNewTokens).run()
+                           maxNewTokens: settings.evalMaxNewTokens, group: group).run()
         }
         // The drop-in promise holds for a vision model whose text model stays frozen.
         let keepsTextModel = mllama != nil && !stage.trainable.contains("textModel")

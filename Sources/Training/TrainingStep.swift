@@ -22,6 +22,9 @@ public struct StepReport: Sendable, Equatable {
     /// Wall time of the step's phases: forward passes (with the loss), backward passes, and
     /// clipping plus the optimiser update.
     public var forwardSeconds = 0.0, backwardSeconds = 0.0, optimizerSeconds = 0.0
+    /// Wall time spent waiting for the slowest rank to finish its micro-batches, then summing
+    /// gradients and the loss with the other ranks (both 0 in one process).
+    public var rankWaitSeconds = 0.0, communicationSeconds = 0.0
 }
 
 /// One optimiser step of causal-language-model training over micro-batches: forward and backward
@@ -44,6 +47,14 @@ public final class TrainingStepper {
 
     /// Runs one step over `microBatches` (the accumulation group).
     public func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
+        step(microBatches, learningRate: learningRate, runs: { _ in true }, combine: { _ in })
+    }
+
+    /// One step of which this process runs the micro-batches `runs` accepts (by index in the group);
+    /// `combine` then makes the loss and gradients the whole group's (for data parallelism: the sums
+    /// over all ranks), before clipping and the update.
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, runs: (Int) -> Bool,
+              combine: (inout StepReport) throws -> Void) rethrows -> StepReport {
         ensure(!microBatches.isEmpty, "a training step needs at least one micro-batch")
         let learned = microBatches.map(\.lossTokenCount).reduce(0, +)
         var report = StepReport(loss: 0, gradientNorm: .nan, learningRate: learningRate, tokens: 0, learnedTokens: learned,
@@ -56,7 +67,7 @@ public final class TrainingStepper {
             report.isFinite = false
             return report
         }
-        for batch in microBatches {
+        for (index, batch) in microBatches.enumerated() where runs(index) {
             var start = DispatchTime.now().uptimeNanoseconds
             let loss = causalLanguageModelLoss(model: model, inputs: batch.inputs, labels: batch.labels, normalizer: learned)
             let value = loss.item()
@@ -66,6 +77,7 @@ public final class TrainingStepper {
             loss.backward()
             report.backwardSeconds += Self.seconds(since: &start)
         }
+        try combine(&report)
         var start = DispatchTime.now().uptimeNanoseconds
         if report.isFinite {
             report.gradientNorm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm > 0 ? maxGradNorm : .infinity)
@@ -81,7 +93,7 @@ public final class TrainingStepper {
     }
 
     /// Seconds since `start`, which is moved to now.
-    private static func seconds(since start: inout UInt64) -> Double {
+    static func seconds(since start: inout UInt64) -> Double {
         let now = DispatchTime.now().uptimeNanoseconds
         defer { start = now }
         return Double(now - start) / 1e9

@@ -10,12 +10,15 @@ import Glibc
 /// left behind and the caller still sees the interruption.
 enum InterruptCleanup {
     private static var sources: [DispatchSourceSignal] = []
+    /// Called with the signal before the temporaries are removed (e.g. a rank saying why it stops).
+    nonisolated(unsafe) static var onSignal: ((Int32) -> Void)? = nil
 
     static func install() {
         for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler {
+                onSignal?(signalNumber)
                 PendingTemporaries.removeAll()
                 signal(signalNumber, SIG_DFL)
                 kill(getpid(), signalNumber)

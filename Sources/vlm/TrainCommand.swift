@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import Foundation
 import Training
 #if canImport(Glibc)
@@ -15,6 +16,9 @@ struct TrainCommand: ParsableCommand {
             transformers load. Running the same command again skips finished stages whose settings did not \
             change and resumes an unfinished one from its newest checkpoint, bit-identical to an uninterrupted \
             run. Ctrl-C writes a checkpoint and stops. See Docs/training.md.
+
+            Data-parallel over MPI: mpirun -np N vlm train … (the same arguments on every rank; \
+            the recipe's global batch keeps its meaning; rank 0 writes the run folder). See Docs/scaling.md.
             """)
 
     @Argument(help: "A recipe, e.g. pipelines/tiny.yaml.")
@@ -47,19 +51,31 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        guard let group = try MPIProcessGroup.joinIfLaunched() else { return try train(parallelism: nil) }
+        try TrainRanks.run(group: group) { try train(parallelism: $0) }
+    }
+
+    /// Runs the pipeline, alone or as one rank of a data-parallel job (then only rank 0 reports).
+    func train(parallelism: DataParallelism?) throws {
+        let quiet = !(parallelism?.isWriter ?? true)
         let recipe = try Recipe.load(from: URL(fileURLWithPath: self.recipe), overrides: overrides,
                                      dataRoot: dataRoot.map { URL(fileURLWithPath: $0, isDirectory: true) })
         let progress = ProgressPrinter(plainEvery: progressEvery)
         let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in
             try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: URL(fileURLWithPath: base),
-                                         warn: { message in progress.handle(.warning(message)) })
+                                         group: parallelism?.group,
+                                         warn: { message in if !quiet { progress.handle(.warning(message)) } })
         }
-        pipeline.onEvent = progress.handle
-        InterruptFlag.install()
-        pipeline.shouldStop = { InterruptFlag.isSet }
+        pipeline.onEvent = quiet ? { _ in } : progress.handle
+        pipeline.parallelism = parallelism
+        if parallelism == nil {   // under mpirun a signal stops every rank at once (TrainRanks)
+            InterruptFlag.install()
+            pipeline.shouldStop = { InterruptFlag.isSet }
+        }
         do {
             let summaries = try pipeline.run(only: stage, from: fromStage)
             progress.finish()
+            guard !quiet else { return }
             if summaries.isEmpty { print("Nothing to do: every selected stage is finished (\(out)).") }
             print("Run folder: \(out)")
         } catch let interrupted as TrainingInterrupted {
@@ -115,8 +131,12 @@ final class ProgressPrinter: @unchecked Sendable {
             line("== stage \(stage): finished earlier, skipped (\(output.path))")
         case .step(let stage, let step, let total, let report, let tokensPerSecond, _, let elapsed):
             let eta = elapsed / Double(max(step, 1)) * Double(total - step)
-            let text = String(format: "%@ step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %@", stage, step, total, report.loss,
+            var text = String(format: "%@ step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %@", stage, step, total, report.loss,
                               report.learningRate, tokensPerSecond, Self.duration(eta))
+            if report.communicationSeconds > 0 {
+                text += String(format: "  compute %.2fs wait %.2fs comm %.2fs", report.forwardSeconds + report.backwardSeconds + report.optimizerSeconds,
+                               report.rankWaitSeconds, report.communicationSeconds)
+            }
             if isTerminal {
                 write("\r\u{1B}[K" + text)
                 liveLineShown = true
