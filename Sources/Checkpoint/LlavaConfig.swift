@@ -1,6 +1,10 @@
 /// The `config.json` of a LLaVA checkpoint (`model_type: "llava"`): a CLIP vision tower, a small
 /// MLP projector and a Llama text decoder.
 ///
+/// `projector_type` is VLMKit's own field (LLaVA's `mm_projector_type`): absent or `mlp2x` is
+/// transformers' two-layer projector; `linear` is LLaVA-1's single linear layer, which transformers
+/// has no class for (such a checkpoint only loads in VLMKit).
+///
 /// `vision_config` and `text_config` are required; inside them fields default as in transformers'
 /// `CLIPVisionConfig` / `LlamaConfig`, except width and depth (see ``LlamaConfig``).
 public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
@@ -17,12 +21,17 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
     public var visionFeatureSelectStrategy: String
     public var imageSeqLength: Int
     public var multimodalProjectorBias: Bool
+    /// `mlp2x` (transformers' `linear_1` → act → `linear_2`) or `linear` (`linear_1` only).
+    public var projectorType: String
     public var torchDType: String?
+
+    /// The projector types VLMKit builds.
+    public static let projectorTypes = ["mlp2x", "linear"]
 
     public init(visionConfig: CLIPVisionConfig, textConfig: LlamaConfig, imageTokenIndex: Int = 32_000,
                 projectorHiddenAct: String = "gelu", visionFeatureLayers: [Int] = [-2],
                 visionFeatureSelectStrategy: String = "default", imageSeqLength: Int = 576,
-                multimodalProjectorBias: Bool = true, torchDType: String? = nil) {
+                multimodalProjectorBias: Bool = true, projectorType: String = "mlp2x", torchDType: String? = nil) {
         self.visionConfig = visionConfig
         self.textConfig = textConfig
         self.imageTokenIndex = imageTokenIndex
@@ -31,6 +40,7 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         self.visionFeatureSelectStrategy = visionFeatureSelectStrategy
         self.imageSeqLength = imageSeqLength
         self.multimodalProjectorBias = multimodalProjectorBias
+        self.projectorType = projectorType
         self.torchDType = torchDType
     }
 
@@ -39,6 +49,7 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         case imageTokenIndex = "image_token_index", projectorHiddenAct = "projector_hidden_act"
         case visionFeatureLayer = "vision_feature_layer", visionFeatureSelectStrategy = "vision_feature_select_strategy"
         case imageSeqLength = "image_seq_length", multimodalProjectorBias = "multimodal_projector_bias"
+        case projectorType = "projector_type"
         case dtype, torchDType = "torch_dtype"
     }
 
@@ -60,6 +71,11 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         }
         imageSeqLength = try c.decodeIfPresent(Int.self, forKey: .imageSeqLength) ?? 576
         multimodalProjectorBias = try c.decodeIfPresent(Bool.self, forKey: .multimodalProjectorBias) ?? true
+        projectorType = try c.decodeIfPresent(String.self, forKey: .projectorType) ?? "mlp2x"
+        guard Self.projectorTypes.contains(projectorType) else {
+            throw DecodingError.dataCorruptedError(forKey: .projectorType, in: c,
+                debugDescription: "projector_type must be 'mlp2x' or 'linear', got '\(projectorType)'")
+        }
         torchDType = try c.decodeIfPresent(String.self, forKey: .dtype) ?? c.decodeIfPresent(String.self, forKey: .torchDType)
     }
 
@@ -74,6 +90,8 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         try c.encode(visionFeatureSelectStrategy, forKey: .visionFeatureSelectStrategy)
         try c.encode(imageSeqLength, forKey: .imageSeqLength)
         try c.encode(multimodalProjectorBias, forKey: .multimodalProjectorBias)
+        // Absent means transformers' two-layer projector, so a transformers config stays one.
+        if projectorType != "mlp2x" { try c.encode(projectorType, forKey: .projectorType) }
         try c.encodeIfPresent(torchDType, forKey: .dtype)
     }
 }
