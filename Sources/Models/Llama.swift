@@ -75,7 +75,7 @@ public final class LlamaModel: Module {
     init(config: LlamaConfig, factory: ParameterFactory) {
         tokenEmbedding = Embedding(count: config.vocabSize, dimension: config.hiddenSize, factory: factory)
         layers = (0..<config.numHiddenLayers).map { _ in LlamaDecoderLayer(config: config, factory: factory) }
-        norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps, factory: factory)
+        norm = config.finalNorm(factory: factory)
         rotary = RotaryEmbedding(config: config)
         super.init()
     }
@@ -110,8 +110,7 @@ public final class LlamaForCausalLM: Module {
     public init(config: LlamaConfig, factory: ParameterFactory) {
         self.config = config
         model = LlamaModel(config: config, factory: factory)
-        languageModelHead = config.tieWordEmbeddings
-            ? nil : Linear(inFeatures: config.hiddenSize, outFeatures: config.vocabSize, bias: false, factory: factory)
+        languageModelHead = config.languageModelHead(factory: factory)
         super.init()
     }
 
@@ -172,6 +171,18 @@ public final class LlamaForCausalLM: Module {
             positions.append(rowPositions)
         }
         return (positions, AttentionMask(isCausal: true, causalOffset: cachedLength, keyPadding: attentionMask))
+    }
+}
+
+extension LlamaConfig {
+    /// The RMSNorm after the last decoder layer (`norm`), for Llama's and Mllama's text towers.
+    func finalNorm(factory: ParameterFactory) -> RMSNorm {
+        RMSNorm(dimension: hiddenSize, epsilon: rmsNormEps, factory: factory)
+    }
+
+    /// The `[V, D]` `lm_head`, or `nil` when `tie_word_embeddings` ties it to the embedding table.
+    func languageModelHead(factory: ParameterFactory) -> Linear? {
+        tieWordEmbeddings ? nil : Linear(inFeatures: hiddenSize, outFeatures: vocabSize, bias: false, factory: factory)
     }
 }
 

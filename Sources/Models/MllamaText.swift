@@ -128,7 +128,7 @@ public final class MllamaTextModel: Module {
             crossLayers.contains(index) ? MllamaCrossAttentionDecoderLayer(config: llama, factory: factory)
                                         : LlamaDecoderLayer(config: llama, factory: factory)
         }
-        norm = RMSNorm(dimension: llama.hiddenSize, epsilon: llama.rmsNormEps, factory: factory)
+        norm = llama.finalNorm(factory: factory)
         rotary = RotaryEmbedding(config: llama)
         var slots: [Int: Int] = [:]
         for index in 0..<llama.numHiddenLayers where !crossLayers.contains(index) { slots[index] = slots.count }
@@ -183,8 +183,7 @@ public final class MllamaForCausalLM: Module {
     public init(config: MllamaTextConfig, factory: ParameterFactory) {
         self.config = config
         model = MllamaTextModel(config: config, factory: factory)
-        languageModelHead = config.llama.tieWordEmbeddings
-            ? nil : Linear(inFeatures: config.llama.hiddenSize, outFeatures: config.llama.vocabSize, bias: false, factory: factory)
+        languageModelHead = config.llama.languageModelHead(factory: factory)
         super.init()
     }
 

@@ -184,3 +184,21 @@ struct LlavaGradientTests {
         #expect(gradientCheck([x]) { layer($0[0]) } == nil)
     }
 }
+
+@Suite("LLaVA with 16-bit weights")
+struct LlavaHalfPrecisionTests {
+    /// llava-hf publishes float16 weights; VLMKit keeps 16-bit weights as they are and computes in
+    /// float32. Rounding every weight to 8 (bf16) or 11 (fp16) significant bits moves the logits of
+    /// these tiny random models by a relative L2 under 2e-2 and 2e-3.
+    @Test("bf16 and fp16 weights stay 16-bit and give logits close to the float32 reference",
+          arguments: [(DType.bfloat16, 2e-2), (DType.float16, 2e-3)])
+    func halfPrecision(dtype: DType, bound: Double) throws {
+        let fixture = try LlavaFixture("mlp_layer-2_default")
+        let model = try LlavaForConditionalGeneration.load(directory: fixture.directory)
+        for (_, slot) in model.namedParameters() { slot.tensor = slot.tensor!.converted(to: dtype) }
+        #expect(model.parameters().allSatisfy { $0.tensor.dtype == dtype })
+        let logits = fixture.logits(of: model)
+        let relative = errors(fixture.realPositions(logits), fixture.realPositions(try fixture.expectedLogits())).relativeL2
+        #expect(relative <= bound, "relative L2 \(relative)")
+    }
+}
