@@ -21,7 +21,9 @@ public final class LlavaMultiModalProjector: Module {
     /// `nil` for the single-linear projector.
     let linear2: Linear?
 
-    init(inFeatures: Int, outFeatures: Int, activation: Activation, twoLayers: Bool, bias: Bool, factory: ParameterFactory) {
+    /// A projector from `inFeatures` image features to the text width `outFeatures` (usable with
+    /// any image encoder, not only CLIP): two layers with `activation` between, or one.
+    public init(inFeatures: Int, outFeatures: Int, activation: Activation, twoLayers: Bool, bias: Bool, factory: ParameterFactory) {
         linear1 = Linear(inFeatures: inFeatures, outFeatures: outFeatures, bias: bias, factory: factory)
         self.activation = activation
         linear2 = twoLayers ? Linear(inFeatures: outFeatures, outFeatures: outFeatures, bias: bias, factory: factory) : nil
