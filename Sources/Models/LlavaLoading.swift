@@ -51,15 +51,37 @@ extension LlavaForConditionalGeneration {
         return model
     }
 
-    /// Writes `config.json` and `model.safetensors` (llava-hf's published names, each tensor in
-    /// its dtype) into `directory`, creating it; each file is written atomically. A tied head is
-    /// not written.
-    public func save(to directory: URL) throws {
+    /// A published checkpoint name in transformers 5's layout (`model.vision_tower.*` without
+    /// `vision_model.`, `model.multi_modal_projector.*`, `model.language_model.*`, `lm_head.*`).
+    public static func transformers5Name(_ published: String) -> String {
+        for (from, to) in [("vision_tower.vision_model.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."),
+                           ("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head.")]
+        where published.hasPrefix(from) {
+            return to + published.dropFirst(from.count)
+        }
+        return published
+    }
+
+    /// Writes `config.json` and `model.safetensors` (each tensor in its dtype) into `directory`,
+    /// creating it; each file is written atomically. A tied head is not written. Names are
+    /// llava-hf's published ones, or transformers 5's with `layout: .transformers5`; transformers
+    /// loads both.
+    public func save(to directory: URL, layout: LlavaCheckpointLayout = .published) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let tensors = Dictionary(uniqueKeysWithValues: parameters().map { ($0.name, $0.tensor.detached()) })
+        let tensors = Dictionary(uniqueKeysWithValues: parameters().map {
+            (layout == .published ? $0.name : Self.transformers5Name($0.name), $0.tensor.detached())
+        })
         try writeSafetensors(tensors: tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors"))
         try AtomicFile.write(try config.jsonData(), to: directory.appendingPathComponent("config.json"))
     }
+}
+
+/// The weight names a LLaVA checkpoint is written with.
+public enum LlavaCheckpointLayout: Sendable {
+    /// llava-hf's: `vision_tower.vision_model.*`, `multi_modal_projector.*`, `language_model.model.*`, `language_model.lm_head.*`.
+    case published
+    /// transformers 5's: `model.vision_tower.*`, `model.multi_modal_projector.*`, `model.language_model.*`, `lm_head.*`.
+    case transformers5
 }
 
 // MARK: - Training

@@ -98,13 +98,25 @@ struct LlavaParityTests {
         let reloaded = try LlavaForConditionalGeneration.load(directory: directory)
         #expect(fixture.logits(of: reloaded).doubles() == fixture.logits(of: model).doubles())
         #expect(try LlavaConfig.load(from: directory.appendingPathComponent("config.json")) == model.config)
+
+        // transformers 5's names load back the same.
+        let newer = directory.appendingPathComponent("transformers5")
+        try model.save(to: newer, layout: .transformers5)
+        let newerNames = try SafetensorsFile(path: newer.appendingPathComponent("model.safetensors").path).names
+        #expect(newerNames.allSatisfy { $0.hasPrefix("model.vision_tower.") || $0.hasPrefix("model.multi_modal_projector.")
+                                        || $0.hasPrefix("model.language_model.") || $0.hasPrefix("lm_head.") })
+        #expect(!newerNames.contains { $0.contains("vision_model.") })
+        #expect(fixture.logits(of: try LlavaForConditionalGeneration.load(directory: newer)).doubles() == fixture.logits(of: model).doubles())
+
         // Kept for checking in transformers by hand (see make_llava_fixtures.py --check-load).
         if let keep = ProcessInfo.processInfo.environment["VLMKIT_KEEP_LLAVA_CHECKPOINT"] {
-            let target = URL(fileURLWithPath: keep).appendingPathComponent(name)
-            try model.save(to: target)
-            for file in ["inputs.safetensors", "logits.safetensors"] {
-                try? FileManager.default.removeItem(at: target.appendingPathComponent(file))
-                try FileManager.default.copyItem(at: fixture.directory.appendingPathComponent(file), to: target.appendingPathComponent(file))
+            for (suffix, layout) in [("", LlavaCheckpointLayout.published), ("-transformers5", .transformers5)] {
+                let target = URL(fileURLWithPath: keep).appendingPathComponent(name + suffix)
+                try model.save(to: target, layout: layout)
+                for file in ["inputs.safetensors", "logits.safetensors"] {
+                    try? FileManager.default.removeItem(at: target.appendingPathComponent(file))
+                    try FileManager.default.copyItem(at: fixture.directory.appendingPathComponent(file), to: target.appendingPathComponent(file))
+                }
             }
         }
     }
