@@ -157,7 +157,9 @@ public struct MllamaImageProcessorConfig: HuggingFaceConfiguration, Equatable {
 }
 
 /// `preprocessor_config.json` of a CLIP-based checkpoint such as LLaVA (transformers'
-/// `CLIPImageProcessor`): resize the shortest edge, center-crop, rescale, normalize.
+/// `CLIPImageProcessor`): resize the shortest edge, center-crop, rescale, normalize; with
+/// `do_pad` (transformers' `LlavaImageProcessor`, LLaVA-1.5's `expand2square`), first pad to a
+/// square with the mean colour.
 public struct CLIPImageProcessorConfig: HuggingFaceConfiguration, Equatable {
     public static let fileName = "preprocessor_config.json"
 
@@ -178,11 +180,14 @@ public struct CLIPImageProcessorConfig: HuggingFaceConfiguration, Equatable {
     public var doNormalize: Bool
     public var imageMean: [Double]
     public var imageStd: [Double]
+    /// Pad to a square (centred, colour `int(mean·255)` per channel) before resizing.
+    public var doPad: Bool
 
     public init(doConvertRgb: Bool = true, doResize: Bool = true, size: ImageProcessorSize = .init(shortestEdge: 224),
                 resample: Int = 3, doCenterCrop: Bool = true, cropSize: ImageProcessorSize = .init(height: 224, width: 224),
                 doRescale: Bool = true, rescaleFactor: Double = 1.0 / 255.0, doNormalize: Bool = true,
-                imageMean: [Double] = CLIPImageProcessorConfig.openAIMean, imageStd: [Double] = CLIPImageProcessorConfig.openAIStd) {
+                imageMean: [Double] = CLIPImageProcessorConfig.openAIMean, imageStd: [Double] = CLIPImageProcessorConfig.openAIStd,
+                doPad: Bool = false) {
         self.doConvertRgb = doConvertRgb
         self.doResize = doResize
         self.size = size
@@ -194,13 +199,14 @@ public struct CLIPImageProcessorConfig: HuggingFaceConfiguration, Equatable {
         self.doNormalize = doNormalize
         self.imageMean = imageMean
         self.imageStd = imageStd
+        self.doPad = doPad
     }
 
     enum CodingKeys: String, CodingKey {
         case doConvertRgb = "do_convert_rgb", doResize = "do_resize", size, resample, doCenterCrop = "do_center_crop"
         case cropSize = "crop_size", doRescale = "do_rescale", rescaleFactor = "rescale_factor"
         case doNormalize = "do_normalize", imageMean = "image_mean", imageStd = "image_std"
-        case imageProcessorType = "image_processor_type"
+        case imageProcessorType = "image_processor_type", doPad = "do_pad"
     }
 
     public init(from decoder: Decoder) throws {
@@ -212,12 +218,14 @@ public struct CLIPImageProcessorConfig: HuggingFaceConfiguration, Equatable {
                   size: try c.decodeIfPresent(ImageProcessorSize.self, forKey: .size) ?? .init(shortestEdge: 224),
                   resample: common.resample, doCenterCrop: try c.decodeIfPresent(Bool.self, forKey: .doCenterCrop) ?? true,
                   cropSize: crop, doRescale: common.doRescale, rescaleFactor: common.rescaleFactor,
-                  doNormalize: common.doNormalize, imageMean: common.imageMean, imageStd: common.imageStd)
+                  doNormalize: common.doNormalize, imageMean: common.imageMean, imageStd: common.imageStd,
+                  doPad: try c.decodeIfPresent(Bool.self, forKey: .doPad) ?? false)
     }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode("CLIPImageProcessor", forKey: .imageProcessorType)
+        // CLIPImageProcessor ignores do_pad; LlavaImageProcessor applies it.
+        try c.encode(doPad ? "LlavaImageProcessor" : "CLIPImageProcessor", forKey: .imageProcessorType)
         try c.encode(doConvertRgb, forKey: .doConvertRgb)
         try c.encode(doResize, forKey: .doResize)
         try c.encode(size, forKey: .size)
@@ -229,5 +237,6 @@ public struct CLIPImageProcessorConfig: HuggingFaceConfiguration, Equatable {
         try c.encode(doNormalize, forKey: .doNormalize)
         try c.encode(imageMean, forKey: .imageMean)
         try c.encode(imageStd, forKey: .imageStd)
+        if doPad { try c.encode(doPad, forKey: .doPad) }
     }
 }

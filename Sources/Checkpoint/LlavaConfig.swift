@@ -1,8 +1,18 @@
+import Foundation
+
 /// The `config.json` of a LLaVA checkpoint (`model_type: "llava"`): a CLIP vision tower, a small
 /// MLP projector and a Llama text decoder.
 ///
+/// `projector_type` is VLMKit's own field (LLaVA's `mm_projector_type`): absent or `mlp2x` is
+/// transformers' two-layer projector; `linear` is LLaVA-1's single linear layer, which transformers
+/// has no class for (such a checkpoint only loads in VLMKit).
+///
 /// `vision_config` and `text_config` are required; inside them fields default as in transformers'
-/// `CLIPVisionConfig` / `LlamaConfig`, except width and depth (see ``LlamaConfig``).
+/// `CLIPVisionConfig` / `LlamaConfig`. llava-hf's published LLaVA-1.5 configs leave the text
+/// model's width and depth out (transformers fills in `LlamaConfig`'s defaults, Llama 2 7B's), so
+/// here too a `text_config` without them gets `hidden_size` 4096, `intermediate_size` 11008,
+/// `num_hidden_layers` 32, `num_attention_heads` 32 and `vocab_size` 32000; strict weight loading
+/// then catches a checkpoint of another size.
 public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
     public static let fileName = "config.json"
 
@@ -17,12 +27,17 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
     public var visionFeatureSelectStrategy: String
     public var imageSeqLength: Int
     public var multimodalProjectorBias: Bool
+    /// `mlp2x` (transformers' `linear_1` → act → `linear_2`) or `linear` (`linear_1` only).
+    public var projectorType: String
     public var torchDType: String?
+
+    /// The projector types VLMKit builds.
+    public static let projectorTypes = ["mlp2x", "linear"]
 
     public init(visionConfig: CLIPVisionConfig, textConfig: LlamaConfig, imageTokenIndex: Int = 32_000,
                 projectorHiddenAct: String = "gelu", visionFeatureLayers: [Int] = [-2],
                 visionFeatureSelectStrategy: String = "default", imageSeqLength: Int = 576,
-                multimodalProjectorBias: Bool = true, torchDType: String? = nil) {
+                multimodalProjectorBias: Bool = true, projectorType: String = "mlp2x", torchDType: String? = nil) {
         self.visionConfig = visionConfig
         self.textConfig = textConfig
         self.imageTokenIndex = imageTokenIndex
@@ -31,6 +46,7 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         self.visionFeatureSelectStrategy = visionFeatureSelectStrategy
         self.imageSeqLength = imageSeqLength
         self.multimodalProjectorBias = multimodalProjectorBias
+        self.projectorType = projectorType
         self.torchDType = torchDType
     }
 
@@ -39,13 +55,14 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         case imageTokenIndex = "image_token_index", projectorHiddenAct = "projector_hidden_act"
         case visionFeatureLayer = "vision_feature_layer", visionFeatureSelectStrategy = "vision_feature_select_strategy"
         case imageSeqLength = "image_seq_length", multimodalProjectorBias = "multimodal_projector_bias"
+        case projectorType = "projector_type"
         case dtype, torchDType = "torch_dtype"
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         visionConfig = try c.decode(CLIPVisionConfig.self, forKey: .visionConfig)
-        textConfig = try c.decode(LlamaConfig.self, forKey: .textConfig)
+        textConfig = try Self.decodeTextConfig(c)
         if textConfig.modelType != "llama" {
             throw DecodingError.dataCorruptedError(forKey: .textConfig, in: c,
                 debugDescription: "text_config has model_type '\(textConfig.modelType)'; VLMKit reads LLaVA with a 'llama' text model")
@@ -60,7 +77,38 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         }
         imageSeqLength = try c.decodeIfPresent(Int.self, forKey: .imageSeqLength) ?? 576
         multimodalProjectorBias = try c.decodeIfPresent(Bool.self, forKey: .multimodalProjectorBias) ?? true
+        projectorType = try c.decodeIfPresent(String.self, forKey: .projectorType) ?? "mlp2x"
+        guard Self.projectorTypes.contains(projectorType) else {
+            throw DecodingError.dataCorruptedError(forKey: .projectorType, in: c,
+                debugDescription: "projector_type must be 'mlp2x' or 'linear', got '\(projectorType)'")
+        }
         torchDType = try c.decodeIfPresent(String.self, forKey: .dtype) ?? c.decodeIfPresent(String.self, forKey: .torchDType)
+    }
+
+    /// transformers' `LlamaConfig` defaults for the fields ``LlamaConfig`` otherwise requires.
+    static let textConfigSizeDefaults: [String: Int] = [
+        "vocab_size": 32_000, "hidden_size": 4096, "intermediate_size": 11_008, "num_hidden_layers": 32, "num_attention_heads": 32,
+    ]
+
+    private static func decodeTextConfig(_ c: KeyedDecodingContainer<CodingKeys>) throws -> LlamaConfig {
+        var fields = try c.decode([String: _LooseJSON].self, forKey: .textConfig)
+        for (key, value) in textConfigSizeDefaults where fields[key] == nil { fields[key] = .integer(value) }
+        do {
+            return try JSONDecoder().decode(LlamaConfig.self, from: JSONEncoder().encode(fields))
+        } catch let error as DecodingError {
+            throw DecodingError.dataCorruptedError(forKey: .textConfig, in: c, debugDescription: "\(Self.describe(error))")
+        }
+    }
+
+    /// A nested decoding error as one line: the field path and what is wrong.
+    private static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, _): return "missing required field '\(key.stringValue)'"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return (path.isEmpty ? "" : "\(path): ") + context.debugDescription
+        @unknown default: return "\(error)"
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -74,7 +122,38 @@ public struct LlavaConfig: HuggingFaceConfiguration, Equatable {
         try c.encode(visionFeatureSelectStrategy, forKey: .visionFeatureSelectStrategy)
         try c.encode(imageSeqLength, forKey: .imageSeqLength)
         try c.encode(multimodalProjectorBias, forKey: .multimodalProjectorBias)
+        // Absent means transformers' two-layer projector, so a transformers config stays one.
+        if projectorType != "mlp2x" { try c.encode(projectorType, forKey: .projectorType) }
         try c.encodeIfPresent(torchDType, forKey: .dtype)
+    }
+}
+
+/// Any JSON value, to complete a nested configuration before decoding it.
+private enum _LooseJSON: Codable {
+    case null, bool(Bool), integer(Int), number(Double), string(String), list([_LooseJSON]), object([String: _LooseJSON])
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let value = try? c.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? c.decode(Int.self) { self = .integer(value) }
+        else if let value = try? c.decode(Double.self) { self = .number(value) }
+        else if let value = try? c.decode(String.self) { self = .string(value) }
+        else if let value = try? c.decode([_LooseJSON].self) { self = .list(value) }
+        else { self = .object(try c.decode([String: _LooseJSON].self)) }
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let value): try c.encode(value)
+        case .integer(let value): try c.encode(value)
+        case .number(let value): try c.encode(value)
+        case .string(let value): try c.encode(value)
+        case .list(let value): try c.encode(value)
+        case .object(let value): try c.encode(value)
+        }
     }
 }
 

@@ -11,51 +11,6 @@ import TensorCore
 
 // MARK: - Blocks
 
-/// Grouped-query self-attention with rotary position embeddings.
-public final class LlamaAttention: Module {
-    override public class var checkpointKeys: [String: String] {
-        ["queryProjection": "q_proj", "keyProjection": "k_proj", "valueProjection": "v_proj", "outputProjection": "o_proj"]
-    }
-
-    let queryProjection: Linear
-    let keyProjection: Linear
-    let valueProjection: Linear
-    let outputProjection: Linear
-    let heads: Int
-    let kvHeads: Int
-    let headDimension: Int
-
-    init(config: LlamaConfig, factory: ParameterFactory) {
-        heads = config.numAttentionHeads
-        kvHeads = config.numKeyValueHeads
-        headDimension = config.headDim
-        let d = config.hiddenSize, bias = config.attentionBias
-        queryProjection = Linear(inFeatures: d, outFeatures: heads * headDimension, bias: bias, factory: factory)
-        keyProjection = Linear(inFeatures: d, outFeatures: kvHeads * headDimension, bias: bias, factory: factory)
-        valueProjection = Linear(inFeatures: d, outFeatures: kvHeads * headDimension, bias: bias, factory: factory)
-        outputProjection = Linear(inFeatures: heads * headDimension, outFeatures: d, bias: bias, factory: factory)
-        super.init()
-    }
-
-    /// - Parameters:
-    ///   - x: `[B, T, D]`.
-    ///   - rotary: cos and sin tables, `[B, T, Dh]`.
-    ///   - mask: causal with the cache's offset, plus key padding `[B, S]`.
-    ///   - cache: this layer's KV cache, appended to when given.
-    func callAsFunction(_ x: Tensor, rotary: (cos: Tensor, sin: Tensor), mask: AttentionMask,
-                        cache: KVCache.Layer?) -> Tensor {
-        let b = x.shape[0], t = x.shape[1]
-        let q = queryProjection(x).reshaped([b, t, heads, headDimension]).permuted([0, 2, 1, 3])     // (B, H, T, Dh)
-        var k = keyProjection(x).reshaped([b, t, kvHeads, headDimension]).permuted([0, 2, 1, 3])     // (B, K, T, Dh)
-        var v = valueProjection(x).reshaped([b, t, kvHeads, headDimension]).permuted([0, 2, 1, 3])   // (B, K, T, Dh)
-        let rotatedQuery = applyRotaryEmbedding(q, cos: rotary.cos, sin: rotary.sin)                  // (B, H, T, Dh)
-        k = applyRotaryEmbedding(k, cos: rotary.cos, sin: rotary.sin)                                 // (B, K, T, Dh)
-        if let cache { (k, v) = cache.append(keys: k, values: v) }                                     // (B, K, S, Dh)
-        let attended = scaledDotProductAttention(query: rotatedQuery, key: k, value: v, mask: mask)  // (B, H, T, Dh)
-        return outputProjection(attended.permuted([0, 2, 1, 3]).reshaped([b, t, heads * headDimension])) // (B, T, D)
-    }
-}
-
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) ⊙ up(x))`.
 public final class LlamaMLP: Module {
     override public class var checkpointKeys: [String: String] {
@@ -85,13 +40,13 @@ public final class LlamaDecoderLayer: Module {
         ["selfAttention": "self_attn", "inputNorm": "input_layernorm", "postAttentionNorm": "post_attention_layernorm"]
     }
 
-    let selfAttention: LlamaAttention
+    let selfAttention: MultiHeadAttention
     let mlp: LlamaMLP
     let inputNorm: RMSNorm
     let postAttentionNorm: RMSNorm
 
     init(config: LlamaConfig, factory: ParameterFactory) {
-        selfAttention = LlamaAttention(config: config, factory: factory)
+        selfAttention = MultiHeadAttention(.selfAttention(config), factory: factory)
         mlp = LlamaMLP(hiddenSize: config.hiddenSize, intermediateSize: config.intermediateSize, bias: config.mlpBias,
                        factory: factory)
         inputNorm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps, factory: factory)
@@ -123,7 +78,7 @@ public final class LlamaModel: Module {
     init(config: LlamaConfig, factory: ParameterFactory) {
         tokenEmbedding = Embedding(count: config.vocabSize, dimension: config.hiddenSize, factory: factory)
         layers = (0..<config.numHiddenLayers).map { _ in LlamaDecoderLayer(config: config, factory: factory) }
-        norm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps, factory: factory)
+        norm = config.finalNorm(factory: factory)
         rotary = RotaryEmbedding(config: config)
         super.init()
     }
@@ -162,8 +117,7 @@ public final class LlamaForCausalLM: Module {
     public init(config: LlamaConfig, factory: ParameterFactory) {
         self.config = config
         model = LlamaModel(config: config, factory: factory)
-        languageModelHead = config.tieWordEmbeddings
-            ? nil : Linear(inFeatures: config.hiddenSize, outFeatures: config.vocabSize, bias: false, factory: factory)
+        languageModelHead = config.languageModelHead(factory: factory)
         super.init()
     }
 
@@ -224,6 +178,26 @@ public final class LlamaForCausalLM: Module {
             positions.append(rowPositions)
         }
         return (positions, AttentionMask(isCausal: true, causalOffset: cachedLength, keyPadding: attentionMask))
+    }
+}
+
+extension LlamaConfig {
+    /// The RMSNorm after the last decoder layer (`norm`), for Llama's and Mllama's text towers.
+    func finalNorm(factory: ParameterFactory) -> RMSNorm {
+        RMSNorm(dimension: hiddenSize, epsilon: rmsNormEps, factory: factory)
+    }
+
+    /// The `[V, D]` `lm_head`, or `nil` when `tie_word_embeddings` ties it to the embedding table.
+    func languageModelHead(factory: ParameterFactory) -> Linear? {
+        tieWordEmbeddings ? nil : Linear(inFeatures: hiddenSize, outFeatures: vocabSize, bias: false, factory: factory)
+    }
+}
+
+extension MultiHeadAttention.Layout {
+    /// Llama's grouped-query self-attention (`attention_bias` on all four projections).
+    public static func selfAttention(_ config: LlamaConfig) -> Self {
+        Self(width: config.hiddenSize, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
+             headDimension: config.headDim, projectionBias: config.attentionBias)
     }
 }
 

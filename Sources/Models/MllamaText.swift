@@ -49,55 +49,12 @@ public final class MllamaTokenEmbedding: Module {
     }
 }
 
-/// Cross-attention from text queries to image keys and values: per-head RMSNorm on queries and
-/// keys, grouped-query heads, no rotary positions, no causal mask.
-public final class MllamaTextCrossAttention: Module {
-    override public class var checkpointKeys: [String: String] {
-        ["queryProjection": "q_proj", "keyProjection": "k_proj", "valueProjection": "v_proj",
-         "outputProjection": "o_proj", "queryNorm": "q_norm", "keyNorm": "k_norm"]
-    }
-
-    let queryProjection: Linear
-    let keyProjection: Linear
-    let valueProjection: Linear
-    let outputProjection: Linear
-    let queryNorm: RMSNorm
-    let keyNorm: RMSNorm
-    let heads: Int
-    let kvHeads: Int
-    let headDimension: Int
-
-    init(config: LlamaConfig, factory: ParameterFactory) {
-        heads = config.numAttentionHeads
-        kvHeads = config.numKeyValueHeads
-        headDimension = config.headDim
-        let d = config.hiddenSize
-        queryProjection = Linear(inFeatures: d, outFeatures: heads * headDimension, bias: false, factory: factory)
-        keyProjection = Linear(inFeatures: d, outFeatures: kvHeads * headDimension, bias: false, factory: factory)
-        valueProjection = Linear(inFeatures: d, outFeatures: kvHeads * headDimension, bias: false, factory: factory)
-        outputProjection = Linear(inFeatures: heads * headDimension, outFeatures: d, bias: false, factory: factory)
-        queryNorm = RMSNorm(dimension: headDimension, epsilon: config.rmsNormEps, factory: factory)
-        keyNorm = RMSNorm(dimension: headDimension, epsilon: config.rmsNormEps, factory: factory)
-        super.init()
-    }
-
-    /// Keys (normed) and values of the image tokens `[B, S, D]`: `[B, K, S, Dh]` each. Computed
-    /// once per image and cached during generation.
-    public func imageKeysValues(_ image: Tensor) -> (keys: Tensor, values: Tensor) {
-        let b = image.shape[0], s = image.shape[1]
-        let k = keyNorm(keyProjection(image).reshaped([b, s, kvHeads, headDimension])).permuted([0, 2, 1, 3])  // (B, K, S, Dh)
-        let v = valueProjection(image).reshaped([b, s, kvHeads, headDimension]).permuted([0, 2, 1, 3])          // (B, K, S, Dh)
-        return (k, v)
-    }
-
-    /// `[B, T, D] → [B, T, D]`; a query whose every key is hidden gets 0 (before `o_proj`, which
-    /// has no bias, as Meta's `output * full_text_row_masked_out_mask`).
-    func callAsFunction(_ x: Tensor, keys: Tensor, values: Tensor, additiveMask: Tensor?) -> Tensor {
-        let b = x.shape[0], t = x.shape[1]
-        let q = queryNorm(queryProjection(x).reshaped([b, t, heads, headDimension])).permuted([0, 2, 1, 3])  // (B, H, T, Dh)
-        let attended = scaledDotProductAttention(query: q, key: keys, value: values,
-                                                 mask: AttentionMask(additive: additiveMask))                 // (B, H, T, Dh)
-        return outputProjection(attended.permuted([0, 2, 1, 3]).reshaped([b, t, heads * headDimension]))      // (B, T, D)
+extension MultiHeadAttention.Layout {
+    /// Mllama's cross-attention from text queries to image keys and values: per-head RMSNorm on
+    /// queries and keys, grouped-query heads, no biases, no rotary positions, no causal mask.
+    static func mllamaCrossAttention(_ config: LlamaConfig) -> Self {
+        Self(width: config.hiddenSize, heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
+             headDimension: config.headDim, headNormEpsilon: config.rmsNormEps)
     }
 }
 
@@ -110,7 +67,8 @@ public final class MllamaCrossAttentionDecoderLayer: Module {
          "attentionGate": "cross_attn_attn_gate", "mlpGate": "cross_attn_mlp_gate"]
     }
 
-    public let crossAttention: MllamaTextCrossAttention
+    /// Keys and values come from the image (``MultiHeadAttention/keysValues(_:)``, cached during generation).
+    public let crossAttention: MultiHeadAttention
     let inputNorm: RMSNorm
     @Param public var attentionGate: Tensor
     let mlp: LlamaMLP
@@ -118,7 +76,7 @@ public final class MllamaCrossAttentionDecoderLayer: Module {
     @Param public var mlpGate: Tensor
 
     init(config: LlamaConfig, factory: ParameterFactory) {
-        crossAttention = MllamaTextCrossAttention(config: config, factory: factory)
+        crossAttention = MultiHeadAttention(.mllamaCrossAttention(config), factory: factory)
         inputNorm = RMSNorm(dimension: config.hiddenSize, epsilon: config.rmsNormEps, factory: factory)
         attentionGate = factory.constant(0, shape: [1])
         mlp = LlamaMLP(hiddenSize: config.hiddenSize, intermediateSize: config.intermediateSize, bias: false, factory: factory)
@@ -129,10 +87,11 @@ public final class MllamaCrossAttentionDecoderLayer: Module {
 
     /// - Parameters:
     ///   - x: `[B, T, D]`.
-    ///   - keys, values: the image's `[B, K, S, Dh]` from ``MllamaTextCrossAttention/imageKeysValues(_:)``.
+    ///   - keys, values: the image's `[B, K, S, Dh]` from ``MultiHeadAttention/keysValues(_:)``.
     ///   - mask: which image tokens each text token sees.
     public func callAsFunction(_ x: Tensor, keys: Tensor, values: Tensor, mask: PreparedCrossAttentionMask) -> Tensor {
-        let attended = crossAttention(inputNorm(x), keys: keys, values: values, additiveMask: mask.additive)  // (B, T, D)
+        let attended = crossAttention.attend(queries: crossAttention.queries(inputNorm(x)), keys: keys, values: values,
+                                             mask: AttentionMask(additive: mask.additive))                 // (B, T, D)
         let h = x + attentionGate.upcast.tanh() * attended
         var fed = mlp(postAttentionNorm(h))                                                                  // (B, T, D)
         if let rowVisible = mask.rowVisible { fed = rowVisible * fed }
@@ -171,7 +130,7 @@ public final class MllamaTextModel: Module {
             crossLayers.contains(index) ? MllamaCrossAttentionDecoderLayer(config: llama, factory: factory)
                                         : LlamaDecoderLayer(config: llama, factory: factory)
         }
-        norm = RMSNorm(dimension: llama.hiddenSize, epsilon: llama.rmsNormEps, factory: factory)
+        norm = llama.finalNorm(factory: factory)
         rotary = RotaryEmbedding(config: llama)
         var slots: [Int: Int] = [:]
         for index in 0..<llama.numHiddenLayers where !crossLayers.contains(index) { slots[index] = slots.count }
@@ -205,7 +164,7 @@ public final class MllamaTextModel: Module {
             guard let crossAttention else { continue }
             let keysValues: (keys: Tensor, values: Tensor)
             if let image = crossAttention.imageStates {
-                keysValues = layer.crossAttention.imageKeysValues(image)
+                keysValues = layer.crossAttention.keysValues(image)
                 cache?.imageKeysValues[index] = keysValues
             } else if let cached = cache?.imageKeysValues[index] {
                 keysValues = cached
@@ -237,8 +196,7 @@ public final class MllamaForCausalLM: Module {
     public init(config: MllamaTextConfig, factory: ParameterFactory) {
         self.config = config
         model = MllamaTextModel(config: config, factory: factory)
-        languageModelHead = config.llama.tieWordEmbeddings
-            ? nil : Linear(inFeatures: config.llama.hiddenSize, outFeatures: config.llama.vocabSize, bias: false, factory: factory)
+        languageModelHead = config.llama.languageModelHead(factory: factory)
         super.init()
     }
 

@@ -15,54 +15,6 @@ import TensorCore
 
 // MARK: - Blocks
 
-/// Multi-head self-attention of the vision encoder (no biases, no rotary positions).
-public final class MllamaVisionAttention: Module {
-    override public class var checkpointKeys: [String: String] {
-        ["queryProjection": "q_proj", "keyProjection": "k_proj", "valueProjection": "v_proj", "outputProjection": "o_proj"]
-    }
-
-    let queryProjection: Linear
-    let keyProjection: Linear
-    let valueProjection: Linear
-    let outputProjection: Linear
-    let heads: Int
-
-    init(config: MllamaVisionConfig, factory: ParameterFactory) {
-        let e = config.hiddenSize
-        heads = config.attentionHeads
-        queryProjection = Linear(inFeatures: e, outFeatures: e, bias: false, factory: factory)
-        keyProjection = Linear(inFeatures: e, outFeatures: e, bias: false, factory: factory)
-        valueProjection = Linear(inFeatures: e, outFeatures: e, bias: false, factory: factory)
-        outputProjection = Linear(inFeatures: e, outFeatures: e, bias: false, factory: factory)
-        super.init()
-    }
-
-    /// `[B, T, E] → [B, T, E]` under `mask`.
-    func callAsFunction(_ x: Tensor, mask: AttentionMask) -> Tensor {
-        let b = x.shape[0], t = x.shape[1], e = x.shape[2], dh = e / heads
-        let q = queryProjection(x).reshaped([b, t, heads, dh]).permuted([0, 2, 1, 3])   // (B, Hv, T, Dv)
-        let k = keyProjection(x).reshaped([b, t, heads, dh]).permuted([0, 2, 1, 3])     // (B, Hv, T, Dv)
-        let v = valueProjection(x).reshaped([b, t, heads, dh]).permuted([0, 2, 1, 3])   // (B, Hv, T, Dv)
-        let attended = scaledDotProductAttention(query: q, key: k, value: v, mask: mask)  // (B, Hv, T, Dv)
-        return outputProjection(attended.permuted([0, 2, 1, 3]).reshaped([b, t, e]))      // (B, T, E)
-    }
-}
-
-/// The vision MLP: `fc2(gelu(fc1(x)))`, with biases (CLIP's).
-public final class MllamaVisionMLP: Module {
-    let fc1: Linear
-    let fc2: Linear
-
-    init(config: MllamaVisionConfig, factory: ParameterFactory) {
-        ensure(config.hiddenAct == "gelu", "vision hidden_act '\(config.hiddenAct)' is not implemented (VLMKit implements 'gelu')")
-        fc1 = Linear(inFeatures: config.hiddenSize, outFeatures: config.intermediateSize, bias: true, factory: factory)
-        fc2 = Linear(inFeatures: config.intermediateSize, outFeatures: config.hiddenSize, bias: true, factory: factory)
-        super.init()
-    }
-
-    func callAsFunction(_ x: Tensor) -> Tensor { fc2(fc1(x).gelu()) }   // (B, T, F) → (B, T, E)
-}
-
 /// A pre-norm ViT layer; in the global encoder both residual branches are scaled by `tanh(gate)`:
 /// `h = x + tanh(gate_attn)·attn(ln(x))`, `out = h + tanh(gate_ffn)·mlp(ln(h))`.
 public final class MllamaVisionEncoderLayer: Module {
@@ -71,8 +23,8 @@ public final class MllamaVisionEncoderLayer: Module {
          "attentionGate": "gate_attn", "feedForwardGate": "gate_ffn"]
     }
 
-    let selfAttention: MllamaVisionAttention
-    let mlp: MllamaVisionMLP
+    let selfAttention: MultiHeadAttention
+    let mlp: VisionMLP
     let inputNorm: LayerNorm
     let postAttentionNorm: LayerNorm
     /// `[1]` gates, present in the global encoder only (π/4 at initialisation, as transformers).
@@ -80,8 +32,10 @@ public final class MllamaVisionEncoderLayer: Module {
     @Param var feedForwardGate: Tensor?
 
     init(config: MllamaVisionConfig, isGated: Bool, factory: ParameterFactory) {
-        selfAttention = MllamaVisionAttention(config: config, factory: factory)
-        mlp = MllamaVisionMLP(config: config, factory: factory)
+        // Multi-head self-attention with no biases and no rotary positions.
+        selfAttention = MultiHeadAttention(.init(width: config.hiddenSize, heads: config.attentionHeads), factory: factory)
+        ensure(config.hiddenAct == "gelu", "vision hidden_act '\(config.hiddenAct)' is not implemented (VLMKit implements 'gelu')")
+        mlp = VisionMLP(width: config.hiddenSize, intermediateSize: config.intermediateSize, activation: .gelu, factory: factory)
         inputNorm = LayerNorm(dimension: config.hiddenSize, epsilon: config.normEps, factory: factory)
         postAttentionNorm = LayerNorm(dimension: config.hiddenSize, epsilon: config.normEps, factory: factory)
         attentionGate = isGated ? factory.constant(Double.pi / 4, shape: [1]) : nil
@@ -181,19 +135,6 @@ public final class MllamaGatedPositionalEmbedding: Module {
     }
 }
 
-/// The patch convolution's weight (`patch_embedding.weight`, `[E, C, P, P]`, no bias).
-public final class MllamaPatchEmbedding: Module {
-    @Param public var weight: Tensor
-
-    init(config: MllamaVisionConfig, factory: ParameterFactory) {
-        weight = factory.normal([config.hiddenSize, config.numChannels, config.patchSize, config.patchSize])
-        super.init()
-    }
-
-    /// `[n, C, Hpx, Wpx] → [n, patches, E]`.
-    func callAsFunction(_ images: Tensor) -> Tensor { patchEmbedding(images, weight: weight) }
-}
-
 // MARK: - Model
 
 /// The tiled image encoder (`vision_model.*` in checkpoints).
@@ -207,7 +148,7 @@ public final class MllamaVisionModel: Module {
     }
 
     public let config: MllamaVisionConfig
-    let patchEmbedding: MllamaPatchEmbedding
+    let patchEmbedding: PatchConvolution
     /// `[E]`.
     @Param var classEmbedding: Tensor
     let gatedPositionalEmbedding: MllamaGatedPositionalEmbedding
@@ -220,7 +161,8 @@ public final class MllamaVisionModel: Module {
 
     public init(config: MllamaVisionConfig, factory: ParameterFactory) {
         self.config = config
-        patchEmbedding = MllamaPatchEmbedding(config: config, factory: factory)
+        patchEmbedding = PatchConvolution(width: config.hiddenSize, channels: config.numChannels, patchSize: config.patchSize,
+                                          factory: factory)
         classEmbedding = factory.normal([config.hiddenSize])
         gatedPositionalEmbedding = MllamaGatedPositionalEmbedding(config: config, factory: factory)
         preTilePositionalEmbedding = MllamaAspectRatioEmbedding(config: config, factory: factory)

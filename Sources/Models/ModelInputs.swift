@@ -16,7 +16,8 @@ public struct ModelInputs {
     public var inputIDs: Tensor
     /// (B, T) int64: 1 on real tokens, 0 on padding; nil means all ones.
     public var attentionMask: Tensor?
-    /// (B, N, X, C, H, W) float32 tiles; nil for text only.
+    /// Mllama: (B, N, X, C, H, W) float32 tiles. LLaVA: (I, C, H, W), every image of the batch in
+    /// the order its `<image>` tokens appear. nil for text only.
     public var pixelValues: Tensor?
     /// (B, N) int64 tile-arrangement ids (Mllama).
     public var aspectRatioIDs: Tensor?
@@ -49,7 +50,7 @@ public struct ModelInputs {
 }
 
 /// A causal language model that training stages drive through one interface: hidden states, logits
-/// and named groups of parameters to train. Llama and Mllama conform (LLaVA next), so stages are
+/// and named groups of parameters to train. Llama, Mllama and LLaVA conform, so stages are
 /// written once, not once per model.
 public protocol TrainableLanguageModel: Module {
     /// The final-normed hidden states (B, T, D).

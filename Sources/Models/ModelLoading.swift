@@ -3,7 +3,7 @@ import Foundation
 
 /// The model families VLMKit loads from a checkpoint folder, by `config.json`'s `model_type`.
 public enum ModelFamily: String, Sendable {
-    case llama, mllama
+    case llama, mllama, llava
 }
 
 /// A model loaded from a Hugging Face checkpoint folder, whatever its family.
@@ -26,8 +26,10 @@ public struct LoadedModel {
         case .llama: return LoadedModel(family: .llama, model: try LlamaForCausalLM.load(directory: directory), directory: directory)
         case .mllama:
             return LoadedModel(family: .mllama, model: try MllamaForConditionalGeneration.load(directory: directory), directory: directory)
+        case .llava:
+            return LoadedModel(family: .llava, model: try LlavaForConditionalGeneration.load(directory: directory), directory: directory)
         case nil:
-            throw CheckpointError(file: configURL.path, reason: "model_type '\(type)' is not supported (llama, mllama)")
+            throw CheckpointError(file: configURL.path, reason: "model_type '\(type)' is not supported (llama, mllama, llava)")
         }
     }
 
@@ -36,6 +38,7 @@ public struct LoadedModel {
         switch model {
         case let llama as LlamaForCausalLM: try llama.save(to: directory)
         case let mllama as MllamaForConditionalGeneration: try mllama.save(to: directory)
+        case let llava as LlavaForConditionalGeneration: try llava.save(to: directory)
         default: fatalError("unreachable: \(type(of: model))")
         }
     }

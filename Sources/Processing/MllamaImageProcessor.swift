@@ -121,14 +121,8 @@ public struct MllamaImageProcessor: Sendable {
         self.config = config
         self.tileSize = height
         self.filter = filter
-        lookup = (0 ..< 3).map { channel in
-            let mean = Float(config.imageMean[channel]), std = Float(config.imageStd[channel])
-            return (0 ... 255).map { sample -> Float in
-                var value = config.doRescale ? Float(Double(sample) * config.rescaleFactor) : Float(sample)
-                if config.doNormalize { value = (value - mean) / std }
-                return value
-            }
-        }
+        lookup = pixelNormalizationTable(doRescale: config.doRescale, rescaleFactor: config.rescaleFactor,
+                                         doNormalize: config.doNormalize, mean: config.imageMean, std: config.imageStd)
     }
 
     /// The arrangement and resized size an image of this size gets.

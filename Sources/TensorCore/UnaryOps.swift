@@ -6,7 +6,7 @@
 /// The pointwise functions the models use.
 @usableFromInline
 enum UnaryFunction: String, Sendable {
-    case exp, log, tanh, sigmoid, silu, relu, square, sqrt, reciprocalSqrt, abs, geluErf, geluTanh
+    case exp, log, tanh, sigmoid, silu, relu, square, sqrt, reciprocalSqrt, abs, geluErf, geluTanh, quickGELU
 
     @inlinable @inline(__always)
     func apply<T: ComputeScalar>(_ x: T) -> T {
@@ -25,6 +25,7 @@ enum UnaryFunction: String, Sendable {
         case .geluTanh:
             let inner = T(0.79788456080286535588) * (x + T(0.044715) * x * x * x)
             return x * (1 + T.tanh(inner)) / 2
+        case .quickGELU: return x / (1 + T.exp(T(-1.702) * x))
         }
     }
 
@@ -52,6 +53,9 @@ enum UnaryFunction: String, Sendable {
             let c = T(0.79788456080286535588)
             let t = T.tanh(c * (x + T(0.044715) * x * x * x))
             return (1 + t) / 2 + x * (1 - t * t) * c * (1 + 3 * T(0.044715) * x * x) / 2
+        case .quickGELU:
+            let s = 1 / (1 + T.exp(T(-1.702) * x))
+            return s * (1 + T(1.702) * x * (1 - s))
         }
     }
 }
@@ -65,17 +69,19 @@ private func mapKernel<T: ComputeScalar>(_ input: Tensor, into out: Tensor, _ fu
     }
 }
 
-/// The exponential-based activations and exact GELU in float32, 16 lanes at a time with the
+/// The exponential-based activations (quick GELU among them) and exact GELU in float32, 16 lanes at a time with the
 /// vectorised `exp` (within 1.2 ulp) and `erf` (``erf16Float(_:)``); libm's `expf` and `erff` are
 /// a scalar call per element. Returns false for other functions.
 private func vectorizedFloatMap(_ input: Tensor, into out: Tensor, _ function: UnaryFunction) -> Bool {
-    guard function == .exp || function == .silu || function == .sigmoid || function == .geluErf else { return false }
+    guard function == .exp || function == .silu || function == .sigmoid || function == .geluErf || function == .quickGELU
+    else { return false }
     let x = UnsafePointer(input.floatPointer), y = out.floatPointer
     @inline(__always) func apply(_ v: SIMD16<Float>) -> SIMD16<Float> {
         switch function {
         case .exp: return exp16Float(v)
         case .silu: return v / (1 + exp16Float(-v))
         case .geluErf: return v * (1 + erf16Float(v * 0.707_106_78)) * 0.5
+        case .quickGELU: return v / (1 + exp16Float(v * -1.702))
         default: return 1 / (1 + exp16Float(-v))
         }
     }
@@ -209,6 +215,9 @@ extension Tensor {
     public func gelu(approximation: GELUApproximation = .none) -> Tensor {
         unary(approximation == .none ? .geluErf : .geluTanh)
     }
+
+    /// OpenAI CLIP's `quick_gelu`: `x · sigmoid(1.702·x)`.
+    public func quickGELU() -> Tensor { unary(.quickGELU) }
 }
 
 /// How GELU is computed.

@@ -14,8 +14,10 @@ struct ForwardCommand: ParsableCommand {
             (1 = real token, 0 = padding; left or right) and position_ids [B, T] (which must number \
             the real tokens 0, 1, 2…, as positions always follow the mask). Any other tensor is an error. For mllama checkpoints it may also hold the \
             processor's pixel_values [B, N, tiles, 3, H, W], aspect_ratio_ids [B, N], \
-            aspect_ratio_mask [B, N, tiles] and cross_attention_mask [B, T, N, tiles]. OUT receives \
-            logits [B, T, V] (float32).
+            aspect_ratio_mask [B, N, tiles] and cross_attention_mask [B, T, N, tiles]; for llava \
+            checkpoints, pixel_values [I, 3, H, W] (every image of the batch, in the order of their \
+            image tokens, which input_ids holds already expanded, as LlavaProcessor makes them). OUT \
+            receives logits [B, T, V] (float32).
             """)
 
     @Option(help: "A Hugging Face checkpoint directory (config.json + safetensors).")
@@ -38,7 +40,7 @@ struct ForwardCommand: ParsableCommand {
         let directory = try modelFolder(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let tensors = try openSafetensorsInput(inputs)
-        let known = config.modelType == "mllama" ? Self.mllamaInputs : Self.textInputs
+        let known = config.modelType == "mllama" ? Self.mllamaInputs : config.modelType == "llava" ? Self.llavaInputs : Self.textInputs
         let unknown = tensors.names.filter { !known.contains($0) }
         guard unknown.isEmpty else {
             throw CommandFailure("\(inputs): unknown tensor\(unknown.count == 1 ? "" : "s") \(unknown.map { "'\($0)'" }.joined(separator: ", ")) "
@@ -76,8 +78,12 @@ struct ForwardCommand: ParsableCommand {
                        aspectRatioIds: images.aspectRatioIds, aspectRatioMask: images.aspectRatioMask,
                        crossAttentionMask: images.crossAttentionMask)
             }
-        default:
-            throw CommandFailure("\(model): model_type '\(config.modelType)' is not supported by `vlm forward` yet")
+        case .llava(let llavaConfig):
+            let llava = try LlavaForConditionalGeneration.load(directory: directory)
+            try validateIds(ids, vocabulary: llavaConfig.textConfig.vocabSize)
+            let pixels = try optional("pixel_values")
+            try checkLlavaImages(pixels, inputIds: ids, model: llava, source: inputs)
+            logits = withNoGrad { llava(inputIds: ids, attentionMask: mask, pixelValues: pixels) }
         }
         try writeSafetensors(tensors: [("logits", logits)], to: outputURL(out))
         report("wrote logits \(logits.shape) to \(out)", dataPath: out)
@@ -86,6 +92,7 @@ struct ForwardCommand: ParsableCommand {
     /// The tensors an inputs file may hold.
     static let textInputs = ["input_ids", "attention_mask", "position_ids"]
     static let mllamaInputs = textInputs + ["pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"]
+    static let llavaInputs = textInputs + ["pixel_values"]
 
     /// Positions are derived from the attention mask (each real token's position is the number of
     /// real tokens before it); a `position_ids` tensor is accepted when it says the same at every

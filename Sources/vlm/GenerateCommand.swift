@@ -7,20 +7,20 @@ import Processing
 import TensorCore
 import Tokenization
 
-/// `vlm generate`: text continuation or chat replies, with images for mllama checkpoints, streamed
+/// `vlm generate`: text continuation or chat replies, with images for mllama and llava checkpoints, streamed
 /// to standard output.
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text from a prompt (and images, for mllama models) with a KV cache, streaming tokens.")
+        abstract: "Generate text from a prompt (and images, for mllama and llava models) with a KV cache, streaming tokens.")
 
     @Option(help: "A Hugging Face checkpoint directory (config.json, safetensors, tokenizer; preprocessor_config.json for images).")
     var model: String
 
-    @Option(help: "The prompt text ('-': read it from standard input). With images, <|image|> marks where each goes (default: all before the text).")
+    @Option(help: "The prompt text ('-': read it from standard input). With images, <|image|> (mllama) or <image> (llava) marks where each goes (default: all before the text).")
     var prompt: String
 
-    @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for an mllama model; repeat for several.")
+    @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for an mllama or llava model; repeat for several.")
     var images: [String] = []
 
     @Flag(help: "Wrap the prompt as a user message in the Llama 3 chat format and answer as the assistant.")
@@ -56,8 +56,8 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let prompt = try promptText()
-        if images.isEmpty && prompt.contains("<|image|>") {
-            throw CommandFailure("the prompt holds <|image|> but no --image was given")
+        if images.isEmpty && (prompt.contains("<|image|>") || prompt.contains("<image>")) {
+            throw CommandFailure("the prompt holds \(prompt.contains("<image>") ? "<image>" : "<|image|>") but no --image was given")
         }
         let directory = try modelFolder(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
@@ -65,7 +65,7 @@ struct GenerateCommand: ParsableCommand {
         let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
         switch config {
         case .llama:
-            guard images.isEmpty else { throw CommandFailure("\(model) is a text-only llama checkpoint: --image needs an mllama model") }
+            guard images.isEmpty else { throw CommandFailure("\(model) is a text-only llama checkpoint: --image needs an mllama or llava model") }
             let llama = try LlamaForCausalLM.load(directory: directory)
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory), extraSpecialTokens: [:])
             var stop = Set(generation?.eosTokenIds ?? llama.config.eosTokenIds ?? [])
@@ -111,8 +111,30 @@ struct GenerateCommand: ParsableCommand {
                                              aspectRatioMask: imageBatch.aspectRatioMask, crossAttentionMask: crossMask)
             stream(decoder, prompt: batch.tokenIDs[0], tokenizer: tokenizer, stop: stop, pad: pad, options: options,
                    maximumLength: text.maxPositionEmbeddings)
-        default:
-            throw CommandFailure("\(model): model_type '\(config.modelType)' is not supported by `vlm generate` yet")
+        case .llava(let llavaConfig):
+            guard !chat else {
+                throw CommandFailure("--chat is not supported for llava checkpoints (they use their own conversation templates): "
+                                     + "write the conversation into --prompt, e.g. \"USER: <image>\\nWhat is this? ASSISTANT:\"")
+            }
+            let llava = try LlavaForConditionalGeneration.load(directory: directory)
+            let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory),
+                                              extraSpecialTokens: ["<image>": llavaConfig.imageTokenIndex])
+            let stop = Set(generation?.eosTokenIds ?? llavaConfig.textConfig.eosTokenIds ?? [])
+            let pad = generation?.padTokenId ?? 0
+            let text = llavaConfig.textConfig
+            let processor = try llavaProcessor(directory: directory, config: llavaConfig, tokenizer: tokenizer)
+            let batch = try processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)],
+                                              images: [try images.map { try loadImageFile($0) }])
+            let ids = batch.tokenIDs[0]
+            try checkPrompt(ids, vocabulary: text.vocabSize, maximumLength: text.maxPositionEmbeddings)
+            guard let pixels = batch.pixelValues else {
+                stream(llava, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options, maximumLength: text.maxPositionEmbeddings)
+                return
+            }
+            try checkLlavaImages(pixels, inputIds: batch.inputIDs, model: llava,
+                                 source: "\(directory.appendingPathComponent(CLIPImageProcessorConfig.fileName).path) with \(model)/config.json")
+            stream(llava.conditioned(pixelValues: pixels), prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
+                   maximumLength: text.maxPositionEmbeddings)
         }
     }
 

@@ -5,11 +5,12 @@ import Media
 import Processing
 import TensorCore
 
-/// `vlm preprocess`: images through a checkpoint's Mllama image processor, into a safetensors file.
+/// `vlm preprocess`: images through a checkpoint's image processor (Mllama's, or CLIP's for LLaVA),
+/// into a safetensors file.
 struct PreprocessCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "preprocess",
-        abstract: "Turn images into Mllama vision inputs (pixel_values, aspect_ratio_ids, aspect_ratio_mask).",
+        abstract: "Turn images into vision inputs: Mllama's (pixel_values, aspect_ratio_ids, aspect_ratio_mask) or LLaVA's (pixel_values).",
         discussion: """
             Reads DIR/preprocessor_config.json and treats the images as one sample, in order. OUT \
             receives pixel_values [1, N, tiles, 3, H, W] (float32), aspect_ratio_ids [1, N] and \
@@ -19,6 +20,10 @@ struct PreprocessCommand: ParsableCommand {
             checkpoint's tokenizer files as transformers' processor does. Example:
               vlm preprocess --model Llama-3.2-11B-Vision --image cat.png --image dog.jpg --out pixels.safetensors
               vlm preprocess --model DIR --image cat.png --prompt "Describe it." --chat --out inputs.safetensors
+            For a llava checkpoint (config.json model_type llava, or a CLIP / LLaVA preprocessor_config.json) \
+            OUT receives pixel_values [N, 3, H, W] (float32); with --prompt (each <image> expanded to the \
+            model's image tokens; default: one <image> line per image first) also input_ids and \
+            attention_mask [1, T], the inputs `vlm forward` reads.
             """)
 
     @Option(help: "A checkpoint directory holding preprocessor_config.json.")
@@ -42,6 +47,7 @@ struct PreprocessCommand: ParsableCommand {
     }
 
     func run() throws {
+        if isLlava { return try runLlava() }
         if let prompt { return try writeTextInputs(prompt: prompt) }
         let configURL = URL(fileURLWithPath: model).appendingPathComponent(MllamaImageProcessorConfig.fileName)
         try requireFile(configURL.path)
@@ -79,5 +85,47 @@ struct PreprocessCommand: ParsableCommand {
         }
         try writeSafetensors(tensors: tensors, to: URL(fileURLWithPath: out))
         print("wrote input_ids \(batch.inputIDs.shape)\(batch.crossAttentionMask.map { " and cross_attention_mask \($0.shape)" } ?? "") to \(out)")
+    }
+
+    /// Whether the folder is a LLaVA checkpoint (`config.json`) or holds a CLIP / LLaVA image processor.
+    private var isLlava: Bool {
+        func field(_ file: String, _ key: String) -> String? {
+            let url = URL(fileURLWithPath: model).appendingPathComponent(file)
+            guard let data = FileManager.default.contents(atPath: url.path),
+                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+            return object[key] as? String
+        }
+        if let type = field("config.json", "model_type") { return type == "llava" }
+        return ["CLIPImageProcessor", "LlavaImageProcessor"].contains {
+            field(CLIPImageProcessorConfig.fileName, "image_processor_type")?.hasPrefix($0) == true
+        }
+    }
+
+    /// LLaVA's inputs: the CLIP processor's pixel values and, with a prompt, the expanded ids.
+    private func runLlava() throws {
+        let directory = URL(fileURLWithPath: model)
+        let images = try image.map { try loadImageFile($0) }
+        guard let prompt else {
+            let configURL = directory.appendingPathComponent(CLIPImageProcessorConfig.fileName)
+            try requireFile(configURL.path)
+            let pixels: Tensor
+            do { pixels = try CLIPImageProcessor(config: try CLIPImageProcessorConfig.load(from: configURL)).preprocess(images) }
+            catch let error as ProcessingError { throw CommandFailure("\(configURL.path): \(error.message)") }
+            try writeSafetensors(tensors: [("pixel_values", pixels)], to: outputURL(out))
+            report("wrote pixel_values \(pixels.shape) to \(out)", dataPath: out)
+            return
+        }
+        guard !chat else { throw CommandFailure("--chat is not supported for llava checkpoints (they use their own conversation templates)") }
+        let config = try LlavaConfig.load(from: directory.appendingPathComponent(LlavaConfig.fileName))
+        let tokenizerFile = ["tokenizer.json", "tokenizer.json.zst"].map { directory.appendingPathComponent($0) }
+            .first { FileManager.default.fileExists(atPath: $0.path) }
+        guard let tokenizerFile else { throw CommandFailure("\(model): no tokenizer.json or tokenizer.json.zst") }
+        let tokenizer = try loadTokenizer(path: tokenizerFile.path, extraSpecialTokens: ["<image>": config.imageTokenIndex])
+        let processor = try llavaProcessor(directory: directory, config: config, tokenizer: tokenizer)
+        let batch = try processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [images])
+        var tensors: [(String, Tensor)] = [("input_ids", batch.inputIDs), ("attention_mask", batch.attentionMask)]
+        if let pixels = batch.pixelValues { tensors.append(("pixel_values", pixels)) }
+        try writeSafetensors(tensors: tensors, to: outputURL(out))
+        report("wrote input_ids \(batch.inputIDs.shape)\(batch.pixelValues.map { " and pixel_values \($0.shape)" } ?? "") to \(out)", dataPath: out)
     }
 }

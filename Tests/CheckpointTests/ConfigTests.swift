@@ -132,6 +132,33 @@ struct ConfigTests {
         #expect(try MllamaImageProcessorConfig.load(from: Fixtures.url("checkpoint/tiny_mllama")) == MllamaImageProcessorConfig())
     }
 
+    /// llava-hf/llava-1.5-7b-hf's config.json (its fields as published): the text model's width and
+    /// depth are left to transformers' LlamaConfig defaults (Llama 2 7B).
+    @Test("llava-hf's LLaVA-1.5 config, whose text_config omits width and depth, gets transformers' LlamaConfig defaults")
+    func publishedLlava() throws {
+        let json = #"""
+        {"architectures": ["LlavaForConditionalGeneration"], "ignore_index": -100, "image_token_index": 32000,
+         "model_type": "llava", "pad_token_id": 32001, "projector_hidden_act": "gelu",
+         "text_config": {"_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"],
+                         "max_position_embeddings": 4096, "model_type": "llama", "rms_norm_eps": 1e-05,
+                         "torch_dtype": "float16", "vocab_size": 32064},
+         "tie_word_embeddings": false, "torch_dtype": "float16", "transformers_version": "4.36.0.dev0",
+         "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096, "model_type": "clip_vision_model",
+                           "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14, "projection_dim": 768,
+                           "vocab_size": 32000},
+         "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 32064}
+        """#
+        let config = try decode(LlavaConfig.self, json)
+        let text = config.textConfig
+        #expect(text.vocabSize == 32_064 && text.hiddenSize == 4096 && text.intermediateSize == 11_008)
+        #expect(text.numHiddenLayers == 32 && text.numAttentionHeads == 32 && text.numKeyValueHeads == 32)
+        #expect(text.maxPositionEmbeddings == 4096 && text.rmsNormEps == 1e-5)
+        #expect(config.visionConfig.imageSize == 336 && config.visionConfig.patchSize == 14 && config.visionConfig.hiddenAct == "quick_gelu")
+        #expect(config.projectorType == "mlp2x" && config.imageTokenIndex == 32_000)
+        // A nested error still names the field.
+        #expect(throws: (any Error).self) { try decode(LlavaConfig.self, json.replacingOccurrences(of: #""rms_norm_eps": 1e-05"#, with: #""rms_norm_eps": "x""#)) }
+    }
+
     /// VLMKit writes the published spelling, which transformers 4.45.2 (the Llama 3.2 Vision
     /// release, whose Mllama requires `rope_scaling`) and 5.x both read.
     @Test("Configs encode in the published rope_theta + rope_scaling spelling and decode back equal")

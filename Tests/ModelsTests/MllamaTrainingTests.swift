@@ -59,7 +59,7 @@ struct MllamaTrainingTests {
         let mask = PreparedCrossAttentionMask(tiles: tiles, tokensPerTile: 5, masking: masking, dtype: .float64)
         let inputs = [x, image] + layer.parameters().map(\.tensor)
         let failure = gradientCheck(inputs, tolerance: 1e-6) { tensors in
-            let image = layer.crossAttention.imageKeysValues(tensors[1])
+            let image = layer.crossAttention.keysValues(tensors[1])
             return layer(tensors[0], keys: image.keys, values: image.values, mask: mask)
         }
         #expect(failure == nil, "\(failure ?? "")")

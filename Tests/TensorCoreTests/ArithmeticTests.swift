@@ -79,7 +79,7 @@ struct ArithmeticTests {
         let positive = randomDoubles([4, 5], in: 0.2...3, seed: 11)
         for (name, f) in [("exp", { (t: Tensor) in t.exp() }), ("tanh", { $0.tanh() }), ("sigmoid", { $0.sigmoid() }),
                           ("silu", { $0.silu() }), ("gelu", { $0.gelu() }), ("gelu tanh", { $0.gelu(approximation: .tanh) }),
-                          ("square", { $0.squared() })] {
+                          ("quick gelu", { $0.quickGELU() }), ("square", { $0.squared() })] {
             #expect(gradientCheck([d]) { f($0[0]) } == nil, "\(name)")
         }
         // ReLU and |x| have a kink at 0: check them on values kept away from it.
@@ -115,6 +115,18 @@ struct ArithmeticTests {
         let reference: [Double] = [-0.0040496, -0.1586553, -0.1542687, 0, 0.3457313, 0.8413447, 2.9959504]
         #expect(zip(exact, reference).allSatisfy { abs($0 - $1) < 1e-6 })
         #expect(zip(x.gelu(approximation: .tanh).doubles(), exact).allSatisfy { abs($0 - $1) < 1e-3 })
+    }
+
+    @Test("quick GELU is x·sigmoid(1.702x), in float64 and in vectorised float32 (within 2e-6 relative)")
+    func quickGELU() {
+        let x = Tensor([-3, -1, -0.5, 0, 0.5, 1, 3] as [Double], shape: [7])
+        // x / (1 + e^(−1.702x)) from Python's math module, rounded to 7 digits.
+        let reference: [Double] = [-0.0180713, -0.1542042, -0.1496116, 0, 0.3503884, 0.8457958, 2.9819287]
+        #expect(zip(x.quickGELU().doubles(), reference).allSatisfy { abs($0 - $1) < 1e-6 }, "\(x.quickGELU().doubles())")
+        let f = randomFloats([1000], in: -20...20, seed: 14)
+        let worst = zip(f.quickGELU().floats(), f.floats().map { $0 / (1 + Float.exp(-1.702 * $0)) })
+            .map { abs($0 - $1) / max(abs($1), 1e-30) }.max()!
+        #expect(worst < 2e-6, "worst relative error \(worst)")
     }
 }
 
