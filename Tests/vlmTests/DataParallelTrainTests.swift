@@ -14,7 +14,7 @@ let mpirunNote = Comment(rawValue: "mpirun is not installed (Scripts/setup.sh in
 
 /// `vlm train` over MPI on this host, as a separate process tree: the release binary (build it first).
 enum ParallelTraining {
-    static let binary = repositoryFile(".build/release/vlm")
+    static let binary = builtVLM
 
     /// One stage of 20 caption steps, global batch 8 (4 micro-batches of 2), a checkpoint every 2 steps.
     static func recipe(in scratch: Scratch, name: String = "recipe.yaml", learningRate: String = "0.003", extra: String = "") throws -> String {
@@ -38,8 +38,24 @@ enum ParallelTraining {
     }
 
     static func arguments(recipe: String, run: String, dataRoot: String = TinyVisionSetup.world.path) -> [String] {
-        ["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", run, "--data-root", dataRoot]
+        ["train", recipe, "--base", vision.path, "--out", run, "--data-root", dataRoot]
     }
+
+    /// The tiny vision model with its cross-attention gates open (`gate_init: 0.5`). At Meta's 0 the
+    /// first steps' only gradients are the gates', sums of nearly cancelling terms whose sign is
+    /// decided by rounding; AdamW turns that sign into a full learning-rate step, so any change in
+    /// the order of float additions (the ranks' split is one) moves the weights by ~1e-5 relative
+    /// for reasons that have nothing to do with data parallelism.
+    static let vision: URL = {
+        let folder = TinyVisionSetup.folder
+        let layout = folder.appendingPathComponent("world-open-gates.yaml")
+        let text = (try! String(contentsOf: repositoryFile("adapters/world.yaml"), encoding: .utf8)) + "\ngate_init: 0.5\n"
+        try! text.write(to: layout, atomically: true, encoding: .utf8)
+        let output = folder.appendingPathComponent("vision-open-gates")
+        try! runVLM(["adapters", "init", "--text-model", folder.appendingPathComponent("llama").path, "--adapter", layout.path,
+                     "--out", output.path])
+        return output
+    }()
 
     /// A launched job and where its standard error goes.
     struct Job {
@@ -53,7 +69,9 @@ enum ParallelTraining {
     static func launch(ranks: Int?, programs: [[String]], scratch: Scratch, environment extra: [String: String] = [:]) throws -> Job {
         let process = Process()
         var environment = ProcessInfo.processInfo.environment
-        // One compute thread per rank: two ranks on two cores, as one process with two threads.
+        // One compute thread per process, alone or per rank: with the same thread count every GEMM
+        // sums in the same order, so what differs is only the order of the gradient sums.
+        environment["VLMKIT_NUM_THREADS"] = "1"
         environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         for (key, value) in extra { environment[key] = value }

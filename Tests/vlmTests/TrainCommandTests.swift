@@ -60,6 +60,18 @@ func repositoryFile(_ relative: String) -> URL {
         .appendingPathComponent(relative)
 }
 
+/// The `vlm` executable built with these tests: beside the test bundle (whatever the build folder
+/// and configuration), else `.build/release/vlm`.
+let builtVLM: URL = {
+    var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<3 {
+        let candidate = folder.appendingPathComponent("vlm")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        folder = folder.deletingLastPathComponent()   // out of VLMKitPackageTests.xctest/…
+    }
+    return repositoryFile(".build/release/vlm")
+}()
+
 /// The files of a run folder that must always be whole: JSON files parse, metrics lines parse,
 /// safetensors headers and sizes agree. Hidden `.NAME.tmp-PID` entries are a killed writer's
 /// temporaries (removed by the next run) and are not looked into.
@@ -129,7 +141,7 @@ struct TrainCommandTests {
     /// run's bit for bit, and no file in the run folder is ever torn.
     @Test("killed with SIGKILL at random moments, the same command resumes to the same bits")
     func killAndResume() throws {
-        let binary = repositoryFile(".build/release/vlm")
+        let binary = builtVLM
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the release binary first (swift build -c release)")
         let scratch = try Scratch()
         let recipe = try TinyVisionSetup.recipe(in: scratch)
