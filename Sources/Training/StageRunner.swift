@@ -32,6 +32,8 @@ public struct StageEnvironment {
     public var saveModel: (URL) throws -> Void
     /// Whether the model's text-only logits still equal the base model's, bit for bit (nil: not checked).
     public var textOnlyLogitsUnchanged: (() throws -> Bool)?
+    /// The step of a stage whose loss is not causal-LM cross-entropy (reward, DPO); nil: ``TrainingStepper``.
+    public var makeStepper: ((AdamW) throws -> any StageStepping)? = nil
 
     public init(model: any TrainableLanguageModel,
                 makeData: @escaping (StageSettings, Data?) throws -> any TrainingDataStream,
@@ -83,7 +85,8 @@ public final class StageRunner {
         try makeTrainable(model, groups: settings.trainable)
         let optimizer = AdamW(module: model, learningRate: settings.learningRate, betas: (settings.beta1, settings.beta2),
                               epsilon: settings.epsilon, weightDecay: settings.weightDecay)
-        let stepper = TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
+        let stepper: any StageStepping = try environment.makeStepper?(optimizer)
+            ?? TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
         let totalSteps = settings.totalSteps(trainingSamples: settings.steps > 0 ? 0 : try environment.trainingSampleCount(settings))
         let schedule = makeSchedule(totalSteps: totalSteps)
 
@@ -95,6 +98,7 @@ public final class StageRunner {
             let saved = try? JSONDecoder().decode(RunProgress.self, from: Data(contentsOf: latest.appendingPathComponent("progress.json")))
             if saved?.settingsDigest == settings.digest {
                 progress = try RunCheckpoint.restore(latest, into: model, optimizer: optimizer)
+                try stepper.restore(checkpointTensors: try RunCheckpoint.stageState(in: latest))
                 resumed = progress.step
             } else {
                 try FileManager.default.removeItem(at: checkpointsFolder)
@@ -115,7 +119,8 @@ public final class StageRunner {
             progress.dataPosition = try data.savePosition()
             progress.metricsBytes = metrics.byteCount
             progress.optimizerStepCounts = optimizer.stepCounts
-            try RunCheckpoint.save(in: checkpointsFolder, optimizer: optimizer, progress: progress)
+            try RunCheckpoint.save(in: checkpointsFolder, optimizer: optimizer, progress: progress,
+                                   stageState: stepper.checkpointTensors())
             onEvent(.checkpoint(stage: settings.name, step: progress.step))
         }
 
@@ -130,8 +135,9 @@ public final class StageRunner {
             for _ in 0..<settings.gradientAccumulation { batches.append(try data.nextBatch()) }
             let learningRate = schedule.learningRate(at: progress.step)
             let report = stepper.step(batches, learningRate: learningRate)
-            let seconds = Date().timeIntervalSince(started)
             progress.step += 1
+            stepper.didFinishStep(progress.step)
+            let seconds = Date().timeIntervalSince(started)
             progress.elapsedSeconds += seconds
             trainingSeconds += seconds
             tokens += report.tokens
@@ -151,13 +157,15 @@ public final class StageRunner {
             let wait = data.dataWaitSeconds - waitBefore
             let tokensPerSecond = Double(report.tokens) / max(seconds, 1e-9)
             if progress.step % max(1, settings.logEvery) == 0 || progress.step == totalSteps {
-                try metrics.append([
+                var line: [String: MetricValue] = [
                     "step": .integer(progress.step), "loss": .number(report.loss), "learning_rate": .number(learningRate),
                     "grad_norm": .number(report.gradientNorm), "tokens": .integer(report.tokens),
                     "learned_tokens": .integer(report.learnedTokens), "images": .integer(report.images),
                     "tokens_per_s": .number(tokensPerSecond), "images_per_s": .number(Double(report.images) / max(seconds, 1e-9)),
                     "data_wait_s": .number(wait), "skipped_step": .flag(!report.isFinite),
-                ])
+                ]
+                for (key, value) in stepper.lastStepMetrics { line[key] = .number(value) }
+                try metrics.append(line)
             }
             onEvent(.step(stage: settings.name, step: progress.step, totalSteps: totalSteps, report: report,
                           tokensPerSecond: tokensPerSecond, dataWaitSeconds: wait, elapsedSeconds: progress.elapsedSeconds))

@@ -52,7 +52,7 @@ struct TrainCommand: ParsableCommand {
         let progress = ProgressPrinter(plainEvery: progressEvery)
         let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in
             try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: URL(fileURLWithPath: base),
-                                         warn: { message in progress.handle(.warning(message)) })
+                                         runFolder: URL(fileURLWithPath: out), warn: { message in progress.handle(.warning(message)) })
         }
         pipeline.onEvent = progress.handle
         InterruptFlag.install()

@@ -1,0 +1,145 @@
+import Checkpoint
+import Foundation
+import Models
+import Testing
+import TensorCore
+import Training
+import _TestSupport
+@testable import vlm
+
+/// `pipelines/post-training-tiny.yaml` on the tiny world: SFT, a reward model, rejection sampling
+/// ranked by it, DPO.
+@Suite("vlm train: post-training stages end to end", .serialized)
+struct PostTrainingCommandTests {
+    static let recipe = repositoryFile("pipelines/post-training-tiny.yaml").path
+
+    func summary(_ run: URL, _ stage: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("\(stage)/summary.json"))) as! [String: Any]
+    }
+
+    func metricLines(_ run: URL, _ stage: String) throws -> [[String: Any]] {
+        try String(contentsOf: run.appendingPathComponent("\(stage)/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+    }
+
+    func pipeline(_ run: URL) throws -> Pipeline {
+        let recipe = try Recipe.load(from: URL(fileURLWithPath: Self.recipe), dataRoot: TinyVisionSetup.world)
+        return Pipeline(recipe: recipe, base: TinyVisionSetup.vision, runFolder: run) { stage, input in
+            try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: TinyVisionSetup.vision, runFolder: run)
+        }
+    }
+
+    @Test("reward, rejection and dpo stages run, report TRL's figures, keep the text model's logits, and resume to the same bits")
+    func postTrainingRun() throws {
+        let scratch = try Scratch()
+        let run = URL(fileURLWithPath: scratch.path("run"))
+        try runVLM(["train", Self.recipe, "--base", TinyVisionSetup.vision.path, "--out", run.path, "--data-root", TinyVisionSetup.world.path])
+
+        for stage in ["sft", "reward", "rejection", "dpo"] {
+            #expect(try summary(run, stage)["textOnlyLogitsUnchanged"] as? Bool == true, "\(stage): the drop-in still holds")
+            _ = try MllamaForConditionalGeneration.load(directory: run.appendingPathComponent("\(stage)/model"))
+        }
+        // The reward model: a Mllama folder plus its head; every step logs TRL's RewardTrainer figures.
+        let rewardModel = try VisionRewardModel.load(directory: run.appendingPathComponent("reward/model"))
+        #expect(rewardModel.score.weight.shape == [1, 32])
+        let rewardLines = try metricLines(run, "reward").filter { $0["event"] == nil }
+        #expect(rewardLines.count == 12 && rewardLines.allSatisfy { $0["accuracy"] is Double && $0["margin"] is Double })
+        let rewardEvaluation = try summary(run, "reward")["evaluation"] as! [String: Double]
+        #expect(rewardEvaluation["accuracy"] != nil && rewardEvaluation["accuracy_blank_images"] != nil)
+
+        // Rejection sampling: 16 prompts × 4 candidates, kept answers written as a dataset, then SFT on them.
+        let sampling = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("rejection/sampling.json"))) as! [String: Double]
+        #expect(sampling["sampling/candidates"] == 64)
+        let kept = try String(contentsOf: run.appendingPathComponent("rejection/kept.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(Double(kept.count) == sampling["sampling/kept"] && kept.count <= 16)
+        #expect(sampling["sampling/acceptance_rate"]! == Double(kept.count) / 64)
+        if kept.count > 0 { #expect(sampling["sampling/mean_reward_kept"]! >= sampling["sampling/mean_reward_all"]!) }
+        #expect(sampling["sampling/candidates_per_s"]! > 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("rejection/candidates").path).count == 4)
+        let rejectionEvaluation = try summary(run, "rejection")["evaluation"] as! [String: Double]
+        #expect(rejectionEvaluation["exact_match"] != nil && rejectionEvaluation["sampling/kept"] == Double(kept.count))
+
+        // DPO: TRL's DPOTrainer figures per step; held-out preference figures and exact match.
+        let dpoLines = try metricLines(run, "dpo").filter { $0["event"] == nil }
+        #expect(dpoLines.count == 8)
+        for key in ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "log_ratio"] {
+            #expect(dpoLines.allSatisfy { $0[key] is Double }, "\(key) in every DPO metrics line")
+        }
+        let dpoEvaluation = try summary(run, "dpo")["evaluation"] as! [String: Double]
+        #expect(dpoEvaluation["preference/rewards/accuracies"] != nil && dpoEvaluation["exact_match"] != nil)
+        // The policy stays near the reference on the held-out pairs (|mean log-ratio| per response).
+        #expect(abs(dpoEvaluation["preference/log_ratio"]!) < 5, "\(dpoEvaluation)")
+        // The EMA reference is part of the run checkpoint.
+        let checkpoint = try RunCheckpoint.latest(in: run.appendingPathComponent("dpo/checkpoints"))!
+        #expect(!(try RunCheckpoint.stageState(in: checkpoint)).isEmpty)
+        #expect(tornFiles(in: run).isEmpty)
+
+        // Stopped five times across the stages (each stop writes a checkpoint), the run ends with
+        // the same weights in every stage; candidates sampled before a stop are not sampled again.
+        let resumed = URL(fileURLWithPath: scratch.path("resumed"))
+        var candidateDates: [String: Date] = [:]
+        for stopAfter in [7, 9, 4, 5, 9] {
+            let pipeline = try self.pipeline(resumed)
+            var steps = 0
+            pipeline.onEvent = { if case .step = $0 { steps += 1 } }
+            pipeline.shouldStop = { steps >= stopAfter }
+            do { try pipeline.run(); break } catch is TrainingInterrupted {}
+            let candidates = resumed.appendingPathComponent("rejection/candidates")
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: candidates.path)) ?? [] {
+                let date = try FileManager.default.attributesOfItem(atPath: candidates.appendingPathComponent(name).path)[.modificationDate] as! Date
+                if let earlier = candidateDates[name] { #expect(date == earlier, "\(name) was not sampled again") }
+                candidateDates[name] = date
+            }
+        }
+        try self.pipeline(resumed).run()
+        #expect(!candidateDates.isEmpty, "a stop fell after the rejection stage's sampling")
+        for stage in ["sft", "reward", "rejection", "dpo"] {
+            for file in ["model.safetensors"] + (stage == "reward" ? [VisionRewardModel.headFileName] : []) {
+                let a = try Data(contentsOf: run.appendingPathComponent("\(stage)/model/\(file)"))
+                let b = try Data(contentsOf: resumed.appendingPathComponent("\(stage)/model/\(file)"))
+                #expect(a == b, "\(stage)/\(file) is bit-identical after stops and resumes")
+            }
+        }
+        #expect(try Data(contentsOf: run.appendingPathComponent("rejection/kept.jsonl"))
+                == Data(contentsOf: resumed.appendingPathComponent("rejection/kept.jsonl")))
+    }
+
+    @Test("vlm reward scores every response of a preference file and reports pairwise accuracy")
+    func rewardCommand() throws {
+        let scratch = try Scratch()
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
+        // Only the SFT and reward stages, shorter.
+        let short = recipe.components(separatedBy: "  # Sample 4 answers")[0].replacingOccurrences(of: "steps: 12", with: "steps: 3")
+        try short.write(toFile: scratch.path("reward.yaml"), atomically: true, encoding: .utf8)
+        try runVLM(["train", scratch.path("reward.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                    "--data-root", TinyVisionSetup.world.path])
+        let data = TinyVisionSetup.world.appendingPathComponent("preferences-heldout.jsonl")
+        try runVLM(["reward", "--model", scratch.path("run/reward/model"), "--data", data.path, "--out", scratch.path("scores.jsonl")])
+        let lines = try String(contentsOfFile: scratch.path("scores.jsonl"), encoding: .utf8).split(separator: "\n")
+        let records = try String(contentsOf: data, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == records.count)
+        let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
+        let rewards = first["rewards"] as! [String: Double]
+        #expect(rewards["chosen"] != nil && rewards["rejected"] != nil && rewards["chosen"] != rewards["rejected"])
+        let bad = failure(["reward", "--model", TinyVisionSetup.vision.path, "--data", data.path])
+        #expect(bad?.message.contains("reward_head.safetensors") == true, "\(bad?.message ?? "no error")")
+    }
+
+    @Test("post-training recipe mistakes are named by file, line and field")
+    func recipeMistakes() throws {
+        let scratch = try Scratch()
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
+        let mistakes: [(old: String, new: String, message: String)] = [
+            ("input_stage: sft", "input_stage: dpo", "'dpo' is not an earlier stage"),
+            ("trainable: [visionModel, crossAttentionLayers, rewardHead]", "trainable: [visionModel]", "add rewardHead"),
+            ("answer_check: exact", "answer_check: regex", "needs an answer_pattern"),
+            ("dpo_beta: 0.1", "dpo_betta: 0.1", "did you mean 'dpo_beta'"),
+        ]
+        for mistake in mistakes {
+            try recipe.replacingOccurrences(of: mistake.old, with: mistake.new).write(toFile: scratch.path("r.yaml"), atomically: true, encoding: .utf8)
+            let result = failure(["train", scratch.path("r.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                                  "--data-root", TinyVisionSetup.world.path])
+            #expect(result?.message.contains("r.yaml:") == true && result?.message.contains(mistake.message) == true, "\(result?.message ?? "no error")")
+        }
+    }
+}
