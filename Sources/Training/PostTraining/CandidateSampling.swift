@@ -103,7 +103,7 @@ struct CandidateSampler {
     /// Figures of a sampling pass.
     struct Figures {
         var candidates = 0, generatedTokens = 0
-        /// Seconds of batches sampled in this process (reused batches excluded).
+        /// Seconds spent sampling and scoring (as recorded with each batch, also for batches of an earlier run).
         var seconds = 0.0, candidatesTimed = 0
         var candidatesPerSecond: Double { candidatesTimed == 0 ? .nan : Double(candidatesTimed) / max(seconds, 1e-9) }
     }
@@ -118,8 +118,11 @@ struct CandidateSampler {
             if let data = FileManager.default.contents(atPath: file.path), let saved = try? JSONDecoder().decode(CandidateBatchFile.self, from: data),
                saved.prompts.map(\.prompt) == Array(range) {
                 all += saved.prompts
-                figures.candidates += saved.prompts.reduce(0) { $0 + $1.texts.count }
+                let count = saved.prompts.reduce(0) { $0 + $1.texts.count }
+                figures.candidates += count
                 figures.generatedTokens += saved.generatedTokens
+                figures.seconds += saved.seconds
+                figures.candidatesTimed += count
                 continue
             }
             let started = DispatchTime.now().uptimeNanoseconds

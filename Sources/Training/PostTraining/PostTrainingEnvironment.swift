@@ -83,7 +83,7 @@ public enum PostTrainingEnvironment {
                         for (key, value) in statistics.metrics { metrics[key + (blank ? "_blank_images" : "")] = value }
                         metrics["pairs"] = Double(statistics.chosen.count)
                     }
-                    return metrics
+                    return metrics.filter { $0.value.isFinite }
                 },
                 saveModel: { folder in
                     try rewardModel.save(to: folder)
@@ -117,7 +117,7 @@ public enum PostTrainingEnvironment {
                 }
                 training = [DataSource(try Dataset(path: pairs.path))]
                 samplingFigures = ["sampling/pairs": Double(written), "sampling/prompts": Double(prompts.count),
-                                   "sampling/candidates_per_s": figures.candidatesPerSecond]
+                                   "sampling/candidates_per_s": figures.candidatesPerSecond].filter { $0.value.isFinite }
             } else {
                 training = try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
                 try requirePreferences(training, stage: stage, recipe: recipe, field: "datasets")
@@ -141,7 +141,7 @@ public enum PostTrainingEnvironment {
                         }
                         for (key, value) in statistics.metrics { metrics["preference/" + key] = value }
                     }
-                    return metrics.merging(figures) { a, _ in a }
+                    return metrics.merging(figures) { a, _ in a }.filter { $0.value.isFinite }
                 },
                 saveModel: saveMllama, textOnlyLogitsUnchanged: keepsText ? textCheck : nil)
             environment.makeStepper = { optimizer in
@@ -164,7 +164,7 @@ public enum PostTrainingEnvironment {
             guard selection.kept > 0 else {
                 throw TrainingError("stage \(stage.name): no candidate was kept (\(selection.candidates) sampled, \(selection.passed) passed the correctness check); sample more, or lower min_reward")
             }
-            let summary: [String: Double] = [
+            let figuresByName: [String: Double] = [
                 "sampling/prompts": Double(prompts.count), "sampling/candidates": Double(selection.candidates),
                 "sampling/kept": Double(selection.kept), "sampling/acceptance_rate": Double(selection.kept) / Double(max(1, selection.candidates)),
                 "sampling/correct_rate": selection.checked == 0 ? .nan : Double(selection.passed) / Double(selection.checked),
@@ -172,9 +172,11 @@ public enum PostTrainingEnvironment {
                 "sampling/candidates_per_s": figures.candidatesPerSecond,
                 "sampling/tokens_per_s": figures.candidatesTimed == 0 ? .nan : Double(figures.generatedTokens) / max(figures.seconds, 1e-9),
             ]
+            // Figures that do not apply (no reference answers, nothing kept) are left out, never NaN.
+            let summary = figuresByName.filter { $0.value.isFinite }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try encoder.encode(summary.mapValues { $0.isFinite ? $0 : -1 }), to: folder.appendingPathComponent("sampling.json"))
+            try AtomicFile.write(try encoder.encode(summary), to: folder.appendingPathComponent("sampling.json"))
             let training = [DataSource(try Dataset(path: kept.path))]
             return StageEnvironment(
                 model: mllama,
