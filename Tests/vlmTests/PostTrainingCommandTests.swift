@@ -13,7 +13,7 @@ import _TestSupport
 struct PostTrainingCommandTests {
     static let recipe = repositoryFile("pipelines/post-training-tiny.yaml").path
     /// The tiny SFT model answers almost nothing right, so the test keeps candidates by reward alone.
-    static let overrides = ["rejection.answer_check=none"]
+    static let overrides = ["rejection.answer_check=none", "dpo-on-policy.answer_check=none"]
 
     func summary(_ run: URL, _ stage: String) throws -> [String: Any] {
         try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("\(stage)/summary.json"))) as! [String: Any]
@@ -36,9 +36,9 @@ struct PostTrainingCommandTests {
         let scratch = try Scratch()
         let run = URL(fileURLWithPath: scratch.path("run"))
         try runVLM(["train", Self.recipe, "--base", TinyVisionSetup.vision.path, "--out", run.path, "--data-root", TinyVisionSetup.world.path,
-                    "--set", Self.overrides[0]])
+                    "--set", Self.overrides[0], "--set", Self.overrides[1]])
 
-        for stage in ["sft", "reward", "rejection", "dpo"] {
+        for stage in ["sft", "reward", "rejection", "dpo", "dpo-on-policy"] {
             #expect(try summary(run, stage)["textOnlyLogitsUnchanged"] as? Bool == true, "\(stage): the drop-in still holds")
             _ = try MllamaForConditionalGeneration.load(directory: run.appendingPathComponent("\(stage)/model"))
         }
@@ -75,13 +75,20 @@ struct PostTrainingCommandTests {
         // The EMA reference is part of the run checkpoint.
         let checkpoint = try RunCheckpoint.latest(in: run.appendingPathComponent("dpo/checkpoints"))!
         #expect(!(try RunCheckpoint.stageState(in: checkpoint)).isEmpty)
+
+        // On-policy DPO: pairs from the policy's samples ranked by the reward model, a TRL preference file.
+        let pairs = try String(contentsOf: run.appendingPathComponent("dpo-on-policy/on-policy-pairs.jsonl"), encoding: .utf8).split(separator: "\n")
+        let onPolicy = try summary(run, "dpo-on-policy")["evaluation"] as! [String: Double]
+        #expect(pairs.count > 0 && onPolicy["sampling/pairs"] == Double(pairs.count) && onPolicy["sampling/prompts"] == 16)
+        let pair = try JSONSerialization.jsonObject(with: Data(pairs[0].utf8)) as! [String: Any]
+        #expect(pair["prompt"] != nil && pair["chosen"] != nil && pair["rejected"] != nil && (pair["images"] as? [String])?.count == 1)
         #expect(tornFiles(in: run).isEmpty)
 
         // Stopped five times across the stages (each stop writes a checkpoint), the run ends with
         // the same weights in every stage; candidates sampled before a stop are not sampled again.
         let resumed = URL(fileURLWithPath: scratch.path("resumed"))
         var candidateDates: [String: Date] = [:]
-        for stopAfter in [7, 9, 4, 5, 9] {
+        for stopAfter in [7, 9, 4, 5, 9, 5] {
             let pipeline = try self.pipeline(resumed)
             var steps = 0
             pipeline.onEvent = { if case .step = $0 { steps += 1 } }
@@ -96,7 +103,7 @@ struct PostTrainingCommandTests {
         }
         try self.pipeline(resumed).run()
         #expect(!candidateDates.isEmpty, "a stop fell after the rejection stage's sampling")
-        for stage in ["sft", "reward", "rejection", "dpo"] {
+        for stage in ["sft", "reward", "rejection", "dpo", "dpo-on-policy"] {
             for file in ["model.safetensors"] + (stage == "reward" ? [VisionRewardModel.headFileName] : []) {
                 let a = try Data(contentsOf: run.appendingPathComponent("\(stage)/model/\(file)"))
                 let b = try Data(contentsOf: resumed.appendingPathComponent("\(stage)/model/\(file)"))
