@@ -154,9 +154,21 @@ struct CandidateSampler {
             images.append(try prompt.images.map { try ImageLoading.load($0, for: prompt.location) })
         }
         let sampling = SamplingOptions(temperature: settings.temperature, topK: settings.topK, topP: settings.topP, seed: seed)
+        // A batch mixing prompts with and without images samples the two groups separately.
+        let withImages = prompts.indices.filter { !images[$0].isEmpty }
+        if !withImages.isEmpty && withImages.count < prompts.count {
+            let without = prompts.indices.filter { images[$0].isEmpty }
+            let first = try sampleBatch(withImages.map { prompts[$0] }, firstIndex: 0, seed: DataOrder.derive(seed, 1))
+            let second = try sampleBatch(without.map { prompts[$0] }, firstIndex: 0, seed: DataOrder.derive(seed, 2))
+            var merged = [PromptCandidates?](repeating: nil, count: prompts.count)
+            for (group, indices) in [(first, withImages), (second, without)] {
+                for (entry, index) in zip(group.prompts, indices) { var entry = entry; entry.prompt = firstIndex + index; merged[index] = entry }
+            }
+            return CandidateBatchFile(prompts: merged.map { $0! }, generatedTokens: first.generatedTokens + second.generatedTokens, seconds: 0)
+        }
         let rows = promptIDs.flatMap { ids in Array(repeating: ids, count: k) }
         let outputs: [[Int]]
-        if images.allSatisfy({ !$0.isEmpty }) {
+        if !withImages.isEmpty {
             let processed = try processor.imageProcessor.preprocess(images)
             let n = images.map(\.count).max()!, g = processor.imageProcessor.config.maxImageTiles
             let masks = zip(promptIDs, processed.numTiles).flatMap { ids, tiles -> [Tensor] in

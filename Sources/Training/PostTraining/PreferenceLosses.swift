@@ -16,7 +16,7 @@ public func negativeLogSigmoid(_ x: Tensor) -> Tensor {
     out.recordOperation("negativeLogSigmoid", inputs: [x]) { gradient in
         let incoming = gradient.doubles()
         let local = values.map { -1 / (1 + Foundation.exp($0)) }                    // −σ(−x)
-        return [Tensor(zip(incoming, local).map { $0 * $1 }, shape: values.isEmpty ? [0] : gradient.shape).converted(to: gradient.dtype)]
+        return [Tensor(zip(incoming, local).map { $0 * $1 }, shape: gradient.shape).converted(to: gradient.dtype)]
     }
     return out
 }
