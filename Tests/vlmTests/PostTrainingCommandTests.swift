@@ -61,7 +61,8 @@ struct PostTrainingCommandTests {
         #expect(sampling["sampling/acceptance_rate"]! == Double(kept.count) / 64)
         if kept.count > 0 { #expect(sampling["sampling/mean_reward_kept"]! >= sampling["sampling/mean_reward_all"]!) }
         #expect(sampling["sampling/candidates_per_s"]! > 0)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("rejection/candidates").path).count == 4)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("rejection/candidates").path)
+                .filter { $0.hasPrefix("batch-") }.count == 4)
         let rejectionEvaluation = try summary(run, "rejection")["evaluation"] as! [String: Double]
         #expect(rejectionEvaluation["exact_match"] != nil && rejectionEvaluation["sampling/kept"] == Double(kept.count))
 

@@ -108,13 +108,23 @@ struct CandidateSampler {
         var candidatesPerSecond: Double { candidatesTimed == 0 ? .nan : Double(candidatesTimed) / max(seconds, 1e-9) }
     }
 
+    /// What the candidates depend on besides the seed: the settings and the policy and reward
+    /// model files. Batches sampled under another identity (an earlier stage ran again) are dropped.
+    let identity: String
+
     func sample(_ prompts: [SamplingPrompt], onBatch: (Int, Int) -> Void = { _, _ in }) throws -> ([PromptCandidates], Figures) {
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let identityFile = folder.appendingPathComponent("identity.txt")
+        if FileManager.default.contents(atPath: identityFile.path).map({ String(decoding: $0, as: UTF8.self) }) != identity {
+            try? FileManager.default.removeItem(at: folder)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try AtomicFile.write(Data(identity.utf8), to: identityFile)
+        }
         var all: [PromptCandidates] = []
         var figures = Figures()
         let batches = stride(from: 0, to: prompts.count, by: settings.promptsPerBatch).map { $0..<min($0 + settings.promptsPerBatch, prompts.count) }
         for (index, range) in batches.enumerated() {
             let file = folder.appendingPathComponent(String(format: "batch-%06d.json", index))
+            // A prompt list of another length shifts batch boundaries: the saved prompt indices must match.
             if let data = FileManager.default.contents(atPath: file.path), let saved = try? JSONDecoder().decode(CandidateBatchFile.self, from: data),
                saved.prompts.map(\.prompt) == Array(range) {
                 all += saved.prompts

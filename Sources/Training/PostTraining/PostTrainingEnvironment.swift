@@ -108,7 +108,9 @@ public enum PostTrainingEnvironment {
                                                      limit: post.maxPrompts)
                 let sampler = CandidateSampler(policy: mllama, rewardModel: try rewardModel(post, recipe: recipe, runFolder: runFolder, stage: stage),
                                                processor: processor, encoder: samples, settings: post, seed: stage.seed,
-                                               folder: folder.appendingPathComponent("candidates"))
+                                               folder: folder.appendingPathComponent("candidates"),
+                                               identity: samplingIdentity(stage: stage, input: input,
+                                                                          rewardModel: rewardModelFolder(post, recipe: recipe, runFolder: runFolder)))
                 let (candidates, figures) = try sampler.sample(prompts)
                 let pairs = folder.appendingPathComponent("on-policy-pairs.jsonl")
                 let written = try OnPolicyData.writePairs(candidates, prompts: prompts, settings: post, to: pairs)
@@ -157,7 +159,9 @@ public enum PostTrainingEnvironment {
             guard !prompts.isEmpty else { throw RecipeError(file: recipe.file, field: "\(stage.name).datasets", reason: "no prompts to sample (question, preference or conversation records)") }
             let sampler = CandidateSampler(policy: mllama, rewardModel: try rewardModel(post, recipe: recipe, runFolder: runFolder, stage: stage),
                                            processor: processor, encoder: samples, settings: post, seed: stage.seed,
-                                           folder: folder.appendingPathComponent("candidates"))
+                                           folder: folder.appendingPathComponent("candidates"),
+                                           identity: samplingIdentity(stage: stage, input: input,
+                                                                      rewardModel: rewardModelFolder(post, recipe: recipe, runFolder: runFolder)))
             let (candidates, figures) = try sampler.sample(prompts)
             let kept = folder.appendingPathComponent("kept.jsonl")
             let selection = try OnPolicyData.writeKept(candidates, prompts: prompts, settings: post, to: kept)
@@ -196,16 +200,35 @@ public enum PostTrainingEnvironment {
         }
     }
 
+    /// What sampled candidates depend on: the stage's settings, and the sizes and modification
+    /// times of the policy's and the reward model's weight files.
+    static func samplingIdentity(stage: StageSettings, input: URL, rewardModel: URL) -> String {
+        func stamp(_ folder: URL) -> String {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: folder.path))?.filter { $0.hasSuffix(".safetensors") }.sorted() ?? []
+            return files.map { name -> String in
+                let attributes = try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
+                let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+                let date = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+                return "\(name):\(size):\(date)"
+            }.joined(separator: ",")
+        }
+        return "settings \(stage.digest)\npolicy \(input.standardizedFileURL.path) \(stamp(input))\nreward model \(rewardModel.standardizedFileURL.path) \(stamp(rewardModel))\n"
+    }
+
+    /// The folder of the reward model a sampling stage ranks with.
+    static func rewardModelFolder(_ post: PostTrainingSettings, recipe: Recipe, runFolder: URL?) -> URL {
+        let name = post.rewardModel ?? ""
+        if recipe.stage(named: name) != nil, let runFolder {
+            return runFolder.appendingPathComponent(name).appendingPathComponent("model")
+        }
+        return recipe.url(of: DatasetSpec(path: name))
+    }
+
     /// The reward model a sampling stage ranks with: the output of the recipe's stage of that name,
     /// or a folder relative to the data root.
     static func rewardModel(_ post: PostTrainingSettings, recipe: Recipe, runFolder: URL?, stage: StageSettings) throws -> VisionRewardModel {
         let name = post.rewardModel ?? ""
-        let folder: URL
-        if recipe.stage(named: name) != nil, let runFolder {
-            folder = runFolder.appendingPathComponent(name).appendingPathComponent("model")
-        } else {
-            folder = recipe.url(of: DatasetSpec(path: name))
-        }
+        let folder = rewardModelFolder(post, recipe: recipe, runFolder: runFolder)
         do { return try VisionRewardModel.load(directory: folder) } catch {
             throw RecipeError(file: recipe.file, field: "\(stage.name).reward_model", reason: "\(name): \(error)")
         }
