@@ -83,6 +83,12 @@ public struct Recipe: Sendable {
         }
         for override in overrides { try context.apply(override: override, to: &stages) }
         for (index, stage) in stages.enumerated() {
+            if let source = stage.inputStage, !stages[..<index].contains(where: { $0.name == source }) {
+                throw RecipeError(file: file, line: stageNodes[index].mark?.line, field: "stages[\(index)] '\(stage.name)'.input_stage",
+                                  reason: "'\(source)' is not an earlier stage; earlier stages: \(stages[..<index].map(\.name).joined(separator: ", "))")
+            }
+        }
+        for (index, stage) in stages.enumerated() {
             if let problem = stage.validationProblems().first {
                 throw RecipeError(file: file, line: stageNodes[index].mark?.line, field: "stages[\(index)] '\(stage.name)'.\(problem.field)",
                                   reason: problem.reason)
@@ -179,7 +185,9 @@ struct RecipeParser {
 
     typealias Setter = (RecipeParser, inout StageSettings, Node, String) throws -> Void
 
-    static let setters: [String: Setter] = [
+    static let setters: [String: Setter] = baseSetters.merging(postTrainingSetters) { base, _ in base }
+
+    static let baseSetters: [String: Setter] = [
         "datasets": datasets(\.datasets),
         "eval_datasets": datasets(\.evalDatasets),
         "trainable": strings(\.trainable),

@@ -39,14 +39,18 @@ public struct RunProgress: Codable, Sendable, Equatable {
 public enum RunCheckpoint {
     static let prefix = "step-"
 
-    /// Writes a checkpoint of `optimizer`'s parameters and state with `progress`.
-    public static func save(in folder: URL, optimizer: AdamW, progress: RunProgress) throws {
+    /// Writes a checkpoint of `optimizer`'s parameters and state with `progress`, and the stage's
+    /// own state when it has any (`stage-state.safetensors`: an EMA reference's weights).
+    public static func save(in folder: URL, optimizer: AdamW, progress: RunProgress, stageState: [String: Tensor] = [:]) throws {
         let destination = folder.appendingPathComponent(String(format: "\(prefix)%08d", progress.step))
         try DirectoryCommit.write(destination) { temporary in
             let weights = Dictionary(uniqueKeysWithValues: optimizer.parameters.map { ($0.name, $0.tensor) })
             try writeSafetensors(tensors: weights, metadata: ["format": "pt"], to: temporary.appendingPathComponent("trainable.safetensors"))
             try writeSafetensors(tensors: optimizer.stateTensors(), metadata: ["format": "pt"],
                                  to: temporary.appendingPathComponent("optimizer.safetensors"))
+            if !stageState.isEmpty {
+                try writeSafetensors(tensors: stageState, metadata: ["format": "pt"], to: temporary.appendingPathComponent("stage-state.safetensors"))
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try AtomicFile.write(try encoder.encode(progress), to: temporary.appendingPathComponent("progress.json"))
@@ -67,6 +71,16 @@ public enum RunCheckpoint {
 
     /// The newest whole checkpoint, if any.
     public static func latest(in folder: URL) throws -> URL? { try completeCheckpoints(in: folder).last }
+
+    /// The stage's own state saved with `checkpoint` (empty when it has none).
+    public static func stageState(in checkpoint: URL) throws -> [String: Tensor] {
+        let url = checkpoint.appendingPathComponent("stage-state.safetensors")
+        guard FileManager.default.fileExists(atPath: url.path) else { return [:] }
+        let file = try SafetensorsCheckpoint(path: url.path)
+        var tensors: [String: Tensor] = [:]
+        for name in file.names { tensors[name] = try file.tensor(name) }
+        return tensors
+    }
 
     /// Restores weights and optimiser state from `checkpoint` into the optimiser's model and returns the progress.
     /// - Throws: ``CheckpointError`` or ``OptimizerStateError`` naming the file when it does not fit.

@@ -32,6 +32,8 @@ public struct StageEnvironment {
     public var saveModel: (URL) throws -> Void
     /// Whether the model's text-only logits still equal the base model's, bit for bit (nil: not checked).
     public var textOnlyLogitsUnchanged: (() throws -> Bool)?
+    /// The step of a stage whose loss is not causal-LM cross-entropy (reward, DPO); nil: ``TrainingStepper``.
+    public var makeStepper: ((AdamW) throws -> any StageStepping)? = nil
 
     public init(model: any TrainableLanguageModel,
                 makeData: @escaping (StageSettings, Data?) throws -> any TrainingDataStream,
@@ -92,7 +94,11 @@ public final class StageRunner {
         optimizer.learningRateScales = try learningRateScales(settings.learningRateMultipliers, model: model,
                                                               parameters: optimizer.bindings.map(\.name))
         model.setActivationCheckpointing(settings.activationCheckpointing)
-        let stepper = TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
+        let stepper: any StageStepping = try environment.makeStepper?(optimizer)
+            ?? TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
+        if parallelism != nil && !(stepper is TrainingStepper) {
+            throw TrainingError("\(settings.name): \(settings.kind.rawValue) stages do not run data-parallel yet; run this stage in one process")
+        }
         let totalSteps = settings.totalSteps(trainingSamples: settings.steps > 0 ? 0 : try environment.trainingSampleCount(settings))
         let schedule = makeSchedule(totalSteps: totalSteps)
 
@@ -104,6 +110,7 @@ public final class StageRunner {
             let saved = try? JSONDecoder().decode(RunProgress.self, from: Data(contentsOf: latest.appendingPathComponent("progress.json")))
             if saved?.settingsDigest == settings.digest {
                 progress = try RunCheckpoint.restore(latest, into: model, optimizer: optimizer)
+                try stepper.restore(checkpointTensors: try RunCheckpoint.stageState(in: latest))
                 resumed = progress.step
             } else {
                 stale = true
@@ -130,7 +137,8 @@ public final class StageRunner {
             progress.dataPosition = try data.savePosition()
             progress.metricsBytes = metrics.byteCount
             progress.optimizerStepCounts = optimizer.stepCounts
-            try RunCheckpoint.save(in: checkpointsFolder, optimizer: optimizer, progress: progress)
+            try RunCheckpoint.save(in: checkpointsFolder, optimizer: optimizer, progress: progress,
+                                   stageState: stepper.checkpointTensors())
             onEvent(.checkpoint(stage: settings.name, step: progress.step))
         }
 
@@ -144,10 +152,15 @@ public final class StageRunner {
             var batches: [TrainingBatch] = []
             for _ in 0..<settings.gradientAccumulation { batches.append(try data.nextBatch()) }
             let learningRate = schedule.learningRate(at: progress.step)
-            let report = try parallelism.map { try stepper.step(batches, learningRate: learningRate, across: $0) }
-                ?? stepper.step(batches, learningRate: learningRate)
-            let seconds = Date().timeIntervalSince(started)
+            let report: StepReport
+            if let parallelism, let plain = stepper as? TrainingStepper {
+                report = try plain.step(batches, learningRate: learningRate, across: parallelism)
+            } else {
+                report = stepper.step(batches, learningRate: learningRate)
+            }
             progress.step += 1
+            stepper.didFinishStep(progress.step)
+            let seconds = Date().timeIntervalSince(started)
             progress.elapsedSeconds += seconds
             trainingSeconds += seconds
             tokens += report.tokens
@@ -174,6 +187,7 @@ public final class StageRunner {
                     "tokens_per_s": .number(tokensPerSecond), "images_per_s": .number(Double(report.images) / max(seconds, 1e-9)),
                     "data_wait_s": .number(wait), "skipped_step": .flag(!report.isFinite),
                 ]
+                for (key, value) in stepper.lastStepMetrics { record[key] = .number(value) }
                 if let parallelism { record.merge(parallelism.timing(of: report)) { $1 } }
                 try metrics?.append(record)
             }

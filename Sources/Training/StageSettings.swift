@@ -6,6 +6,12 @@ public enum StageKind: String, Codable, Sendable, CaseIterable {
     case pretrain
     /// Conversations; the assistant turns are learned (supervised fine-tuning).
     case sft
+    /// A vision reward model trained on preference pairs (Bradley–Terry); see Docs/training.md.
+    case reward
+    /// Sample K answers per prompt, keep the best by the reward model, then SFT on them.
+    case rejection
+    /// Direct preference optimisation against a frozen (or EMA) reference.
+    case dpo
 }
 
 /// How the learning rate moves over a stage's optimiser steps.
@@ -83,6 +89,15 @@ public struct StageSettings: Codable, Sendable, Equatable {
     public var maxSkipShare: Double = 0.01
     /// Stop the stage after this many consecutive steps with a non-finite loss or gradient.
     public var maxNonFiniteSteps: Int = 3
+    /// The earlier stage whose output this stage starts from (nil: the previous stage's). A
+    /// rejection-sampling stage after a reward stage starts from the SFT stage's policy, not from
+    /// the reward model.
+    public var inputStage: String?
+    /// The keys of the post-training stages (nil for pretraining and SFT, so their digests are unchanged).
+    public var postTraining: PostTrainingSettings?
+
+    /// The post-training keys, with defaults when the recipe set none.
+    public var post: PostTrainingSettings { postTraining ?? PostTrainingSettings() }
 
     public init(name: String, kind: StageKind) {
         self.name = name
@@ -108,6 +123,10 @@ public struct StageSettings: Codable, Sendable, Equatable {
         if maxLength < 2 { problems.append(("max_length", "must be at least 2")) }
         if !(0...1).contains(maxSkipShare) { problems.append(("max_skip_share", "must be between 0 and 1")) }
         if !(0..<1).contains(beta1) || !(0..<1).contains(beta2) { problems.append(("beta1", "betas must be in [0, 1)")) }
+        if [.reward, .rejection, .dpo].contains(kind) { problems += post.validationProblems(kind: kind) }
+        if kind == .reward && !trainable.contains(VisionRewardModel.headGroup) {
+            problems.append(("trainable", "a reward stage trains its scalar head: add \(VisionRewardModel.headGroup) (Meta also trained the image encoder and the cross-attention layers)"))
+        }
         for dataset in datasets + evalDatasets where dataset.weight <= 0 {
             problems.append(("datasets", "'\(dataset.path)' has weight \(dataset.weight); weights must be positive"))
         }

@@ -65,9 +65,16 @@ public enum TrainingEnvironment {
                                "special_tokens_map.json", "preprocessor_config.json", "processor_config.json",
                                "generation_config.json", "chat_template.json", "chat_template.jinja"]
 
-    /// - Parameter group: the ranks that share the evaluation (nil: this process alone).
+    /// - Parameters:
+    ///   - group: the ranks that share the evaluation (nil: this process alone).
+    ///   - runFolder: the run folder (post-training stages write sampled data and find a recipe's
+    ///     reward stage there).
     public static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL, group: (any ProcessGroup)? = nil,
+                            runFolder: URL? = nil,
                             warn: @escaping @Sendable (String) -> Void = { _ in }) throws -> StageEnvironment {
+        if [.reward, .dpo, .rejection].contains(stage.kind) {
+            return try PostTrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: base, runFolder: runFolder, warn: warn)
+        }
         let loaded = try LoadedModel.load(directory: input)
         let model = loaded.model
         let mllama = model as? MllamaForConditionalGeneration

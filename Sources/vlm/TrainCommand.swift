@@ -63,7 +63,7 @@ struct TrainCommand: ParsableCommand {
         let progress = ProgressPrinter(plainEvery: progressEvery)
         let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in
             try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: URL(fileURLWithPath: base),
-                                         group: parallelism?.group,
+                                         group: parallelism?.group, runFolder: URL(fileURLWithPath: out),
                                          warn: { message in if !quiet { progress.handle(.warning(message)) } })
         }
         pipeline.onEvent = quiet ? { _ in } : progress.handle

@@ -1,0 +1,196 @@
+import Dispatch
+import Foundation
+import Layers
+import Models
+import TensorCore
+
+// Shapes: R rows of a preference micro-batch (chosen, rejected, [edited]), P pairs, T tokens, V vocabulary.
+
+/// The optimiser half of a step shared by the preference steppers: forward and backward each
+/// micro-batch with `loss` (gradients accumulate), clip the global norm, AdamW, clear the gradients.
+/// A non-finite loss or gradient skips the update, as ``TrainingStepper`` does.
+func preferenceStep(_ microBatches: [TrainingBatch], learningRate: Double, optimizer: AdamW, maxGradNorm: Double,
+                    loss: (TrainingBatch) -> Tensor) -> StepReport {
+    ensure(!microBatches.isEmpty, "a training step needs at least one micro-batch")
+    var report = StepReport(loss: 0, gradientNorm: .nan, learningRate: learningRate,
+                            tokens: 0, learnedTokens: microBatches.map(\.lossTokenCount).reduce(0, +),
+                            images: 0, isFinite: true, sampleIDs: microBatches.flatMap(\.sampleIDs))
+    for batch in microBatches {
+        report.tokens += batch.inputs.attentionMask.map { $0.integers().reduce(0, +) } ?? batch.inputs.inputIDs.elementCount
+        report.images += batch.inputs.pixelValues.map { $0.shape[0] * $0.shape[1] } ?? 0
+    }
+    var clock = DispatchTime.now().uptimeNanoseconds
+    func lap() -> Double {
+        let now = DispatchTime.now().uptimeNanoseconds
+        defer { clock = now }
+        return Double(now - clock) / 1e9
+    }
+    for batch in microBatches {
+        let value = loss(batch)
+        let number = value.item()
+        report.forwardSeconds += lap()
+        report.loss += number
+        if !number.isFinite { report.isFinite = false; break }
+        value.backward()
+        report.backwardSeconds += lap()
+    }
+    if report.isFinite {
+        report.gradientNorm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm > 0 ? maxGradNorm : .infinity)
+        report.isFinite = report.gradientNorm.isFinite
+    }
+    if report.isFinite {
+        optimizer.learningRate = learningRate
+        optimizer.step()
+    }
+    optimizer.zeroGradients()
+    report.optimizerSeconds = lap()
+    return report
+}
+
+/// The ranked pairs of a preference batch's rows: (chosen, rejected), and with Llama 3's edited
+/// responses (ranked edited > chosen > rejected) also (edited, chosen) and (edited, rejected).
+func rankedPairs(_ layout: PreferenceLayout) -> [(better: Range<Int>, worse: Range<Int>)] {
+    var pairs = [(layout.chosenRows, layout.rejectedRows)]
+    if let edited = layout.editedRows { pairs += [(edited, layout.chosenRows), (edited, layout.rejectedRows)] }
+    return pairs
+}
+
+/// The reward model's step: the Bradley–Terry loss over every ranked pair of the step's records
+/// (``rewardPairLoss(chosen:rejected:margins:centerCoefficient:normalizer:)``), normalised by the
+/// ranked pairs of the whole step.
+final class RewardStepper: StageStepping {
+    let model: VisionRewardModel
+    let optimizer: AdamW
+    let maxGradNorm: Double
+    let margin: Double
+    let centerCoefficient: Double
+    private(set) var lastStepMetrics: [String: Double] = [:]
+
+    init(model: VisionRewardModel, optimizer: AdamW, maxGradNorm: Double, margin: Double, centerCoefficient: Double) {
+        self.model = model
+        self.optimizer = optimizer
+        self.maxGradNorm = maxGradNorm
+        self.margin = margin
+        self.centerCoefficient = centerCoefficient
+    }
+
+    func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
+        let normalizer = microBatches.reduce(0) { total, batch in
+            let layout = PreferenceLayout(batch: batch)
+            return total + rankedPairs(layout).count * layout.pairs
+        }
+        var statistics = RewardPairStatistics()
+        let report = preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm) { batch in
+            let rewards = model.rewards(batch.inputs)                                     // (R)
+            var loss: Tensor? = nil
+            for (index, pair) in rankedPairs(PreferenceLayout(batch: batch)).enumerated() {
+                let better = rewards.slice(axis: 0, pair.better), worse = rewards.slice(axis: 0, pair.worse)
+                let term = rewardPairLoss(chosen: better, rejected: worse,
+                                          margins: margin == 0 ? nil : Array(repeating: margin, count: better.shape[0]),
+                                          centerCoefficient: centerCoefficient, normalizer: normalizer)
+                loss = loss.map { $0 + term } ?? term
+                if index == 0 { statistics.append(RewardPairStatistics(chosen: better.doubles(), rejected: worse.doubles())) }
+            }
+            return loss!
+        }
+        lastStepMetrics = statistics.metrics
+        return report
+    }
+}
+
+/// Per-position log-probabilities of the labels `(B, T−1)`: position t predicts `labels[t + 1]`;
+/// 0 where the label is −100 (nothing learned there).
+func labelLogProbabilities(model: some TrainableLanguageModel, inputs: ModelInputs, labels: Tensor) -> Tensor {
+    let (b, t) = (inputs.batchSize, inputs.length)
+    let hidden = model.hiddenStates(inputs)                                               // (B, T, D)
+    let logits = model.logits(hiddenStates: hidden.slice(axis: 1, 0..<(t - 1)).contiguous())   // (B, T−1, V)
+    let targets = labels.slice(axis: 1, 1..<t).contiguous().reshaped([b * (t - 1)])
+    let negative = crossEntropy(logits: logits.reshaped([b * (t - 1), logits.shape[2]]), targets: targets, reduction: .none)
+    return (negative * -1).reshaped([b, t - 1])                                           // (B, T−1)
+}
+
+/// The EMA of a reference weight toward the policy's, as TRL's `SyncRefModelCallback` moves it:
+/// `reference ← (1 − α) · reference + α · policy`.
+public func exponentialMovingAverage(reference: Tensor, policy: Tensor, alpha: Double) -> Tensor {
+    withNoGrad { reference * (1 - alpha) + policy * alpha }
+}
+
+/// The DPO step: the policy is the stage's model; the reference is a frozen copy of the stage's
+/// input whose log-probabilities are computed without a graph, once per micro-batch. With
+/// `emaEvery` k > 0, every k steps the reference's copies of the trainable weights move toward the
+/// policy's (``exponentialMovingAverage(reference:policy:alpha:)``; Llama 3's option, TRL's
+/// `sync_ref_model`); those copies are part of the run checkpoint.
+final class DPOStepper: StageStepping {
+    let policy: any TrainableLanguageModel
+    let reference: any TrainableLanguageModel
+    let optimizer: AdamW
+    let maxGradNorm: Double
+    let beta: Double
+    let nllWeight: Double
+    let emaEvery: Int
+    let emaAlpha: Double
+    private(set) var lastStepMetrics: [String: Double] = [:]
+
+    init(policy: any TrainableLanguageModel, reference: any TrainableLanguageModel, optimizer: AdamW, maxGradNorm: Double,
+         beta: Double, nllWeight: Double, emaEvery: Int, emaAlpha: Double) {
+        self.policy = policy
+        self.reference = reference
+        self.optimizer = optimizer
+        self.maxGradNorm = maxGradNorm
+        self.beta = beta
+        self.nllWeight = nllWeight
+        self.emaEvery = emaEvery
+        self.emaAlpha = emaAlpha
+    }
+
+    func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
+        let pairs = microBatches.reduce(0) { $0 + PreferenceLayout(batch: $1).pairs }
+        let chosenTokens = microBatches.reduce(0) { $0 + Self.chosenTokenCount($1) }
+        var statistics = PreferenceStatistics(beta: beta)
+        let report = preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm) { batch in
+            let referenceSums = withNoGrad {
+                labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels).sum(axes: [1]).doubles()
+            }
+            let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels)   // (2P, T−1)
+            let (loss, figures) = directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceSums, beta: beta,
+                                                       nllWeight: nllWeight, pairNormalizer: pairs,
+                                                       chosenTokenNormalizer: max(1, chosenTokens))
+            statistics.append(figures)
+            return loss
+        }
+        lastStepMetrics = statistics.metrics
+        return report
+    }
+
+    /// Learned positions (after the shift) of the chosen rows.
+    static func chosenTokenCount(_ batch: TrainingBatch) -> Int {
+        let layout = PreferenceLayout(batch: batch)
+        let t = batch.labels.shape[1], labels = batch.labels.integers()
+        var count = 0
+        for row in layout.chosenRows { for column in 1..<t where labels[row * t + column] != SampleEncoder.ignoreIndex { count += 1 } }
+        return count
+    }
+
+    func didFinishStep(_ step: Int) {
+        guard emaEvery > 0, step % emaEvery == 0 else { return }
+        let current = Dictionary(uniqueKeysWithValues: reference.parameters())
+        var moved: [String: Tensor] = [:]
+        for (name, slot) in optimizer.parameters.map({ ($0.name, $0.tensor) }) {
+            guard let old = current[name] else { continue }
+            moved[name] = exponentialMovingAverage(reference: old.converted(to: .float32), policy: slot.detached(), alpha: emaAlpha)
+        }
+        try? reference.updateParameters(moved, source: "the EMA reference")
+    }
+
+    func checkpointTensors() -> [String: Tensor] {
+        guard emaEvery > 0 else { return [:] }
+        let names = Set(optimizer.parameters.map(\.name))
+        return Dictionary(uniqueKeysWithValues: reference.parameters().filter { names.contains($0.name) }
+            .map { ($0.name, $0.tensor.converted(to: .float32).detached()) })
+    }
+
+    func restore(checkpointTensors: [String: Tensor]) throws {
+        guard emaEvery > 0, !checkpointTensors.isEmpty else { return }
+        try reference.updateParameters(checkpointTensors, source: "the EMA reference in the run checkpoint")
+    }
+}

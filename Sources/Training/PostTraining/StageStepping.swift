@@ -1,0 +1,28 @@
+import Foundation
+import TensorCore
+
+/// One optimiser step of a stage over its micro-batches, whatever the loss: causal-LM
+/// cross-entropy (``TrainingStepper``), the reward model's pairwise loss, or DPO. The stage loop
+/// (``StageRunner``) drives any of them the same way.
+public protocol StageStepping: AnyObject {
+    /// Runs one step over `microBatches` (the accumulation group) at `learningRate`.
+    func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport
+    /// Figures of the last step beyond the loss (written to `metrics.jsonl`, e.g. `rewards/margins`).
+    var lastStepMetrics: [String: Double] { get }
+    /// State besides the trainable weights and the optimiser that a run checkpoint must keep for
+    /// an exact resume (an EMA reference model's weights), by name.
+    func checkpointTensors() -> [String: Tensor]
+    /// Restores what ``checkpointTensors()`` returned.
+    func restore(checkpointTensors: [String: Tensor]) throws
+    /// Called after every optimiser step with the number of steps done (an EMA update every k steps).
+    func didFinishStep(_ step: Int)
+}
+
+extension StageStepping {
+    public var lastStepMetrics: [String: Double] { [:] }
+    public func checkpointTensors() -> [String: Tensor] { [:] }
+    public func restore(checkpointTensors: [String: Tensor]) throws {}
+    public func didFinishStep(_ step: Int) {}
+}
+
+extension TrainingStepper: StageStepping {}

@@ -1,0 +1,168 @@
+import Foundation
+import Layers
+import Models
+import Testing
+import TensorCore
+import Tokenization
+@testable import Training
+import _TestSupport
+
+/// Every parameter of `module` as a float64 copy that requires gradients.
+private func float64Copies(_ module: Module) {
+    for (_, slot) in module.namedParameters() {
+        let converted = slot.tensor!.converted(to: .float64).detached()
+        converted.requiresGrad = true
+        slot.tensor = converted
+    }
+}
+
+/// A preference micro-batch from ``tinyBatch(samples:dtype:)``: rows 0..<P chosen, P..<2P
+/// rejected, ids tagged as the preference loader tags them.
+private func tinyPreferenceBatch(pairs: Int, dtype: DType = .float32) -> TrainingBatch {
+    var batch = tinyBatch(samples: Array(0..<(2 * pairs)), dtype: dtype)
+    batch.sampleIDs = (0..<pairs).map { "p\($0)#chosen" } + (0..<pairs).map { "p\($0)#rejected" }
+    return batch
+}
+
+@Suite("Post-training: the reward model, DPO through the model, sampling")
+struct PostTrainingTests {
+    /// The reward of a row is the head applied to the hidden state of its last real token: the
+    /// same number the full (B, T) score map has there, padding never read.
+    @Test("the reward is read at each row's last non-padding token")
+    func rewardAtLastRealToken() {
+        let rewardModel = VisionRewardModel(model: tinyTrainingModel(), seed: 3)
+        let batch = tinyBatch(samples: [0, 1, 2])
+        let rewards = withNoGrad { rewardModel.rewards(batch.inputs).doubles() }
+        let scores = withNoGrad { rewardModel.score(rewardModel.model.hiddenStates(batch.inputs)).doubles() }   // (B·T)
+        let mask = batch.inputs.attentionMask!.integers(), t = batch.inputs.length
+        for row in 0..<3 {
+            let last = (0..<t).last { mask[row * t + $0] == 1 }!
+            #expect(rewards[row] == scores[row * t + last])
+        }
+    }
+
+    @Test("the reward model's gradients (head, cross-attention, image encoder) match central differences (float64)")
+    func rewardModelGradients() {
+        let rewardModel = VisionRewardModel(model: tinyTrainingModel(seed: 2), seed: 4)
+        float64Copies(rewardModel)
+        let batch = tinyPreferenceBatch(pairs: 2, dtype: .float64)
+        let named = Dictionary(uniqueKeysWithValues: rewardModel.parameters())
+        let checked = ["score.weight", "model.language_model.model.layers.1.cross_attn_attn_gate",
+                       "model.language_model.model.layers.1.cross_attn.k_proj.weight", "model.multi_modal_projector.bias",
+                       "model.vision_model.gated_positional_embedding.gate"].map { named[$0]! }
+        let failure = gradientCheck(checked, tolerance: 1e-6) { _ in
+            let rewards = rewardModel.rewards(batch.inputs)
+            return rewardPairLoss(chosen: rewards.slice(axis: 0, 0..<2), rejected: rewards.slice(axis: 0, 2..<4), margins: [0.2, 0],
+                                  centerCoefficient: 0.1, normalizer: 2)
+        }
+        #expect(failure == nil, "\(failure ?? "")")
+    }
+
+    @Test("the DPO loss's gradients through the policy match central differences (float64), NLL term included")
+    func dpoGradientsThroughTheModel() {
+        let policy = tinyTrainingModel(seed: 5)
+        float64Copies(policy)
+        let batch = tinyPreferenceBatch(pairs: 2, dtype: .float64)
+        let named = Dictionary(uniqueKeysWithValues: policy.parameters())
+        let checked = ["language_model.model.layers.1.cross_attn_mlp_gate", "language_model.model.layers.1.cross_attn.q_proj.weight",
+                       "multi_modal_projector.weight"].map { named[$0]! }
+        let reference = [-3.0, -2.5, -4.0, -3.5]
+        let failure = gradientCheck(checked, tolerance: 1e-6) { _ in
+            let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels)
+            return directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: reference, beta: 0.5, nllWeight: 0.2,
+                                        pairNormalizer: 2, chosenTokenNormalizer: DPOStepper.chosenTokenCount(batch)).loss
+        }
+        #expect(failure == nil, "\(failure ?? "")")
+    }
+
+    /// The label log-probabilities summed per row are minus the causal-LM loss's per-row sums: the
+    /// DPO path and the SFT path read the same positions.
+    @Test("summed label log-probabilities equal the negated summed causal-LM loss")
+    func labelLogProbabilitiesAgreeWithTheLoss() {
+        let model = tinyTrainingModel()
+        let batch = tinyBatch(samples: [3, 4])
+        let sums = withNoGrad { labelLogProbabilities(model: model, inputs: batch.inputs, labels: batch.labels).sum().item() }
+        let loss = withNoGrad { causalLanguageModelLoss(model: model, inputs: batch.inputs, labels: batch.labels, normalizer: 1).item() }
+        #expect(abs(sums + loss) < 1e-4 * abs(loss))
+    }
+
+    @Test("a DPO step with a zero-EMA reference trains, reports TRL's figures, and the EMA moves the reference toward the policy")
+    func dpoStepAndEMA() throws {
+        let policy = tinyTrainingModel(seed: 1), reference = tinyTrainingModel(seed: 1)
+        try makeTrainable(policy, groups: ["crossAttentionLayers"])
+        let optimizer = AdamW(module: policy, learningRate: 0.01)
+        let stepper = DPOStepper(policy: policy, reference: reference, optimizer: optimizer, maxGradNorm: 1, beta: 0.1, nllWeight: 0.2,
+                                 emaEvery: 1, emaAlpha: 0.5)
+        let batch = tinyPreferenceBatch(pairs: 2)
+        let report = stepper.step([batch], learningRate: 0.01)
+        #expect(report.isFinite)
+        // Policy = reference before the first update: every implicit reward is 0, the loss log 2 plus the NLL term.
+        #expect(abs(stepper.lastStepMetrics["rewards/margins"]!) < 1e-6 && stepper.lastStepMetrics["rewards/accuracies"] == 0)
+        let name = "language_model.model.layers.1.cross_attn.q_proj.weight"
+        let before = Dictionary(uniqueKeysWithValues: reference.parameters())[name]!.doubles()
+        let now = Dictionary(uniqueKeysWithValues: policy.parameters())[name]!.doubles()
+        #expect(before != now, "the step moved the policy")
+        stepper.didFinishStep(1)
+        let after = Dictionary(uniqueKeysWithValues: reference.parameters())[name]!.doubles()
+        for i in 0..<after.count { #expect(abs(after[i] - (0.5 * before[i] + 0.5 * now[i])) < 1e-6) }
+        #expect(stepper.checkpointTensors()[name] != nil, "the EMA reference is saved with the run checkpoint")
+    }
+
+    /// Sharing one image encoding across a prompt's K rows must change nothing: greedy decoding
+    /// with the shared decoder equals decoding each row with its own copy of the pixels.
+    @Test("sampling K rows per prompt from one image encoding equals encoding the image for every row")
+    func sharedImageDecoderIsExact() {
+        let model = tinyTrainingModel(seed: 7)
+        let k = 3
+        let pixels = Tensor.concatenate([randomFloats([1, 1, 2, 3, 28, 28], seed: 1), randomFloats([1, 1, 2, 3, 28, 28], seed: 2)], axis: 0)
+        let prompts = [[24, 3, 5, 7], [24, 9, 2]]
+        let masks = prompts.map { ids in Tensor(indices: ids.flatMap { _ in [1, 0] }, shape: [ids.count, 1, 2]) }
+        let ratio = Tensor(indices: [1, 1], shape: [2, 1]), tiles = Tensor(indices: [1, 0, 1, 0], shape: [2, 1, 2])
+        let shared = MllamaSharedImageDecoder(model: model, pixelValues: pixels, aspectRatioIds: ratio, aspectRatioMask: tiles,
+                                              crossAttentionMask: MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks.flatMap { Array(repeating: $0, count: k) }),
+                                              samplesPerPrompt: k)
+        let rows = prompts.flatMap { Array(repeating: $0, count: k) }
+        let sampling = SamplingOptions(temperature: 1, topP: 0.9, seed: 5)
+        let fromShared = generate(with: shared, prompts: rows, maxNewTokens: 5, sampling: sampling)
+        let repeatedPixels = Tensor.concatenate((0..<2).flatMap { u in Array(repeating: pixels.slice(axis: 0, u..<(u + 1)), count: k) }, axis: 0)
+        let separate = model.conditioned(pixelValues: repeatedPixels.contiguous(), aspectRatioIds: Tensor(indices: Array(repeating: 1, count: 6), shape: [6, 1]),
+                                         aspectRatioMask: Tensor(indices: Array((0..<6).map { _ in [1, 0] }.joined()), shape: [6, 1, 2]),
+                                         crossAttentionMask: MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks.flatMap { Array(repeating: $0, count: k) }))
+        #expect(fromShared == generate(with: separate, prompts: rows, maxNewTokens: 5, sampling: sampling))
+        #expect(Set(fromShared[0..<3].map { $0 }).count > 1, "K samples of one prompt differ (temperature 1)")
+    }
+
+    @Test("the correctness checks: normalised exact match, a multiple-choice letter, a recipe regex")
+    func answerChecks() {
+        #expect(candidatePasses("The red circle.", reference: "red circle", check: .exact, pattern: nil))
+        #expect(!candidatePasses("blue", reference: "red", check: .exact, pattern: nil))
+        #expect(candidatePasses("Answer: (B) because…", reference: "B", check: .choice, pattern: nil))
+        #expect(!candidatePasses("Because A is wrong", reference: "B", check: .choice, pattern: nil))
+        #expect(!candidatePasses("Blue", reference: "B", check: .choice, pattern: nil), "a word starting with B is no letter")
+        #expect(candidatePasses("The answer is 3.", reference: "3", check: .regex, pattern: "answer is {answer}\\b"))
+        #expect(!candidatePasses("The answer is 31.", reference: "3", check: .regex, pattern: "answer is {answer}\\b"))
+    }
+
+    @Test("a preference record's responses learn only their own tokens; formatting tokens can be masked")
+    func preferenceLabels() throws {
+        let directory = try TemporaryDirectory()
+        try directory.writePNG("a.png")
+        let file = try directory.write("p.jsonl", #"{"images": ["a.png"], "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}], "chosen": "Red.", "rejected": "Blue.", "edited": "Bright red."}"# + "\n")
+        let record = try Dataset(path: file).record(at: 0).get()
+        let plain = try PreferenceEncoder(samples: DataTestSupport.encoder()).encode(record)
+        func learned(_ sample: EncodedSample) -> [Int] { sample.labels.filter { $0 != -100 } }
+        #expect(learned(plain.chosen) == DataTestSupport.bytes("Red.") + [DataTestSupport.endOfTurn])
+        #expect(learned(plain.rejected) == DataTestSupport.bytes("Blue.") + [DataTestSupport.endOfTurn])
+        #expect(learned(plain.edited!) == DataTestSupport.bytes("Bright red.") + [DataTestSupport.endOfTurn])
+        let masked = try PreferenceEncoder(samples: DataTestSupport.encoder(), masksFormattingTokens: true).encode(record)
+        #expect(learned(masked.chosen) == DataTestSupport.bytes("Red."))
+
+        // A micro-batch of it: chosen, rejected, edited rows; one decoded image shared by all three.
+        let loader = try PreferenceLoader(sources: [DataSource(try Dataset(path: file))], encoder: PreferenceEncoder(samples: DataTestSupport.encoder()),
+                                          options: DataLoaderOptions(microBatchSize: 1, seed: 0))
+        let batch = try #require(try loader.next())
+        #expect(batch.sampleIDs.map { $0.split(separator: "#").last! } == ["chosen", "rejected", "edited"])
+        #expect(PreferenceLayout(batch: batch) == PreferenceLayout(pairs: 1, hasEdited: true))
+        #expect(rankedPairs(PreferenceLayout(batch: batch)).count == 3, "edited > chosen > rejected gives three ranked pairs")
+    }
+}

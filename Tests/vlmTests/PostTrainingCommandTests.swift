@@ -1,0 +1,211 @@
+import Checkpoint
+import Foundation
+import Models
+import Testing
+import TensorCore
+import Training
+import _TestSupport
+@testable import vlm
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `pipelines/post-training-tiny.yaml` on the tiny world: SFT, a reward model, rejection sampling
+/// ranked by it, DPO.
+@Suite("vlm train: post-training stages end to end", .serialized)
+struct PostTrainingCommandTests {
+    static let recipe = repositoryFile("pipelines/post-training-tiny.yaml").path
+    /// The tiny SFT model answers almost nothing right, so the test keeps candidates by reward alone.
+    static let overrides = ["rejection.answer_check=none", "dpo-on-policy.answer_check=none"]
+
+    func summary(_ run: URL, _ stage: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("\(stage)/summary.json"))) as! [String: Any]
+    }
+
+    func metricLines(_ run: URL, _ stage: String) throws -> [[String: Any]] {
+        try String(contentsOf: run.appendingPathComponent("\(stage)/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+    }
+
+    func pipeline(_ run: URL) throws -> Pipeline {
+        let recipe = try Recipe.load(from: URL(fileURLWithPath: Self.recipe), overrides: Self.overrides, dataRoot: TinyVisionSetup.world)
+        return Pipeline(recipe: recipe, base: TinyVisionSetup.vision, runFolder: run) { stage, input in
+            try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: TinyVisionSetup.vision, runFolder: run)
+        }
+    }
+
+    @Test("reward, rejection and dpo stages run, report TRL's figures, keep the text model's logits, and resume to the same bits")
+    func postTrainingRun() throws {
+        let scratch = try Scratch()
+        let run = URL(fileURLWithPath: scratch.path("run"))
+        try runVLM(["train", Self.recipe, "--base", TinyVisionSetup.vision.path, "--out", run.path, "--data-root", TinyVisionSetup.world.path,
+                    "--set", Self.overrides[0], "--set", Self.overrides[1]])
+
+        for stage in ["sft", "reward", "rejection", "dpo", "dpo-on-policy"] {
+            #expect(try summary(run, stage)["textOnlyLogitsUnchanged"] as? Bool == true, "\(stage): the drop-in still holds")
+            _ = try MllamaForConditionalGeneration.load(directory: run.appendingPathComponent("\(stage)/model"))
+        }
+        // The reward model: a Mllama folder plus its head; every step logs TRL's RewardTrainer figures.
+        let rewardModel = try VisionRewardModel.load(directory: run.appendingPathComponent("reward/model"))
+        #expect(rewardModel.score.weight.shape == [1, 32])
+        let rewardLines = try metricLines(run, "reward").filter { $0["event"] == nil }
+        #expect(rewardLines.count == 12 && rewardLines.allSatisfy { $0["accuracy"] is Double && $0["margin"] is Double })
+        let rewardEvaluation = try summary(run, "reward")["evaluation"] as! [String: Double]
+        #expect(rewardEvaluation["accuracy"] != nil && rewardEvaluation["accuracy_blank_images"] != nil)
+
+        // Rejection sampling: 16 prompts × 4 candidates, kept answers written as a dataset, then SFT on them.
+        let sampling = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("rejection/sampling.json"))) as! [String: Double]
+        #expect(sampling["sampling/candidates"] == 64)
+        let kept = try String(contentsOf: run.appendingPathComponent("rejection/kept.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(Double(kept.count) == sampling["sampling/kept"] && kept.count == 16, "one answer kept per prompt")
+        #expect(sampling["sampling/acceptance_rate"]! == Double(kept.count) / 64)
+        if kept.count > 0 { #expect(sampling["sampling/mean_reward_kept"]! >= sampling["sampling/mean_reward_all"]!) }
+        #expect(sampling["sampling/candidates_per_s"]! > 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("rejection/candidates").path)
+                .filter { $0.hasPrefix("batch-") }.count == 4)
+        let rejectionEvaluation = try summary(run, "rejection")["evaluation"] as! [String: Double]
+        #expect(rejectionEvaluation["exact_match"] != nil && rejectionEvaluation["sampling/kept"] == Double(kept.count))
+
+        // DPO: TRL's DPOTrainer figures per step; held-out preference figures and exact match.
+        let dpoLines = try metricLines(run, "dpo").filter { $0["event"] == nil }
+        #expect(dpoLines.count == 8)
+        for key in ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "log_ratio"] {
+            #expect(dpoLines.allSatisfy { $0[key] is Double }, "\(key) in every DPO metrics line")
+        }
+        let dpoEvaluation = try summary(run, "dpo")["evaluation"] as! [String: Double]
+        #expect(dpoEvaluation["preference/rewards/accuracies"] != nil && dpoEvaluation["exact_match"] != nil)
+        // The policy stays near the reference on the held-out pairs (|mean log-ratio| per response).
+        #expect(abs(dpoEvaluation["preference/log_ratio"]!) < 5, "\(dpoEvaluation)")
+        // The EMA reference is part of the run checkpoint.
+        let checkpoint = try RunCheckpoint.latest(in: run.appendingPathComponent("dpo/checkpoints"))!
+        #expect(!(try RunCheckpoint.stageState(in: checkpoint)).isEmpty)
+
+        // On-policy DPO: pairs from the policy's samples ranked by the reward model, a TRL preference file.
+        let pairs = try String(contentsOf: run.appendingPathComponent("dpo-on-policy/on-policy-pairs.jsonl"), encoding: .utf8).split(separator: "\n")
+        let onPolicy = try summary(run, "dpo-on-policy")["evaluation"] as! [String: Double]
+        #expect(pairs.count > 0 && onPolicy["sampling/pairs"] == Double(pairs.count) && onPolicy["sampling/prompts"] == 16)
+        let pair = try JSONSerialization.jsonObject(with: Data(pairs[0].utf8)) as! [String: Any]
+        #expect(pair["prompt"] != nil && pair["chosen"] != nil && pair["rejected"] != nil && (pair["images"] as? [String])?.count == 1)
+        #expect(tornFiles(in: run).isEmpty)
+
+        // Stopped five times across the stages (each stop writes a checkpoint), the run ends with
+        // the same weights in every stage; candidates sampled before a stop are not sampled again.
+        let resumed = URL(fileURLWithPath: scratch.path("resumed"))
+        var candidateDates: [String: Date] = [:]
+        for stopAfter in [7, 9, 4, 5, 9, 5] {
+            let pipeline = try self.pipeline(resumed)
+            var steps = 0
+            pipeline.onEvent = { if case .step = $0 { steps += 1 } }
+            pipeline.shouldStop = { steps >= stopAfter }
+            do { try pipeline.run(); break } catch is TrainingInterrupted {}
+            let candidates = resumed.appendingPathComponent("rejection/candidates")
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: candidates.path)) ?? [] {
+                let date = try FileManager.default.attributesOfItem(atPath: candidates.appendingPathComponent(name).path)[.modificationDate] as! Date
+                if let earlier = candidateDates[name] { #expect(date == earlier, "\(name) was not sampled again") }
+                candidateDates[name] = date
+            }
+        }
+        try self.pipeline(resumed).run()
+        #expect(!candidateDates.isEmpty, "a stop fell after the rejection stage's sampling")
+        for stage in ["sft", "reward", "rejection", "dpo", "dpo-on-policy"] {
+            for file in ["model.safetensors"] + (stage == "reward" ? [VisionRewardModel.headFileName] : []) {
+                let a = try Data(contentsOf: run.appendingPathComponent("\(stage)/model/\(file)"))
+                let b = try Data(contentsOf: resumed.appendingPathComponent("\(stage)/model/\(file)"))
+                #expect(a == b, "\(stage)/\(file) is bit-identical after stops and resumes")
+            }
+        }
+        #expect(try Data(contentsOf: run.appendingPathComponent("rejection/kept.jsonl"))
+                == Data(contentsOf: resumed.appendingPathComponent("rejection/kept.jsonl")))
+    }
+
+    /// `kill -9` at random moments of the post-training stages (sampling, candidate batches, kept
+    /// sets and EMA checkpoints are all written while the run is killed), then the same command:
+    /// every stage's weights and the sampled data equal an uninterrupted run's, and no file is torn.
+    @Test("killed with SIGKILL during post-training, the same command resumes to the same bits")
+    func killAndResume() throws {
+        let binary = repositoryFile(".build/release/vlm")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the release binary first (swift build -c release)")
+        let scratch = try Scratch()
+        // The post-training stages only, from a short SFT.
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8).replacingOccurrences(of: "checkpoint_every: 5", with: "checkpoint_every: 2")
+        try recipe.write(toFile: scratch.path("post.yaml"), atomically: true, encoding: .utf8)
+        func launch(_ run: String) throws -> Process {
+            let process = Process()
+            process.executableURL = binary
+            process.arguments = ["train", scratch.path("post.yaml"), "--base", TinyVisionSetup.vision.path, "--out", run,
+                                 "--data-root", TinyVisionSetup.world.path] + Self.overrides.flatMap { ["--set", $0] }
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        let started = Date()
+        let straight = try launch(scratch.path("straight"))
+        straight.waitUntilExit()
+        try #require(straight.terminationStatus == 0)
+        let duration = Date().timeIntervalSince(started)
+        let compared = ["reward/model/model.safetensors", "reward/model/reward_head.safetensors", "rejection/kept.jsonl",
+                        "rejection/model/model.safetensors", "dpo/model/model.safetensors", "dpo-on-policy/on-policy-pairs.jsonl",
+                        "dpo-on-policy/model/model.safetensors"]
+        var generator = RandomGenerator(seed: 5)
+        var kills = 0
+        for trial in 0..<3 {
+            let run = scratch.path("killed-\(trial)")
+            for _ in 0..<3 {
+                let process = try launch(run)
+                usleep(useconds_t((0.2 + 0.6 * generator.nextUniform()) * duration * 1e6))
+                if process.isRunning { kill(process.processIdentifier, SIGKILL); kills += 1 }
+                process.waitUntilExit()
+                #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty, "trial \(trial): a torn file")
+            }
+            let last = try launch(run)
+            last.waitUntilExit()
+            #expect(last.terminationReason == .exit && last.terminationStatus == 0, "trial \(trial) finishes")
+            for file in compared {
+                let a = try Data(contentsOf: URL(fileURLWithPath: scratch.path("straight/\(file)")))
+                let b = try Data(contentsOf: URL(fileURLWithPath: run + "/" + file))
+                #expect(a == b, "trial \(trial): \(file) is bit-identical")
+            }
+        }
+        #expect(kills >= 3, "\(kills) kills landed")
+    }
+
+    @Test("vlm reward scores every response of a preference file and reports pairwise accuracy")
+    func rewardCommand() throws {
+        let scratch = try Scratch()
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
+        // Only the SFT and reward stages, shorter.
+        let short = recipe.components(separatedBy: "  # Sample 4 answers")[0].replacingOccurrences(of: "steps: 12", with: "steps: 3")
+        try short.write(toFile: scratch.path("reward.yaml"), atomically: true, encoding: .utf8)
+        try runVLM(["train", scratch.path("reward.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                    "--data-root", TinyVisionSetup.world.path])
+        let data = TinyVisionSetup.world.appendingPathComponent("preferences-heldout.jsonl")
+        try runVLM(["reward", "--model", scratch.path("run/reward/model"), "--data", data.path, "--out", scratch.path("scores.jsonl")])
+        let lines = try String(contentsOfFile: scratch.path("scores.jsonl"), encoding: .utf8).split(separator: "\n")
+        let records = try String(contentsOf: data, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == records.count)
+        let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
+        let rewards = first["rewards"] as! [String: Double]
+        #expect(rewards["chosen"] != nil && rewards["rejected"] != nil && rewards["chosen"] != rewards["rejected"])
+        let bad = failure(["reward", "--model", TinyVisionSetup.vision.path, "--data", data.path])
+        #expect(bad?.message.contains("reward_head.safetensors") == true, "\(bad?.message ?? "no error")")
+    }
+
+    @Test("post-training recipe mistakes are named by file, line and field")
+    func recipeMistakes() throws {
+        let scratch = try Scratch()
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
+        let mistakes: [(old: String, new: String, message: String)] = [
+            ("input_stage: sft", "input_stage: dpo", "'dpo' is not an earlier stage"),
+            ("trainable: [visionModel, crossAttentionLayers, rewardHead]", "trainable: [visionModel]", "add rewardHead"),
+            ("answer_check: exact", "answer_check: regex", "needs an answer_pattern"),
+            ("dpo_beta: 0.1", "dpo_betta: 0.1", "did you mean 'dpo_beta'"),
+        ]
+        for mistake in mistakes {
+            try recipe.replacingOccurrences(of: mistake.old, with: mistake.new).write(toFile: scratch.path("r.yaml"), atomically: true, encoding: .utf8)
+            let result = failure(["train", scratch.path("r.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                                  "--data-root", TinyVisionSetup.world.path])
+            #expect(result?.message.contains("r.yaml:") == true && result?.message.contains(mistake.message) == true, "\(result?.message ?? "no error")")
+        }
+    }
+}
