@@ -87,4 +87,6 @@ public final class VisionRewardModel: Module, TrainableLanguageModel {
         if name == Self.headGroup { return [Self.headTensorName] }
         return model.parameterPatterns(forGroup: name)?.map { "model." + $0 }
     }
+
+    public func setActivationCheckpointing(_ enabled: Bool) { model.setActivationCheckpointing(enabled) }
 }
