@@ -65,8 +65,12 @@ struct RunCommand: ParsableCommand {
 
         step("6/6 evaluation and report")
         let heldOut = URL(fileURLWithPath: path("world/qa-heldout.jsonl"))
-        let stages = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages.map(\.name)
-        let models = [("base Llama (no image)", base)] + stages.map { ($0, path("run/\($0)/model")) }
+        let recipeStages = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages
+        let stages = recipeStages.map(\.name)
+        // A reward stage's output scores answers; it is not a policy to ask questions (its held-out
+        // pairwise accuracy is in its summary).
+        let policies = recipeStages.filter { $0.kind != .reward }.map(\.name)
+        let models = [("base Llama (no image)", base)] + policies.map { ($0, path("run/\($0)/model")) }
         var evaluations: [RunReport.Evaluation] = []
         var answers: [[String]] = []
         var questions: [QuestionAnswering.Question] = []
