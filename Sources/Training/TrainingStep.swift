@@ -79,15 +79,7 @@ public final class TrainingStepper {
         }
         try combine(&report)
         var start = DispatchTime.now().uptimeNanoseconds
-        if report.isFinite {
-            report.gradientNorm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm > 0 ? maxGradNorm : .infinity)
-            report.isFinite = report.gradientNorm.isFinite
-        }
-        if report.isFinite {
-            optimizer.learningRate = learningRate
-            optimizer.step()
-        }
-        optimizer.zeroGradients()
+        applyClippedUpdate(&report, optimizer: optimizer, maxGradNorm: maxGradNorm, learningRate: learningRate)
         report.optimizerSeconds = Self.seconds(since: &start)
         return report
     }
@@ -98,4 +90,19 @@ public final class TrainingStepper {
         defer { start = now }
         return Double(now - start) / 1e9
     }
+}
+
+/// The end of every optimiser step: clip the global gradient norm (`maxGradNorm` 0: no clipping,
+/// the norm is still measured), apply AdamW at `learningRate` when the loss and the norm are
+/// finite, and clear the gradients either way.
+func applyClippedUpdate(_ report: inout StepReport, optimizer: AdamW, maxGradNorm: Double, learningRate: Double) {
+    if report.isFinite {
+        report.gradientNorm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm > 0 ? maxGradNorm : .infinity)
+        report.isFinite = report.gradientNorm.isFinite
+    }
+    if report.isFinite {
+        optimizer.learningRate = learningRate
+        optimizer.step()
+    }
+    optimizer.zeroGradients()
 }

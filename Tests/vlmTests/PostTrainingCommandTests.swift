@@ -123,7 +123,7 @@ struct PostTrainingCommandTests {
     /// every stage's weights and the sampled data equal an uninterrupted run's, and no file is torn.
     @Test("killed with SIGKILL during post-training, the same command resumes to the same bits")
     func killAndResume() throws {
-        let binary = repositoryFile(".build/release/vlm")
+        let binary = builtVLM
         try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the release binary first (swift build -c release)")
         let scratch = try Scratch()
         // The post-training stages only, from a short SFT.

@@ -34,15 +34,7 @@ func preferenceStep(_ microBatches: [TrainingBatch], learningRate: Double, optim
         value.backward()
         report.backwardSeconds += lap()
     }
-    if report.isFinite {
-        report.gradientNorm = clipGradientNorm(optimizer.parameters, maxNorm: maxGradNorm > 0 ? maxGradNorm : .infinity)
-        report.isFinite = report.gradientNorm.isFinite
-    }
-    if report.isFinite {
-        optimizer.learningRate = learningRate
-        optimizer.step()
-    }
-    optimizer.zeroGradients()
+    applyClippedUpdate(&report, optimizer: optimizer, maxGradNorm: maxGradNorm, learningRate: learningRate)
     report.optimizerSeconds = lap()
     return report
 }
