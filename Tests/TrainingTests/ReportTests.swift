@@ -49,6 +49,19 @@ struct ReportTests {
         #expect(html.contains("sft, image blanked"))
     }
 
+    @Test("reward distributions are drawn as histograms of the share of samples per bin, with their means")
+    func rewards() {
+        var report = RunReport(evaluations: [], summaries: [], seconds: 1)
+        report.rewardDistributions = [(title: "RS", series: [("all", [-1, 0, 0, 1]), ("kept", [1, 1])])]
+        let html = report.html
+        #expect(html.contains("<h2>Rewards</h2>") && html.contains("all: mean 0.000 over 4; kept: mean 1.000 over 2"))
+        let svg = SVGChart.histogram([("kept", [1, 1]), ("all", [-1, 0, 0, 1])], title: "h", xLabel: "r", bins: 4)
+        #expect(svg.components(separatedBy: "<polyline").count == 3)
+        // Every value lands in a bin: the steps of each series add up to a share of 1.
+        let first = svg.components(separatedBy: "points=\"")[1].prefix { $0 != "\"" }.split(separator: " ")
+        #expect(first.count == 2 + 2 * 4)
+    }
+
     private func heights(of svg: String) throws -> [Double] {
         svg.components(separatedBy: "<rect ").dropFirst().compactMap { element -> Double? in
             guard element.contains("<title>"), let range = element.range(of: "height=\"") else { return nil }

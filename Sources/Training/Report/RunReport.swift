@@ -39,6 +39,8 @@ public struct RunReport {
     /// Each stage's training loss by step (from its `metrics.jsonl`).
     public var lossCurves: [(stage: String, points: [(step: Int, loss: Double)])]
     public var samples: [Sample]
+    /// Reward distributions to draw as histograms (e.g. rejection sampling's candidates, all and kept).
+    public var rewardDistributions: [(title: String, series: [(name: String, values: [Double])])] = []
     public var seconds: Double
     /// Where the job ran (CPU, cores), printed under the title.
     public var machine: String

@@ -27,6 +27,7 @@ extension RunReport {
         page += accuracySection
         page += lossSection
         page += stagesSection
+        page += rewardSection
         page += samplesSection
         page += "<p class=\"muted\">Exact match: the greedy answer after lower-casing, collapsing spaces and dropping a final full stop "
             + "equals the reference. “Image blanked”: the same questions with a black picture — what the model can do without looking.</p>\n"
@@ -89,6 +90,19 @@ extension RunReport {
                 + "<td>\(s.textOnlyLogitsUnchanged == true ? "yes, bit for bit" : "<b>no</b>")</td></tr>\n"
         }
         return section + "</table>\n"
+    }
+
+    private var rewardSection: String {
+        guard !rewardDistributions.isEmpty else { return "" }
+        var section = "<h2>Rewards</h2>\n"
+        for distribution in rewardDistributions {
+            let means = distribution.series.map { entry in
+                String(format: "%@: mean %.3f over %d", entry.name, entry.values.reduce(0, +) / Double(max(entry.values.count, 1)), entry.values.count)
+            }
+            section += SVGChart.histogram(distribution.series, title: distribution.title, xLabel: "reward", width: 940) + "\n"
+            section += "<p class=\"muted\">\(SVGChart.escape(means.joined(separator: "; ")))</p>\n"
+        }
+        return section
     }
 
     private var samplesSection: String {
