@@ -28,6 +28,17 @@ private func tinyPreferenceBatch(pairs: Int, dtype: DType = .float32) -> Trainin
 struct PostTrainingTests {
     /// The reward of a row is the head applied to the hidden state of its last real token: the
     /// same number the full (B, T) score map has there, padding never read.
+    @Test("sampled datasets name their images relative to the file, as every dataset format does")
+    func relativeImagePaths() {
+        let image = URL(fileURLWithPath: "/data/world/images/000001.png")
+        #expect(OnPolicyData.relativePath(of: image, from: URL(fileURLWithPath: "/data/runs/default/run/rejection"))
+                == "../../../../world/images/000001.png")
+        #expect(OnPolicyData.relativePath(of: image, from: URL(fileURLWithPath: "/data/world")) == "images/000001.png")
+        let resolved = URL(fileURLWithPath: "/data/runs/x").appendingPathComponent(
+            OnPolicyData.relativePath(of: image, from: URL(fileURLWithPath: "/data/runs/x"))).standardizedFileURL
+        #expect(resolved.path == image.path)
+    }
+
     @Test("the reward is read at each row's last non-padding token")
     func rewardAtLastRealToken() {
         let rewardModel = VisionRewardModel(model: tinyTrainingModel(), seed: 3)

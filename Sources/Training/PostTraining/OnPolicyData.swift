@@ -4,7 +4,8 @@ import Tokenization
 
 /// Turns ranked candidates into dataset files that `vlm train` reads: the kept answers of
 /// rejection sampling (messages JSONL) and on-policy DPO pairs (TRL preference JSONL). Image paths
-/// are absolute; each file is written atomically.
+/// are relative to the written file, as in every dataset format `vlm train` reads (a run folder
+/// moved together with its data still reads); each file is written atomically.
 enum OnPolicyData {
     /// What rejection sampling kept.
     struct Selection {
@@ -39,7 +40,7 @@ enum OnPolicyData {
             for (rank, candidate) in chosen.enumerated() {
                 keptRewards.append(candidate.reward)
                 lines.append(try jsonLine([
-                    "id": "\(prompt.id)-rs\(rank)", "images": try imagePaths(prompt),
+                    "id": "\(prompt.id)-rs\(rank)", "images": try imagePaths(prompt, relativeTo: file),
                     "messages": (prompt.messages + [ChatMessage(role: .assistant, text: candidate.text)]).map(messageJSON),
                     "reward": candidate.reward,
                 ]))
@@ -66,7 +67,7 @@ enum OnPolicyData {
                   best.index != worst.index, best.reward - worst.reward > settings.pairRewardGap,
                   entry.texts[best.index] != entry.texts[worst.index] else { continue }
             lines.append(try jsonLine([
-                "id": "\(prompt.id)-pair", "images": try imagePaths(prompt),
+                "id": "\(prompt.id)-pair", "images": try imagePaths(prompt, relativeTo: file),
                 "prompt": prompt.messages.map(messageJSON),
                 "chosen": [messageJSON(ChatMessage(role: .assistant, text: entry.texts[best.index]))],
                 "rejected": [messageJSON(ChatMessage(role: .assistant, text: entry.texts[worst.index]))],
@@ -76,13 +77,23 @@ enum OnPolicyData {
         return lines.count
     }
 
-    static func imagePaths(_ prompt: SamplingPrompt) throws -> [String] {
+    static func imagePaths(_ prompt: SamplingPrompt, relativeTo file: URL) throws -> [String] {
         try prompt.images.map { source in
             guard case .file(let url) = source else {
                 throw TrainingError("\(prompt.location): sampled prompts need image files (not \(source.name) inside a shard) to be written as a dataset")
             }
-            return url.standardizedFileURL.path
+            return relativePath(of: url, from: file.deletingLastPathComponent())
         }
+    }
+
+    /// The path of `target` as seen from the folder `base` (`../../world/images/000001.png`).
+    static func relativePath(of target: URL, from base: URL) -> String {
+        let to = target.standardizedFileURL.resolvingSymlinksInPath().pathComponents
+        let from = base.standardizedFileURL.resolvingSymlinksInPath().pathComponents
+        var shared = 0
+        while shared < min(to.count, from.count) && to[shared] == from[shared] { shared += 1 }
+        let parts = Array(repeating: "..", count: from.count - shared) + to[shared...]
+        return parts.joined(separator: "/")
     }
 
     static func messageJSON(_ message: ChatMessage) -> [String: Any] {
