@@ -37,6 +37,16 @@ public enum PostTrainingEnvironment {
             try FileManager.default.createDirectory(at: stageFolder, withIntermediateDirectories: true)
             return stageFolder
         }
+        /// Samples the policy on `prompts` and ranks the candidates with the recipe's reward model,
+        /// keeping the candidates in the stage folder (a rerun reuses whole batches).
+        func sampleAndRank(_ prompts: [SamplingPrompt], in folder: URL) throws -> ([PromptCandidates], CandidateSampler.Figures) {
+            let sampler = CandidateSampler(policy: mllama, rewardModel: try rewardModel(post, recipe: recipe, runFolder: runFolder, stage: stage),
+                                           processor: processor, encoder: samples, settings: post, seed: stage.seed,
+                                           folder: folder.appendingPathComponent("candidates"),
+                                           identity: samplingIdentity(stage: stage, input: input,
+                                                                      rewardModel: rewardModelFolder(post, recipe: recipe, runFolder: runFolder)))
+            return try sampler.sample(prompts)
+        }
         let probe = TrainingEnvironment.textProbe(processor: processor, vocabularySize: mllama.config.textConfig.llama.vocabSize)
         let textCheck: () throws -> Bool = {
             let now = withNoGrad { mllama.logits(ModelInputs(inputIDs: probe)).floats() }
@@ -106,12 +116,7 @@ public enum PostTrainingEnvironment {
                 let folder = try needFolder()
                 let prompts = SamplingPrompt.prompts(in: try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage).map(\.dataset),
                                                      limit: post.maxPrompts)
-                let sampler = CandidateSampler(policy: mllama, rewardModel: try rewardModel(post, recipe: recipe, runFolder: runFolder, stage: stage),
-                                               processor: processor, encoder: samples, settings: post, seed: stage.seed,
-                                               folder: folder.appendingPathComponent("candidates"),
-                                               identity: samplingIdentity(stage: stage, input: input,
-                                                                          rewardModel: rewardModelFolder(post, recipe: recipe, runFolder: runFolder)))
-                let (candidates, figures) = try sampler.sample(prompts)
+                let (candidates, figures) = try sampleAndRank(prompts, in: folder)
                 let pairs = folder.appendingPathComponent("on-policy-pairs.jsonl")
                 let written = try OnPolicyData.writePairs(candidates, prompts: prompts, settings: post, to: pairs)
                 guard written > 0 else {
@@ -157,12 +162,7 @@ public enum PostTrainingEnvironment {
             let sources = try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
             let prompts = SamplingPrompt.prompts(in: sources.map(\.dataset), limit: post.maxPrompts)
             guard !prompts.isEmpty else { throw RecipeError(file: recipe.file, field: "\(stage.name).datasets", reason: "no prompts to sample (question, preference or conversation records)") }
-            let sampler = CandidateSampler(policy: mllama, rewardModel: try rewardModel(post, recipe: recipe, runFolder: runFolder, stage: stage),
-                                           processor: processor, encoder: samples, settings: post, seed: stage.seed,
-                                           folder: folder.appendingPathComponent("candidates"),
-                                           identity: samplingIdentity(stage: stage, input: input,
-                                                                      rewardModel: rewardModelFolder(post, recipe: recipe, runFolder: runFolder)))
-            let (candidates, figures) = try sampler.sample(prompts)
+            let (candidates, figures) = try sampleAndRank(prompts, in: folder)
             let kept = folder.appendingPathComponent("kept.jsonl")
             let selection = try OnPolicyData.writeKept(candidates, prompts: prompts, settings: post, to: kept)
             guard selection.kept > 0 else {
