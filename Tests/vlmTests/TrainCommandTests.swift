@@ -164,16 +164,18 @@ struct TrainCommandTests {
         let duration = Date().timeIntervalSince(started)
         let expected = try Data(contentsOf: URL(fileURLWithPath: scratch.path("straight/sft/model/model.safetensors")))
 
-        // Ten trials, each in a fresh run folder: two or three kills at random moments in the first
-        // half of a run's time (so each trial's first kill lands even on a busy machine), then the
-        // same command to the end.
+        // Ten trials, each in a fresh run folder: two or three kills at random moments, then the
+        // same command to the end. Each trial's first kill falls in the first third of a whole run
+        // (it lands even when the machine runs faster than it did for the uninterrupted run); later
+        // ones come sooner, since a resumed run has less left to do.
         var generator = RandomGenerator(seed: 11)
         var kills = 0
         for trial in 0..<10 {
             let run = scratch.path("killed-\(trial)")
-            for _ in 0..<(2 + Int(generator.next() % 2)) {
+            for attempt in 0..<(2 + Int(generator.next() % 2)) {
                 let process = try launch(run)
-                usleep(useconds_t(generator.nextUniform() * duration * 0.5 * 1e6))
+                let window = attempt == 0 ? (0.02, 0.3) : (0.02, 0.2)
+                usleep(useconds_t((window.0 + window.1 * generator.nextUniform()) * duration * 1e6))
                 if process.isRunning { kill(process.processIdentifier, SIGKILL); kills += 1 }
                 process.waitUntilExit()
                 #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty, "trial \(trial): a torn file")
