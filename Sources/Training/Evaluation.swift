@@ -227,14 +227,19 @@ struct Evaluation {
 /// each also with the images blanked (`…_blank_images`) for a vision model.
 public func evaluateModel(directory: URL, datasets: [URL], maxSamples: Int = 0, maxNewTokens: Int = 16,
                           maxLength: Int = 2048) throws -> [String: Double] {
+    let (model, encoder) = try openForEvaluation(directory: directory, maxLength: maxLength)
+    let opened = try datasets.map { try Dataset(path: $0.path) }
+    return try Evaluation(model: model, encoder: encoder, datasets: opened, maxSamples: maxSamples, maxNewTokens: maxNewTokens).run()
+}
+
+/// The model in `directory` and a sample encoder with its processor (a text model reads records
+/// without their images: the no-vision baseline).
+private func openForEvaluation(directory: URL, maxLength: Int) throws -> (model: any TrainableLanguageModel, encoder: SampleEncoder) {
     let loaded = try LoadedModel.load(directory: directory)
     let mllama = loaded.model as? MllamaForConditionalGeneration
     let vocabulary = mllama?.config.textConfig.llama.vocabSize ?? (loaded.model as? LlamaForCausalLM)?.config.vocabSize ?? 0
     let processor = try loadProcessor(directory: directory, imageTokenID: mllama?.config.imageTokenIndex ?? vocabulary)
-    let encoder = try SampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16, ignoresImages: mllama == nil)
-    let opened = try datasets.map { try Dataset(path: $0.path) }
-    return try Evaluation(model: loaded.model, encoder: encoder, datasets: opened, maxSamples: maxSamples,
-                          maxNewTokens: maxNewTokens).run()
+    return (loaded.model, try SampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16, ignoresImages: mllama == nil))
 }
 
 /// `count` questions with reference answers from `dataset` — every `stride`-th in file order, so
@@ -242,14 +247,10 @@ public func evaluateModel(directory: URL, datasets: [URL], maxSamples: Int = 0, 
 /// answers of the model in `directory`, for showing next to their pictures.
 public func sampleAnswers(directory: URL, dataset: URL, count: Int, stride: Int = 1, maxNewTokens: Int = 16,
                           maxLength: Int = 2048) throws -> [(question: QuestionAnswering.Question, answer: String)] {
-    let loaded = try LoadedModel.load(directory: directory)
-    let mllama = loaded.model as? MllamaForConditionalGeneration
-    let vocabulary = mllama?.config.textConfig.llama.vocabSize ?? (loaded.model as? LlamaForCausalLM)?.config.vocabSize ?? 0
-    let processor = try loadProcessor(directory: directory, imageTokenID: mllama?.config.imageTokenIndex ?? vocabulary)
-    let encoder = try SampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16, ignoresImages: mllama == nil)
-    let evaluation = Evaluation(model: loaded.model, encoder: encoder, datasets: [try Dataset(path: dataset.path)],
+    let (model, encoder) = try openForEvaluation(directory: directory, maxLength: maxLength)
+    let evaluation = Evaluation(model: model, encoder: encoder, datasets: [try Dataset(path: dataset.path)],
                                 maxSamples: count * max(stride, 1), maxNewTokens: maxNewTokens)
     let questions = try evaluation.questions().enumerated().filter { $0.offset % max(stride, 1) == 0 }.map(\.element)
-    let qa = try QuestionAnswering(model: loaded.model, processor: processor, maxNewTokens: maxNewTokens)
+    let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens)
     return zip(questions, try qa.answers(to: questions)).map { ($0, $1) }
 }
