@@ -95,33 +95,15 @@ struct RunCommand: ParsableCommand {
                                seconds: Date().timeIntervalSince(started),
                                machine: "CPU: \(CPUFeatures.current), \(ProcessInfo.processInfo.activeProcessorCount) cores.")
         for stage in recipeStages where stage.kind == .rejection {
-            let folder = URL(fileURLWithPath: path("run/\(stage.name)"))
+            let rewards = try rejectionRewards(stageFolder: URL(fileURLWithPath: path("run/\(stage.name)")))
             report.rewardDistributions.append((title: "Rejection sampling (\(stage.name)): reward of every candidate and of those kept",
-                                               series: [("all candidates", try candidateRewards(folder.appendingPathComponent("candidates"))),
-                                                        ("kept", try keptRewards(folder.appendingPathComponent("kept.jsonl")))]))
+                                               series: [("all candidates", rewards.all), ("kept", rewards.kept)]))
         }
         try AtomicFile.write(Data(report.markdown.utf8), to: root.appendingPathComponent("report.md"))
         try AtomicFile.write(report.json, to: root.appendingPathComponent("metrics.json"))
         try AtomicFile.write(Data(report.html.utf8), to: root.appendingPathComponent("report.html"))
         print(report.headline)
         print("Report: \(path("report.html"))  (also report.md and metrics.json there)")
-    }
-
-    /// Every sampled candidate's reward, from a rejection stage's `candidates/batch-*.json`.
-    private func candidateRewards(_ folder: URL) throws -> [Double] {
-        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".json") }.sorted()
-        return try files.flatMap { name -> [Double] in
-            let object = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent(name))) as? [String: Any]
-            let prompts = object?["prompts"] as? [[String: Any]] ?? []
-            return prompts.flatMap { ($0["rewards"] as? [Double]) ?? [] }
-        }
-    }
-
-    /// The rewards of the answers a rejection stage kept (`kept.jsonl`).
-    private func keptRewards(_ file: URL) throws -> [Double] {
-        try String(contentsOf: file, encoding: .utf8).split(separator: "\n").compactMap { line in
-            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["reward"] as? Double
-        }
     }
 
     /// Held-out questions shown with their pictures and every model's answers.

@@ -61,6 +61,21 @@ struct CandidateBatchFile: Codable {
     var seconds: Double
 }
 
+/// The rewards of a rejection stage's sampled candidates (its `candidates/batch-*.json`) and of the
+/// answers it kept (its `kept.jsonl`), in file order, for reports.
+public func rejectionRewards(stageFolder: URL) throws -> (all: [Double], kept: [Double]) {
+    let candidates = stageFolder.appendingPathComponent("candidates")
+    let batches = try FileManager.default.contentsOfDirectory(atPath: candidates.path).filter { $0.hasSuffix(".json") }.sorted()
+    let all = try batches.flatMap { name in
+        try JSONDecoder().decode(CandidateBatchFile.self, from: Data(contentsOf: candidates.appendingPathComponent(name)))
+            .prompts.flatMap { $0.rewards.compactMap { $0 } }
+    }
+    struct KeptLine: Decodable { var reward: Double }
+    let kept = try String(contentsOf: stageFolder.appendingPathComponent("kept.jsonl"), encoding: .utf8)
+        .split(separator: "\n").map { try JSONDecoder().decode(KeptLine.self, from: Data($0.utf8)).reward }
+    return (all, kept)
+}
+
 /// Whether a candidate answer is correct against a reference answer.
 public func candidatePasses(_ candidate: String, reference: String, check: AnswerCheck, pattern: String?) -> Bool {
     switch check {
