@@ -151,16 +151,10 @@ struct PostTrainingCommandTests {
         var kills = 0
         for trial in 0..<3 {
             let run = scratch.path("killed-\(trial)")
-            for attempt in 0..<3 {
-                let process = try launch(run)
-                // A resumed run has less left to do, so later kills come sooner; the first of each trial
-                // falls in the first half of a whole run, so it lands even when the machine speeds up.
-                let window = attempt == 0 ? (0.1, 0.4) : (0.05, 0.25)
-                usleep(useconds_t((window.0 + window.1 * generator.nextUniform()) * duration * 1e6))
-                if process.isRunning { kill(process.processIdentifier, SIGKILL); kills += 1 }
-                process.waitUntilExit()
-                #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty, "trial \(trial): a torn file")
-            }
+            // The first kill of each trial falls in the first half of a whole run, so it lands even
+            // when the machine speeds up.
+            kills += try killAtRandomMoments(run: run, attempts: 3, duration: duration, first: (0.1, 0.4), later: (0.05, 0.25),
+                                             generator: &generator, trial: trial) { try launch(run) }
             let last = try launch(run)
             last.waitUntilExit()
             #expect(last.terminationReason == .exit && last.terminationStatus == 0, "trial \(trial) finishes")

@@ -72,6 +72,24 @@ let builtVLM: URL = {
     return repositoryFile(".build/release/vlm")
 }()
 
+/// Starts `launch()` `attempts` times on the run folder `run`, each time killing it with SIGKILL at a
+/// random moment — the first within `first` (start, width) of `duration`, later ones within `later`,
+/// since a resumed run has less left to do — and checks that no file in the folder is torn.
+/// - Returns: how many kills landed (a run that had already finished was not killed).
+func killAtRandomMoments(run: String, attempts: Int, duration: Double, first: (Double, Double), later: (Double, Double),
+                         generator: inout RandomGenerator, trial: Int, launch: () throws -> Process) throws -> Int {
+    var kills = 0
+    for attempt in 0..<attempts {
+        let process = try launch()
+        let window = attempt == 0 ? first : later
+        usleep(useconds_t((window.0 + window.1 * generator.nextUniform()) * duration * 1e6))
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); kills += 1 }
+        process.waitUntilExit()
+        #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty, "trial \(trial): a torn file")
+    }
+    return kills
+}
+
 /// The files of a run folder that must always be whole: JSON files parse, metrics lines parse,
 /// safetensors headers and sizes agree. Hidden `.NAME.tmp-PID` entries are a killed writer's
 /// temporaries (removed by the next run) and are not looked into.
@@ -172,14 +190,9 @@ struct TrainCommandTests {
         var kills = 0
         for trial in 0..<10 {
             let run = scratch.path("killed-\(trial)")
-            for attempt in 0..<(2 + Int(generator.next() % 2)) {
-                let process = try launch(run)
-                let window = attempt == 0 ? (0.02, 0.3) : (0.02, 0.2)
-                usleep(useconds_t((window.0 + window.1 * generator.nextUniform()) * duration * 1e6))
-                if process.isRunning { kill(process.processIdentifier, SIGKILL); kills += 1 }
-                process.waitUntilExit()
-                #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty, "trial \(trial): a torn file")
-            }
+            let attempts = 2 + Int(generator.next() % 2)
+            kills += try killAtRandomMoments(run: run, attempts: attempts, duration: duration, first: (0.02, 0.3), later: (0.02, 0.2),
+                                             generator: &generator, trial: trial) { try launch(run) }
             let last = try launch(run)
             last.waitUntilExit()
             #expect(last.terminationReason == .exit && last.terminationStatus == 0, "trial \(trial) finishes")
