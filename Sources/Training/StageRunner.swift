@@ -142,6 +142,9 @@ public final class StageRunner {
             onEvent(.checkpoint(stage: settings.name, step: progress.step))
         }
 
+        // The loop's full period per step (data, step, metrics, progress, checkpoints): what a user
+        // waits for, compared with `vlm bench train`'s bare step in Docs/benchmarks.md.
+        var previousStepEnd = Date()
         while progress.step < totalSteps {
             if try parallelism.map({ try $0.group.any(shouldStop()) }) ?? shouldStop() {
                 try checkpoint()
@@ -179,6 +182,8 @@ public final class StageRunner {
             }
             let wait = data.dataWaitSeconds - waitBefore
             let tokensPerSecond = Double(report.tokens) / max(seconds, 1e-9)
+            let stepEnd = Date(), period = stepEnd.timeIntervalSince(previousStepEnd)
+            previousStepEnd = stepEnd
             if progress.step % max(1, settings.logEvery) == 0 || progress.step == totalSteps {
                 var record: [String: MetricValue] = [
                     "step": .integer(progress.step), "loss": .number(report.loss), "learning_rate": .number(learningRate),
@@ -186,6 +191,7 @@ public final class StageRunner {
                     "learned_tokens": .integer(report.learnedTokens), "images": .integer(report.images),
                     "tokens_per_s": .number(tokensPerSecond), "images_per_s": .number(Double(report.images) / max(seconds, 1e-9)),
                     "data_wait_s": .number(wait), "skipped_step": .flag(!report.isFinite),
+                    "step_s": .number(period),
                 ]
                 for (key, value) in stepper.lastStepMetrics { record[key] = .number(value) }
                 if let parallelism { record.merge(parallelism.timing(of: report)) { $1 } }

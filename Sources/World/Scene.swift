@@ -78,7 +78,9 @@ public enum SceneGenerator {
     public static let minimumImageSize = 24
 
     /// A random scene drawn from `random`, with `objectCount` objects (1–4) or a uniform count.
-    public static func scene(index: Int, split: WorldSplit, imageSize: Int, objectCount: Int? = nil,
+    /// `jitter` scales how far an object's centre may wander from its cell's centre (1: as far as the
+    /// cell allows with a pixel of margin; 0: always centred). The draws are the same either way.
+    public static func scene(index: Int, split: WorldSplit, imageSize: Int, objectCount: Int? = nil, jitter: Double = 1,
                              random: inout WorldRandom) -> Scene {
         let count = objectCount ?? 1 + random.int(below: 4)
         let cells = random.shuffled(GridPosition.all).prefix(count)
@@ -92,7 +94,7 @@ public enum SceneGenerator {
             var extent = size.radiusShare * cell
             if shape == .square { extent *= 0.85 }
             // Keep a pixel of margin inside the cell, so boxes of neighbouring cells never touch.
-            let slack = max(0, cell / 2 - extent - 1)
+            let slack = max(0, cell / 2 - extent - 1) * jitter
             func coordinate(_ index: Int) -> Double {
                 let middle = (Double(index) + 0.5) * cell + (random.unit() * 2 - 1) * slack
                 return (middle - 0.5).rounded(.down) + 0.5

@@ -28,6 +28,12 @@ public struct WorldConfiguration: Equatable, Sendable {
     public var noisyPairsPerScene: Int
     /// Evaluation questions per scene (distinct types while the scene has enough).
     public var questionsPerScene: Int
+    /// The most objects a scene holds (1–4; each scene draws its count uniformly from 1 to this).
+    /// 1 makes a world of single objects, where no question needs to tell objects apart.
+    public var maxObjectsPerScene: Int
+    /// How far objects wander inside their cell, as a share of the room the cell leaves (0...1;
+    /// 0 centres every object in its cell).
+    public var placementJitter: Double
 
     public init(size: Size = .default, seed: UInt64 = 0, imageSize: Int = 64, noise: NoiseShares = NoiseShares(),
                 noisyPairsPerScene: Int = 2, questionsPerScene: Int = 4) {
@@ -38,6 +44,8 @@ public struct WorldConfiguration: Equatable, Sendable {
         self.noise = noise
         self.noisyPairsPerScene = noisyPairsPerScene
         self.questionsPerScene = questionsPerScene
+        maxObjectsPerScene = 4
+        placementJitter = 1
     }
 
     /// Checks the numbers; the error names the field.
@@ -47,6 +55,10 @@ public struct WorldConfiguration: Equatable, Sendable {
         }
         guard trainSceneCount >= 1, trainSceneCount + heldoutSceneCount <= 999_999, heldoutSceneCount >= 0 else {
             throw WorldError("scene counts \(trainSceneCount) (train) and \(heldoutSceneCount) (held out) must be ≥ 1 and ≥ 0, at most 999999 together")
+        }
+        guard (0...1).contains(placementJitter) else { throw WorldError("placement jitter \(placementJitter) is outside 0...1") }
+        guard (1...4).contains(maxObjectsPerScene) else {
+            throw WorldError("objects per scene \(maxObjectsPerScene) is outside 1...4 (the 3×3 grid holds at most 4 here)")
         }
         guard noisyPairsPerScene >= 0, questionsPerScene >= 0 else {
             throw WorldError("noisy pairs and questions per scene must not be negative")
@@ -158,7 +170,9 @@ public struct WorldDataset: Sendable {
         var trainSignatures = Set<String>()
         for index in 0..<configuration.trainSceneCount {
             var r = random(.scene, index)
-            let scene = SceneGenerator.scene(index: index, split: .train, imageSize: configuration.imageSize, random: &r)
+            let count = 1 + r.int(below: configuration.maxObjectsPerScene)
+            let scene = SceneGenerator.scene(index: index, split: .train, imageSize: configuration.imageSize,
+                                             objectCount: count, jitter: configuration.placementJitter, random: &r)
             trainSignatures.insert(scene.signature)
             scenes.append(scene)
         }
@@ -167,12 +181,13 @@ public struct WorldDataset: Sendable {
             // The object count is drawn first and kept while redrawing the rest, so that excluding
             // arrangements seen in training does not thin out one-object scenes (of which there are
             // only 630); only if that fails is the count redrawn too.
-            let count = 1 + r.int(below: 4)
+            let count = 1 + r.int(below: configuration.maxObjectsPerScene)
             var scene: Scene
             var attempts = 0
             repeat {
                 scene = SceneGenerator.scene(index: index, split: .heldout, imageSize: configuration.imageSize,
-                                             objectCount: attempts < 500 ? count : nil, random: &r)
+                                             objectCount: attempts < 500 || configuration.maxObjectsPerScene == 1 ? count : nil,
+                                             jitter: configuration.placementJitter, random: &r)
                 attempts += 1
             } while trainSignatures.contains(scene.signature) && attempts < 1000
             guard !trainSignatures.contains(scene.signature) else {

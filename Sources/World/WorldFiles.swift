@@ -60,7 +60,7 @@ extension WorldDataset {
         let noise = c.noise
         var out = "{\n"
         out += "  \"generator\": \"vlmkit-world\",\n  \"generator_version\": \(Self.generatorVersion),\n"
-        out += "  \"seed\": \(c.seed),\n  \"image_size\": \(c.imageSize),\n"
+        out += "  \"seed\": \(c.seed),\n  \"image_size\": \(c.imageSize),\n  \"max_objects_per_scene\": \(c.maxObjectsPerScene),\n  \"placement_jitter\": \(c.placementJitter),\n"
         out += "  \"noise\": {\"unrelated\": \(noise.unrelated), \"wrong_attribute\": \(noise.wrongAttribute), "
             + "\"partial\": \(noise.partial), \"truncation\": \(noise.truncation), \"boilerplate\": \(noise.boilerplate)},\n"
         out += "  \"counts\": {" + counts.map { "\(J.string($0.0)): \($0.1)" }.joined(separator: ", ") + "},\n"

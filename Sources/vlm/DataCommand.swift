@@ -40,6 +40,12 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Image width and height in pixels.")
         var imageSize: Int = 64
 
+        @Option(help: "The most objects in a scene (1–4); 1 gives single-object scenes.")
+        var maxObjects: Int = 4
+
+        @Option(help: "How far objects wander inside their grid cell (0: centred, 1: as far as the cell allows).")
+        var jitter: Double = 1
+
         @Option(help: ArgumentHelp("A noisy alt-text share KIND=P (repeatable): unrelated, wrong-attribute, partial, truncation, boilerplate.",
                                    valueName: "kind=share"))
         var noise: [String] = []
@@ -51,6 +57,8 @@ struct DataCommand: ParsableCommand {
             var configuration = WorldConfiguration(size: size, seed: seed, imageSize: imageSize)
             if let scenes { configuration.trainSceneCount = scenes }
             if let heldout { configuration.heldoutSceneCount = heldout }
+            configuration.maxObjectsPerScene = maxObjects
+            configuration.placementJitter = jitter
             for option in noise {
                 let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
                 guard parts.count == 2, let share = Double(parts[1]) else {

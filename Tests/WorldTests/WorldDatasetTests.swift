@@ -214,6 +214,30 @@ struct WorldDatasetTests {
         #expect(Double(wrong) > 0.6 * Double(corrupt.noisyPairs.count), "\(wrong) of \(corrupt.noisyPairs.count)")
     }
 
+    @Test("--max-objects 1 gives single-object scenes and no relation questions; --jitter 0 centres objects in their cells")
+    func objectCountAndJitter() throws {
+        var single = WorldConfiguration(size: .small, seed: 2)
+        single.maxObjectsPerScene = 1
+        let world = try WorldDataset(configuration: single)
+        #expect(world.scenes.allSatisfy { $0.objects.count == 1 })
+        #expect(!(world.trainQuestions + world.heldoutQuestions).contains { $0.qa.type == .relation })
+        #expect(!world.trainQuestions.isEmpty && !world.heldoutQuestions.isEmpty)
+
+        var centred = WorldConfiguration(size: .small, seed: 2, imageSize: 48)
+        centred.placementJitter = 0
+        let cell = 16.0
+        for scene in try WorldDataset(configuration: centred).scenes {
+            for object in scene.objects {
+                let middleX = (Double(object.position.column.rawValue) + 0.5) * cell
+                let middleY = (Double(object.position.row.rawValue) + 0.5) * cell
+                #expect(abs(object.centerX - middleX) <= 0.5 && abs(object.centerY - middleY) <= 0.5, "\(scene.id): \(object.nounPhrase)")
+            }
+        }
+        // The default keeps 1–4 objects and jittered placements.
+        let counts = Set(Self.small.scenes.map(\.objects.count))
+        #expect(counts == [1, 2, 3, 4])
+    }
+
     @Test("a bad configuration is refused with the field named")
     func badConfiguration() {
         #expect(throws: WorldError.self) { try WorldDataset(configuration: WorldConfiguration(size: .tiny, imageSize: 8)) }
@@ -221,6 +245,12 @@ struct WorldDatasetTests {
         configuration.trainSceneCount = 0
         let error = #expect(throws: WorldError.self) { try WorldDataset(configuration: configuration) }
         #expect(error?.description.contains("scene counts") == true)
+        var crowded = WorldConfiguration(size: .tiny)
+        crowded.maxObjectsPerScene = 5
+        #expect((#expect(throws: WorldError.self) { try WorldDataset(configuration: crowded) })?.description.contains("objects per scene") == true)
+        var wandering = WorldConfiguration(size: .tiny)
+        wandering.placementJitter = 1.5
+        #expect((#expect(throws: WorldError.self) { try WorldDataset(configuration: wandering) })?.description.contains("jitter") == true)
     }
 }
 

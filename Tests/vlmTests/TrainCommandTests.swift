@@ -142,6 +142,12 @@ struct TrainCommandTests {
         #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty)
     }
 
+    @Test("vlm bench train --model times a world checkpoint's step (its <|image|> id lies past lm_head)")
+    func benchTrainOnAModelFolder() throws {
+        try runVLM(["bench", "train", "--model", TinyVisionSetup.vision.path, "--batch", "2", "--tokens", "12", "--steps", "1"])
+        #expect(failure(["bench", "train", "--batch", "2"])?.message.contains("--batch and --tokens go with --model") == true)
+    }
+
     @Test("a recipe mistake is named by file, line and field before any work")
     func recipeMistake() throws {
         let scratch = try Scratch()

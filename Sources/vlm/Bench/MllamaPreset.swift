@@ -37,6 +37,12 @@ struct MllamaBenchPreset {
         }
     }
 
+    /// The same kind of step on another model's shapes: one image of one tile per row (the built-in
+    /// world's layout; aspect-ratio id 1 = 1×1), `batch` rows of `tokens` tokens.
+    func timing(_ config: MllamaConfig, batch: Int, tokens: Int, name: String) -> MllamaBenchPreset {
+        MllamaBenchPreset(name: name, config: config, batch: batch, tokens: tokens, tiles: 1, aspectRatioId: 1)
+    }
+
     /// A model with seeded random weights (transformers' initialisation: normal(0, 0.02)).
     func makeModel() -> MllamaForConditionalGeneration {
         let model = MllamaForConditionalGeneration(config: config, factory: ParameterFactory(.random(seed: 0, standardDeviation: 0.02)))
