@@ -24,17 +24,18 @@ struct MixedPrecisionTrainingTests {
     }
 
     /// bf16 rounds every product's operands to 8 significant bits (relative error ≤ 2⁻⁹ each), so
-    /// the two runs drift apart a little; the bound — 2 % of the loss at every step, 1 % on the mean
-    /// of the last 8 — is ~4× the largest difference measured (Docs/benchmarks.md).
-    @Test("the bf16 loss curve of the tiny model stays within 2 % of float32's at every step, and falls as far")
+    /// the two runs drift apart a little. Measured on AMD Zen 4 (AVX512-BF16 kernel): at most 0.70 %
+    /// at any of the 24 steps, 0.11 % on the mean of the last 8 (loss 3.58 → 2.2). The bounds —
+    /// 2.5 % per step, 0.5 % on the last 8 — leave 3.5–4.5× of room (Docs/benchmarks.md).
+    @Test("the bf16 loss curve of the tiny model stays within 2.5 % of float32's at every step, and falls as far")
     func lossCurveWithinBound() {
         let float32 = losses(bf16: false), bf16 = losses(bf16: true)
         #expect(float32 != bf16, "the bf16 run computed exactly what float32 did: its products did not run in bf16")
         for (step, (a, b)) in zip(float32, bf16).enumerated() {
-            #expect(abs(a - b) <= 0.02 * a, "step \(step): float32 \(a), bf16 \(b)")
+            #expect(abs(a - b) <= 0.025 * a, "step \(step): float32 \(a), bf16 \(b)")
         }
         let tail = { (values: [Double]) in values.suffix(8).reduce(0, +) / 8 }
-        #expect(abs(tail(float32) - tail(bf16)) <= 0.01 * tail(float32), "last 8 steps: float32 \(tail(float32)), bf16 \(tail(bf16))")
+        #expect(abs(tail(float32) - tail(bf16)) <= 0.005 * tail(float32), "last 8 steps: float32 \(tail(float32)), bf16 \(tail(bf16))")
         #expect(tail(bf16) < 0.9 * bf16[0] && tail(float32) < 0.9 * float32[0], "training did not lower the loss: \(float32) / \(bf16)")
     }
 }

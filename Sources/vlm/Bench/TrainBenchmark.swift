@@ -45,6 +45,9 @@ struct TrainBenchmark: ParsableCommand {
     @Option(help: "Also print the loss of every step (warm-up included) for this many steps, from the same seed (accuracy runs).")
     var lossTrace = 0
 
+    @Option(help: "Instead: time float32, bf16 and bf16-frozen-only steps in alternation, this many rounds, in one process (a fair comparison on a loaded machine).")
+    var alternate = 0
+
     func validate() throws {
         guard MllamaBenchPreset.named(preset) != nil else { throw ValidationError("unknown preset '\(preset)'") }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
@@ -71,6 +74,10 @@ struct TrainBenchmark: ParsableCommand {
                                 crossAttentionMask: inputs.crossAttentionMask),
             labels: labels, lossTokenCount: learnedTokenCount(labels: labels), sampleIDs: [])
 
+        if alternate > 0 {
+            alternatePrecisions(stepper: stepper, batch: batch, tokens: b * t)
+            return
+        }
         var phases = (forward: 0.0, backward: 0.0, optimizer: 0.0)
         var lastLoss = 0.0
         let mixed = precision == .bf16 ? BFloat16Linear(convertsTrainableWeights: !bf16FrozenOnly) : nil
@@ -155,6 +162,48 @@ struct TrainBenchmark: ParsableCommand {
                         ("gemm_share", gemm.seconds / profiledSeconds), ("linear_gemm_share", linearGemm / profiledSeconds),
                         ("attention_share", attention.seconds / profiledSeconds), ("peak_rss_mb", peak),
                         ("precision", precision.rawValue), ("bf16_packed_mb", Double(mixed?.cachedBytes ?? 0) / 1e6)]))
+    }
+}
+
+extension TrainBenchmark {
+    /// Steps in float32, bf16 (all linear products) and bf16 (frozen weights' products only), one
+    /// of each per round, so that the machine's load changes hit all three alike.
+    func alternatePrecisions(stepper: TrainingStepper, batch: TrainingBatch, tokens: Int) {
+        let modes: [(name: String, scope: BFloat16Linear?)] = [
+            ("float32", nil), ("bf16", BFloat16Linear()), ("bf16 frozen only", BFloat16Linear(convertsTrainableWeights: false)),
+        ]
+        func step(_ scope: BFloat16Linear?) -> (wall: Double, cpu: Double) {
+            let start = Timing.now(), cpuStart = Timing.processCPUSeconds()
+            _ = scope.map { scope in scope.run { stepper.step([batch], learningRate: 1e-4) } } ?? stepper.step([batch], learningRate: 1e-4)
+            return (Timing.now() - start, Timing.processCPUSeconds() - cpuStart)
+        }
+        for mode in modes { _ = step(mode.scope) }   // warm-up: buffer pool, packed frozen weights
+        var wall = Array(repeating: [Double](), count: modes.count), cpu = wall
+        for round in 0..<alternate {
+            for (index, mode) in modes.enumerated() {
+                let (w, c) = step(mode.scope)
+                wall[index].append(w)
+                cpu[index].append(c)
+            }
+            print("round \(round + 1) (load \(Timing.loadAverage)): " + modes.indices.map {
+                String(format: "%@ %.0f ms (%.0f ms CPU)", modes[$0].name, wall[$0][round] * 1e3, cpu[$0][round] * 1e3)
+            }.joined(separator: ", "))
+            fflush(stdout)
+        }
+        let median = { (values: [Double]) in values.sorted()[values.count / 2] }
+        print("CPU: \(CPUFeatures.current); OpenBLAS core \(BLAS.coreName); threads \(Parallel.threadCount)")
+        var json: [(String, Any)] = []
+        for (index, mode) in modes.enumerated() {
+            let ratios = zip(wall[0], wall[index]).map { $0 / $1 }, cpuRatios = zip(cpu[0], cpu[index]).map { $0 / $1 }
+            print(String(format: "%@: wall median %.0f ms (%.0f tokens/s), speed-up over float32 per round median %.2f× (%.2f–%.2f×); "
+                         + "CPU time median %.0f ms, ratio median %.2f× (%.2f–%.2f×)",
+                         mode.name, median(wall[index]) * 1e3, Double(tokens) / median(wall[index]), median(ratios),
+                         ratios.min()!, ratios.max()!, median(cpu[index]) * 1e3, median(cpuRatios), cpuRatios.min()!, cpuRatios.max()!))
+            let key = mode.name.replacingOccurrences(of: " ", with: "_")
+            json += [("\(key)_step_ms", median(wall[index]) * 1e3), ("\(key)_speedup", median(ratios)),
+                     ("\(key)_cpu_ms", median(cpu[index]) * 1e3), ("\(key)_cpu_speedup", median(cpuRatios))]
+        }
+        print(jsonLine(json))
     }
 }
 
