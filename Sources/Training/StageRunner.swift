@@ -80,6 +80,8 @@ public final class StageRunner {
 
     /// Trains the stage to its last step, evaluates, and writes the output model and summary.
     public func run() throws -> StageSummary {
+        // Before anything is written: a bf16 stage on a CPU without AVX512-BF16 is refused, not run slowly.
+        if let reason = settings.precision?.unsupportedReason() { throw TrainingError("\(settings.name): \(reason)") }
         let model = environment.model
         let writer = parallelism?.isWriter ?? true
         if writer {
@@ -94,7 +96,6 @@ public final class StageRunner {
         optimizer.learningRateScales = try learningRateScales(settings.learningRateMultipliers, model: model,
                                                               parameters: optimizer.bindings.map(\.name))
         model.setActivationCheckpointing(settings.activationCheckpointing)
-        if let reason = settings.precision?.unsupportedReason() { throw TrainingError("\(settings.name): \(reason)") }
         // One scope for the whole stage: frozen weights are rounded and packed once, then reused every step.
         let mixedPrecision = settings.precision == .bf16 ? BFloat16Linear() : nil
         func inPrecision<Result>(_ body: () throws -> Result) rethrows -> Result {

@@ -38,4 +38,41 @@ struct MixedPrecisionTrainingTests {
         #expect(abs(tail(float32) - tail(bf16)) <= 0.005 * tail(float32), "last 8 steps: float32 \(tail(float32)), bf16 \(tail(bf16))")
         #expect(tail(bf16) < 0.9 * bf16[0] && tail(float32) < 0.9 * float32[0], "training did not lower the loss: \(float32) / \(bf16)")
     }
+
+    @Test("a precision: bf16 stage trains through the stage runner and resumes bit-identically (on a CPU without AVX512-BF16 it refuses, naming the feature)")
+    func stageRunnerInBFloat16() throws {
+        let trainer = TrainerTests()
+        var settings = trainer.stage(steps: 5)
+        settings.precision = .bf16
+        guard BFloat16GEMM.isNative else {
+            let folder = try temporaryFolder("bf16-refused")
+            let error = #expect(throws: TrainingError.self) {
+                _ = try StageRunner(settings: settings, folder: folder, environment: trainer.environment(tinyTrainingModel())).run()
+            }
+            #expect(error.map { "\($0)".contains("AVX512-BF16") } == true, "\(String(describing: error))")
+            return
+        }
+        let straight = tinyTrainingModel()
+        let summary = try StageRunner(settings: settings, folder: try temporaryFolder("bf16-straight"),
+                                      environment: trainer.environment(straight)).run()
+        #expect(summary.steps == 5 && summary.finalLoss.map { $0.isFinite } == true)
+
+        let folder = try temporaryFolder("bf16-resumed")
+        for stepsThisRun in [3] {
+            var steps = 0
+            let runner = StageRunner(settings: settings, folder: folder, environment: trainer.environment(tinyTrainingModel()),
+                                     onEvent: { if case .step = $0 { steps += 1 } }, shouldStop: { steps >= stepsThisRun })
+            #expect(throws: TrainingInterrupted.self) { _ = try runner.run() }
+        }
+        let resumed = tinyTrainingModel()
+        _ = try StageRunner(settings: settings, folder: folder, environment: trainer.environment(resumed)).run()
+        #expect(trainer.trainableWeights(resumed) == trainer.trainableWeights(straight))
+
+        var float32Settings = settings
+        float32Settings.precision = nil
+        let float32 = tinyTrainingModel()
+        _ = try StageRunner(settings: float32Settings, folder: try temporaryFolder("bf16-float32"),
+                            environment: trainer.environment(float32)).run()
+        #expect(trainer.trainableWeights(float32) != trainer.trainableWeights(straight), "the bf16 stage trained exactly as float32")
+    }
 }
