@@ -4,7 +4,8 @@
 // are packed into panels, then multiplied with AVX512-BF16's `vdpbf16ps`, which adds two bf16
 // products to each float32 lane of an accumulator. Products of two bf16 values are exact in
 // float32, so the result differs from the exact product of the rounded operands only by the
-// float32 additions: |error| ≤ (k + 2) · 2⁻²⁴ · Σ |aᵢ bᵢ| in every order this code adds in.
+// float32 additions: |error| ≤ (k + 2) · 2⁻²⁴ · Σ |aᵢ bᵢ| in every order this code adds in (for
+// normal numbers: `vdpbf16ps` reads bf16 subnormals as zero and flushes subnormal results).
 //
 // Layout. The reduction index k is taken in pairs (k odd: a zero pads the last pair). A packed
 // operand is a sequence of panels of R rows (R = 12 for A, 32 for B's columns); a panel is
