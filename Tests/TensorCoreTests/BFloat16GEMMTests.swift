@@ -84,7 +84,7 @@ struct BFloat16GEMMTests {
     func productsMatchReference(native: Bool) {
         var generator = RandomGenerator(seed: 23)
         let shapes = [(1, 1, 1), (1, 1, 2), (2, 3, 5), (13, 33, 3), (12, 32, 256), (25, 70, 300), (11, 97, 257),
-                      (1, 64, 1000), (37, 1, 9), (4, 5, 0), (50, 31, 1)]
+                      (1, 64, 1000), (37, 1, 9), (4, 5, 0), (50, 31, 1), (5, 40, 1030)]
         for (index, (m, n, k)) in shapes.enumerated() {
             for transA in [false, true] {
                 for transB in [false, true] {
@@ -126,7 +126,7 @@ struct BFloat16GEMMTests {
     @Test("the AVX512-BF16 and portable kernels agree within the summation bound on a blocked shape (k past one cache block)",
           .enabled(if: BFloat16GEMM.isNative))
     func kernelsAgree() {
-        let (m, n, k) = (70, 100, 700)
+        let (m, n, k) = (70, 100, 1100)   // 550 pairs: two blocks of k
         let a = randomFloats([m, k], seed: 3).floats(), b = randomFloats([n, k], seed: 4).floats()
         var results: [[Float]] = []
         for portable in [false, true] {
