@@ -52,7 +52,7 @@ struct TrainBenchmark: ParsableCommand {
         guard MllamaBenchPreset.named(preset) != nil else { throw ValidationError("unknown preset '\(preset)'") }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         guard lossTrace >= 0 else { throw ValidationError("--loss-trace must not be negative") }
-        if let reason = precision.unsupportedReason() { throw ValidationError(reason) }
+        if let reason = (alternate > 0 ? MatrixPrecision.bf16 : precision).unsupportedReason() { throw ValidationError(reason) }
     }
 
     func run() throws {
