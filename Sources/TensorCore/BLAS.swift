@@ -83,8 +83,9 @@ public enum BLAS {
             return time.tv_sec * 1_000_000_000 + time.tv_nsec
         }
 
-        /// Float32 GEMM time by operand layout and shape (`"NT 1024×512×512"` = op(A) as stored,
-        /// op(B) transposed, m × n × k), when ``reset(enabled:byShape:)`` asked for it.
+        /// GEMM time by operand layout and shape (`"NT 1024×512×512"` = op(A) as stored,
+        /// op(B) transposed, m × n × k; `"bf16 NT …"` for ``BFloat16GEMM``), when
+        /// ``reset(enabled:byShape:)`` asked for it.
         public static var byShape: [(shape: String, seconds: Double, flops: Int, calls: Int)] {
             shapes.withLock { table in
                 table.map { (shape: $0.key, seconds: Double($0.value.nanoseconds) * 1e-9, flops: $0.value.flops, calls: $0.value.calls) }
@@ -111,14 +112,14 @@ public enum BLAS {
             return body()
         }
 
-        static func record(since start: Int, flops: Int, shape: (Transpose, Transpose, Int, Int, Int)? = nil) {
+        static func record(since start: Int, flops: Int, shape: (Transpose, Transpose, Int, Int, Int)? = nil, label: String = "") {
             let elapsed = now() - start
             if attentionActive.load(ordering: .relaxed) > 0 { attentionGemmNanoseconds.add(elapsed, ordering: .relaxed) }
             nanoseconds.add(elapsed, ordering: .relaxed)
             flopCount.add(flops, ordering: .relaxed)
             callCount.add(1, ordering: .relaxed)
             if let shape, shapesEnabled.load(ordering: .relaxed) {
-                let key = (shape.0 == .none ? "N" : "T") + (shape.1 == .none ? "N" : "T") + " \(shape.2)×\(shape.3)×\(shape.4)"
+                let key = label + (shape.0 == .none ? "N" : "T") + (shape.1 == .none ? "N" : "T") + " \(shape.2)×\(shape.3)×\(shape.4)"
                 shapes.withLock { table in
                     let old = table[key] ?? (0, 0, 0)
                     table[key] = (old.nanoseconds + elapsed, old.flops + flops, old.calls + 1)

@@ -83,7 +83,8 @@ extension Tensor {
     /// shape `[N, K]` (Hugging Face's `nn.Linear` layout) and an optional bias `[N]`.
     ///
     /// The weight may be float32 or a bfloat16/float16 tensor that does not require gradients.
-    /// Backward: `dx = dy · W`, `dW = dyᵀ · x`, `db = Σ dy` over all leading axes.
+    /// Backward: `dx = dy · W`, `dW = dyᵀ · x`, `db = Σ dy` over all leading axes. Inside a
+    /// ``BFloat16Linear`` scope the products take bf16 operands (float32 sums).
     public func linear(weight: Tensor, bias: Tensor? = nil) -> Tensor {
         ensure(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
         let n = weight.shape[0], k = weight.shape[1]
@@ -113,7 +114,17 @@ extension Tensor {
                 for row in 0..<m { (o + row * n).update(from: b, count: n) }
             }
         }
-        if m > 0 && k > 0 { productWithTransposedWeight(x.floatPointer, w, m: m, n: n, k: k, into: out.floatPointer, accumulate: bias != nil) }
+        // Inside a BFloat16Linear scope, training-sized products (not decoding's few rows) round
+        // their operands to bf16; the backward below uses the scope its forward saw.
+        let mixed = m > matrixVectorRowLimit && w.isContiguous ? BFloat16Linear.active : nil
+        if m > 0 && k > 0 {
+            if let mixed, let b = mixed.operand(for: w, trainable: weight.requiresGrad, n: n, k: k, forward: true) {
+                BFloat16GEMM.multiply(.none, m: m, n: n, k: k, a: x.floatPointer, lda: k, b: b, accumulate: bias != nil,
+                                      c: out.floatPointer, ldc: n)
+            } else {
+                productWithTransposedWeight(x.floatPointer, w, m: m, n: n, k: k, into: out.floatPointer, accumulate: bias != nil)
+            }
+        }
 
         guard Autograd.needsGraph(self, weight) || (bias.map { Autograd.needsGraph($0) } ?? false) else { return out }
         // Saves the input (for dW) and the weight (for dx).
@@ -125,7 +136,12 @@ extension Tensor {
             var gradients: [Tensor?] = []
             if inputNeeds && m > 0 && k > 0 {
                 let dx = Tensor(uninitialized: inputShape)  // written in full by the first GEMM (beta = 0)
-                productWithWeight(dy.floatPointer, savedWeight, m: m, n: n, k: k, into: dx.floatPointer)
+                if let mixed, let b = mixed.operand(for: savedWeight, trainable: weightNeeds, n: n, k: k, forward: false) {
+                    BFloat16GEMM.multiply(.none, m: m, n: k, k: n, a: dy.floatPointer, lda: n, b: b, accumulate: false,
+                                          c: dx.floatPointer, ldc: k)
+                } else {
+                    productWithWeight(dy.floatPointer, savedWeight, m: m, n: n, k: k, into: dx.floatPointer)
+                }
                 gradients.append(dx)
             } else if inputNeeds {
                 gradients.append(Tensor(zeros: inputShape))
@@ -134,8 +150,14 @@ extension Tensor {
             }
             if weightNeeds && m > 0 {
                 let dw = Tensor(uninitialized: [n, k])
-                BLAS.gemm(.transposed, .none, m: n, n: k, k: m, a: dy.floatPointer, lda: n,
-                          b: savedInput.floatPointer, ldb: k, c: dw.floatPointer, ldc: k)
+                if let mixed, mixed.convertsTrainableWeights {
+                    BFloat16GEMM.multiply(.transposed, m: n, n: k, k: m, a: dy.floatPointer, lda: n,
+                                          b: .matrix(.none, savedInput.floatPointer, ldb: k), accumulate: false,
+                                          c: dw.floatPointer, ldc: k)
+                } else {
+                    BLAS.gemm(.transposed, .none, m: n, n: k, k: m, a: dy.floatPointer, lda: n,
+                              b: savedInput.floatPointer, ldb: k, c: dw.floatPointer, ldc: k)
+                }
                 gradients.append(dw)
             } else if weightNeeds {
                 gradients.append(Tensor(zeros: [n, k]))

@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 import Yams
 
 /// A staged training recipe: data, in `pipelines/*.yaml`.
@@ -222,6 +223,12 @@ struct RecipeParser {
                 throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'")
             }
             settings.activationCheckpointing = value
+        },
+        "precision": { parser, settings, node, field in
+            guard let value = node.string.flatMap(MatrixPrecision.init(rawValue:)), node.scalar != nil else {
+                throw parser.error(node, field, "'\(node.string ?? "\(node)")' is not one of \(MatrixPrecision.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            settings.precision = value == .float32 ? nil : value
         },
         "learning_rate_multipliers": { parser, settings, node, field in
             guard let mapping = node.mapping else {

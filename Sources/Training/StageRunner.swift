@@ -80,6 +80,8 @@ public final class StageRunner {
 
     /// Trains the stage to its last step, evaluates, and writes the output model and summary.
     public func run() throws -> StageSummary {
+        // Before anything is written: a bf16 stage on a CPU without AVX512-BF16 is refused, not run slowly.
+        if let reason = settings.precision?.unsupportedReason() { throw TrainingError("\(settings.name): \(reason)") }
         let model = environment.model
         let writer = parallelism?.isWriter ?? true
         if writer {
@@ -94,6 +96,11 @@ public final class StageRunner {
         optimizer.learningRateScales = try learningRateScales(settings.learningRateMultipliers, model: model,
                                                               parameters: optimizer.bindings.map(\.name))
         model.setActivationCheckpointing(settings.activationCheckpointing)
+        // One scope for the whole stage: frozen weights are rounded and packed once, then reused every step.
+        let mixedPrecision = settings.precision == .bf16 ? BFloat16Linear() : nil
+        func inPrecision<Result>(_ body: () throws -> Result) rethrows -> Result {
+            try mixedPrecision.map { try $0.run(body) } ?? body()
+        }
         let stepper: any StageStepping = try environment.makeStepper?(optimizer)
             ?? TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
         if parallelism != nil && !(stepper is TrainingStepper) {
@@ -157,9 +164,9 @@ public final class StageRunner {
             let learningRate = schedule.learningRate(at: progress.step)
             let report: StepReport
             if let parallelism, let plain = stepper as? TrainingStepper {
-                report = try plain.step(batches, learningRate: learningRate, across: parallelism)
+                report = try inPrecision { try plain.step(batches, learningRate: learningRate, across: parallelism) }
             } else {
-                report = stepper.step(batches, learningRate: learningRate)
+                report = inPrecision { stepper.step(batches, learningRate: learningRate) }
             }
             progress.step += 1
             stepper.didFinishStep(progress.step)

@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 /// What a stage does: the loss it trains and the data it reads.
 public enum StageKind: String, Codable, Sendable, CaseIterable {
@@ -64,6 +65,10 @@ public struct StageSettings: Codable, Sendable, Equatable {
     public var learningRateMultipliers: [String: Double] = [:]
     /// Recompute activations in the backward pass instead of keeping them (less memory, more compute).
     public var activationCheckpointing = false
+    /// The linear layers' matrix products while training: `bf16` rounds their operands to bfloat16
+    /// and sums in float32 (master weights and AdamW state stay float32); nil means float32 (and
+    /// keeps the digests of recipes written before the key existed).
+    public var precision: MatrixPrecision?
 
     public var microBatchSize: Int = 4
     public var gradientAccumulation: Int = 1

@@ -70,6 +70,25 @@ struct RecipeTests {
         #expect(throws: RecipeError.self) { try parse(Self.twoStages, overrides: ["activation_checkpointing=sometimes"]) }
     }
 
+    @Test("precision: bf16 is read, float32 leaves the settings (and their digest) as without the key, other values name file, line and field")
+    func precisionKey() throws {
+        let plain = try parse(Self.twoStages)
+        let bf16 = try parse(Self.twoStages, overrides: ["sft.precision=bf16"])
+        #expect(bf16.stages.map(\.precision) == [nil, .bf16])
+        #expect(bf16.stages[1].digest != plain.stages[1].digest)
+        let float32 = try parse(Self.twoStages.replacingOccurrences(of: "    schedule: linear", with: "    schedule: linear\n    precision: float32"))
+        #expect(float32.stages[1].digest == plain.stages[1].digest)
+        let yaml = Self.twoStages.replacingOccurrences(of: "    schedule: linear", with: "    schedule: linear\n    precision: fp16")
+        do {
+            _ = try parse(yaml)
+            Issue.record("precision fp16 was accepted")
+        } catch let error as RecipeError {
+            #expect(error.line == 19, "\(error)")
+            #expect(error.field == "stages[1] 'sft'.precision", "\(error)")
+            #expect(error.description.contains("float32, bf16"), "\(error)")
+        }
+    }
+
     @Test("an unknown key names the file, its line, the field and the likely key")
     func unknownKey() throws {
         let yaml = Self.twoStages.replacingOccurrences(of: "    learning_rate: 0.0002", with: "    learning_rat: 0.0002")

@@ -74,6 +74,34 @@ float vlm_bf16_dot_chains(int64_t iterations);
 int vlm_path_lanes(vlm_path path);
 
 
+// MARK: - Matrix products with bfloat16 operands (gemm_bf16.c)
+
+/// `value` rounded to bfloat16 (round to nearest, ties to even; ±Inf stays; a finite value beyond
+/// the largest bf16 rounds to ±Inf; NaN stays NaN, made quiet, sign kept).
+uint16_t vlm_bf16_round(float value);
+
+/// Whether this CPU runs the AVX512-BF16 kernel (`vdpbf16ps`); without it the portable one runs.
+int vlm_bf16_gemm_native(void);
+
+/// 32-bit words of a packed operand of `rows` rows and reduction length `k`, in panels of
+/// `panel_rows` rows (12 for A, 32 for B).
+size_t vlm_bf16_packed_words(ptrdiff_t rows, ptrdiff_t k, int panel_rows);
+
+/// Packs `op(B)` (`k × n`; `trans_b`: B is stored `[n, k]` with `ldb` elements per row, else
+/// `[k, n]`) rounded to bf16, into `vlm_bf16_packed_words(n, k, 32)` words, so that products with
+/// the same B (a frozen weight) do not round and pack it again. `native` 0 forces the portable
+/// path (tests); the result is the same either way.
+void vlm_bf16_pack_b(int native, const float *b, ptrdiff_t ldb, int trans_b, ptrdiff_t k, ptrdiff_t n,
+                     uint32_t *packed, int parts);
+
+/// `C[m, n] = op(A) · op(B)` (+ C when `accumulate`; C may be uninitialised otherwise) with both
+/// operands rounded to bf16 and float32 sums. `op(A)` is `m × k` (`trans_a`: A is stored `[k, m]`),
+/// `op(B)` is `k × n` as in ``vlm_bf16_pack_b``; when `packed_b` is not null it is used instead of
+/// `b`. `workspace` holds `vlm_bf16_packed_words(m, k, 12)` words (+ `vlm_bf16_packed_words(n, k, 32)`
+/// when B is not packed). Split into up to `parts` parts on the worker pool.
+void vlm_bf16_gemm(int native, int trans_a, const float *a, ptrdiff_t lda, int trans_b, const float *b, ptrdiff_t ldb,
+                   const uint32_t *packed_b, float *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                   int accumulate, uint32_t *workspace, int parts);
 
 // MARK: - Worker pool
 

@@ -59,6 +59,21 @@ struct OpsBenchmark: ParsableCommand {
             json += [("gemm_\(n)_raw_gflops", flops / raw / 1e9), ("gemm_\(n)_tensor_gflops", flops / tensor / 1e9),
                      ("gemm_\(n)_ratio", raw / tensor)]
         }
+        if BFloat16GEMM.isNative {
+            // VLMKit's own bf16 GEMM on the training step's largest shapes (Docs/benchmarks.md).
+            for shape in Self.bf16Shapes {
+                let (sgemm, packed, rounded) = measureBFloat16GEMM(shape)
+                let flops = 2 * Double(shape.m * shape.n * shape.k)
+                let name = "\(shape.transA == .none ? "N" : "T")\(shape.transB == .none ? "N" : "T") \(shape.m)×\(shape.n)×\(shape.k)"
+                print(String(format: "bf16 GEMM %@: sgemm %6.1f GFLOP/s | bf16, B packed before %6.1f (%.2f×) | bf16, both rounded per call %6.1f (%.2f×)",
+                             name, flops / sgemm / 1e9, flops / packed / 1e9, sgemm / packed, flops / rounded / 1e9, sgemm / rounded))
+                let key = name.replacingOccurrences(of: " ", with: "_").replacingOccurrences(of: "×", with: "x")
+                json += [("bf16_\(key)_sgemm_gflops", flops / sgemm / 1e9), ("bf16_\(key)_packed_gflops", flops / packed / 1e9),
+                         ("bf16_\(key)_rounded_gflops", flops / rounded / 1e9)]
+            }
+        } else {
+            print("bf16 GEMM: not measured (this CPU lacks AVX512-BF16)")
+        }
         let stack = measureLinearStack()
         print(String(format: "Linear stack %d × [%d → %d]%@, %d tokens, forward + backward: %.2f ms, GEMM %.2f ms (%.1f%% of the step), %.1f GFLOP/s overall",
                      depth, width, width, activation ? " with SiLU" : "", tokens, stack.seconds * 1e3, stack.gemmSeconds * 1e3,
@@ -82,6 +97,36 @@ struct OpsBenchmark: ParsableCommand {
                         c: c.floatPointer, ldc: n) },
             { _ = a.matmul(b) },
             { _ = a.matmul(bt) },
+        ]
+        let timings = Timing.alternatingMedians(rounds: rounds * 3, bodies)
+        return (timings[0], timings[1], timings[2])
+    }
+
+    /// Shapes of `vlm bench train --preset small` (m × n × k of `op(A) · op(B)`): the text MLP's
+    /// forward and input gradient, q/o projections, lm_head, and a vision weight gradient.
+    static let bf16Shapes: [(transA: BLAS.Transpose, transB: BLAS.Transpose, m: Int, n: Int, k: Int)] = [
+        (.none, .transposed, 1024, 1536, 512), (.none, .none, 1024, 512, 1536), (.none, .transposed, 1024, 512, 512),
+        (.none, .transposed, 1024, 8192, 512), (.transposed, .none, 256, 256, 2304), (.none, .none, 1024, 1024, 1024),
+    ]
+
+    /// Seconds per product of `shape`: OpenBLAS sgemm, the bf16 kernel with B packed beforehand
+    /// (a frozen weight), and the bf16 kernel rounding both operands on the call; in alternation.
+    private func measureBFloat16GEMM(_ shape: (transA: BLAS.Transpose, transB: BLAS.Transpose, m: Int, n: Int, k: Int))
+        -> (sgemm: Double, packed: Double, rounded: Double) {
+        let (m, n, k) = (shape.m, shape.n, shape.k)
+        var generator = RandomGenerator(seed: UInt64(m * n + k))
+        let a = Tensor.randomUniform([m * k], in: -1...1, using: &generator)
+        let b = Tensor.randomUniform([k * n], in: -1...1, using: &generator)
+        let c = Tensor(zeros: [m * n])
+        let lda = shape.transA == .none ? k : m, ldb = shape.transB == .none ? n : k
+        let packed = BFloat16GEMM.PackedOperand(shape.transB, b.floatPointer, ldb: ldb, k: k, n: n)
+        let bodies: [() -> Void] = [
+            { BLAS.gemm(shape.transA, shape.transB, m: m, n: n, k: k, a: a.floatPointer, lda: lda, b: b.floatPointer, ldb: ldb,
+                        c: c.floatPointer, ldc: n) },
+            { BFloat16GEMM.multiply(shape.transA, m: m, n: n, k: k, a: a.floatPointer, lda: lda, b: .packed(packed),
+                                    accumulate: false, c: c.floatPointer, ldc: n) },
+            { BFloat16GEMM.multiply(shape.transA, m: m, n: n, k: k, a: a.floatPointer, lda: lda,
+                                    b: .matrix(shape.transB, b.floatPointer, ldb: ldb), accumulate: false, c: c.floatPointer, ldc: n) },
         ]
         let timings = Timing.alternatingMedians(rounds: rounds * 3, bodies)
         return (timings[0], timings[1], timings[2])

@@ -6,6 +6,19 @@ enum Timing {
     /// Seconds since an arbitrary origin (monotonic).
     static func now() -> Double { Double(BLAS.Profile.now()) * 1e-9 }
 
+    /// The 1-minute load average, as `/proc/loadavg` gives it ("?" where there is none).
+    static var loadAverage: String {
+        (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)).flatMap { $0.split(separator: " ").first.map(String.init) } ?? "?"
+    }
+
+    /// CPU seconds used by all of this process's threads so far (on a loaded machine, the work a
+    /// step does, where its wall time mostly measures the other processes).
+    static func processCPUSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
+    }
+
     /// The median of `rounds` timings of `body` after one warm-up run, each round repeating `body`
     /// enough times to last at least `minimumSeconds`. Returns seconds per call.
     static func median(rounds: Int = 5, minimumSeconds: Double = 0.2, _ body: () -> Void) -> Double {

@@ -5,6 +5,8 @@ import Models
 import TensorCore
 import Training
 
+extension MatrixPrecision: ExpressibleByArgument {}
+
 /// `vlm bench train`: one Llama 3.2 Vision adapter-training step — forward, loss, backward, AdamW —
 /// at the shapes and with the frozen/trainable split of `../shared/bench/peer_mllama_train.py`.
 struct TrainBenchmark: ParsableCommand {
@@ -13,11 +15,13 @@ struct TrainBenchmark: ParsableCommand {
         abstract: "Time a Llama 3.2 Vision adapter-training step (the PyTorch peer's preset).",
         discussion: """
             Text self-attention layers, embeddings and lm_head are frozen; the cross-attention layers, \
-            the vision encoder and the projector train with AdamW (lr 1e-4, weight decay 0.01), fp32. \
-            The loss is transformers' causal-LM loss (labels = input ids, shifted). After one warm-up \
-            step, --steps steps are timed; the median is reported. Then one more step runs with GEMMs \
-            timed (BLAS.Profile) and the forward, backward and optimiser phases timed. The last line is JSON.
-            Compare: cd ../shared/bench && python peer_mllama_train.py --steps 5
+            the vision encoder and the projector train with AdamW (lr 1e-4, weight decay 0.01), fp32 \
+            (--precision bf16: linear layers' products with bf16 operands and float32 sums, on CPUs with \
+            AVX512-BF16). The loss is transformers' causal-LM loss (labels = input ids, shifted). After \
+            one warm-up step, --steps steps are timed; the median is reported. Then one more step runs \
+            with GEMMs timed (BLAS.Profile) and the forward, backward and optimiser phases timed. The \
+            last line is JSON. The PyTorch peer of this step is peer_mllama_train.py (--steps 5, \
+            optionally --compile or --autocast bf16); see Docs/benchmarks.md.
             """)
 
     @Option(help: "Shapes: \(MllamaBenchPreset.names.joined(separator: ", ")).")
@@ -42,11 +46,25 @@ struct TrainBenchmark: ParsableCommand {
     @Flag(help: "Recompute activations in the backward pass (the recipe key activation_checkpointing); compare peak RSS.")
     var activationCheckpointing = false
 
+    @Option(help: "Linear layers' matrix products: float32, or bf16 (bf16 operands, float32 sums; the recipe key precision).")
+    var precision: MatrixPrecision = .float32
+
+    @Flag(help: "With --precision bf16, keep trainable weights' products in float32 (only frozen weights' in bf16).")
+    var bf16FrozenOnly = false
+
+    @Option(help: "Also print the loss of every step (warm-up included) for this many steps, from the same seed (accuracy runs).")
+    var lossTrace = 0
+
+    @Option(help: "Instead: time float32, bf16 and bf16-frozen-only steps in alternation, this many rounds, in one process (a fair comparison on a loaded machine).")
+    var alternate = 0
+
     func validate() throws {
         guard MllamaBenchPreset.named(preset) != nil else { throw ValidationError("unknown preset '\(preset)'") }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         guard model != nil || (batch == nil && tokens == nil) else { throw ValidationError("--batch and --tokens go with --model") }
         guard (batch ?? 1) > 0, (tokens ?? 2) > 1 else { throw ValidationError("--batch must be positive and --tokens at least 2") }
+        guard lossTrace >= 0 else { throw ValidationError("--loss-trace must not be negative") }
+        if let reason = (alternate > 0 ? MatrixPrecision.bf16 : precision).unsupportedReason() { throw ValidationError(reason) }
     }
 
     func run() throws {
@@ -78,14 +96,29 @@ struct TrainBenchmark: ParsableCommand {
                                 crossAttentionMask: inputs.crossAttentionMask),
             labels: labels, lossTokenCount: learnedTokenCount(labels: labels), sampleIDs: [])
 
+        if alternate > 0 {
+            alternatePrecisions(stepper: stepper, batch: batch, tokens: b * t)
+            return
+        }
         var phases = (forward: 0.0, backward: 0.0, optimizer: 0.0)
         var lastLoss = 0.0
+        let mixed = precision == .bf16 ? BFloat16Linear(convertsTrainableWeights: !bf16FrozenOnly) : nil
         func step() {
-            let report = stepper.step([batch], learningRate: 1e-4)
+            let report = mixed.map { scope in scope.run { stepper.step([batch], learningRate: 1e-4) } }
+                ?? stepper.step([batch], learningRate: 1e-4)
             phases = (report.forwardSeconds, report.backwardSeconds, report.optimizerSeconds)
             lastLoss = report.loss
         }
 
+        if lossTrace > 0 {
+            // The same batch every step, so the loss falls as the adapters fit it.
+            var losses: [Double] = []
+            for _ in 0..<lossTrace {
+                step()
+                losses.append(lastLoss)
+            }
+            print("loss trace (\(precision.rawValue)): " + losses.map { String(format: "%.6f", $0) }.joined(separator: " "))
+        }
         step()  // warm-up: optimiser moments, buffer pool
         var samples: [Double] = []
         var phaseSamples: [(forward: Double, backward: Double, optimizer: Double)] = []
@@ -117,7 +150,8 @@ struct TrainBenchmark: ParsableCommand {
         let total = model.parameterCount()
         print("preset=\(preset.name) params=\(String(format: "%.1f", Double(total.total) / 1e6))M "
               + "trainable=\(String(format: "%.1f", Double(total.trainable) / 1e6))M threads=\(Parallel.threadCount) "
-              + "blas=\(BLAS.configuration) activation_checkpointing=\(activationCheckpointing)")
+              + "blas=\(BLAS.configuration) activation_checkpointing=\(activationCheckpointing) precision=\(precision.rawValue)"
+              + (precision == .bf16 ? (bf16FrozenOnly ? " (frozen weights only)" : " (frozen and trainable weights)") : ""))
         print("OpenBLAS core \(OpenBLASStartup.coreSummary): \(OpenBLASCore.current.reason); CPU: \(CPUFeatures.current)")
         print(String(format: "step %.0f ms (median of %d; min %.0f, max %.0f)  tokens/s %.0f  images/s %.1f  loss %.4f",
                      seconds * 1e3, steps, samples.min()! * 1e3, samples.max()! * 1e3, tokensPerSecond, imagesPerSecond, lastLoss))
@@ -150,7 +184,50 @@ struct TrainBenchmark: ParsableCommand {
                         ("gflops", gflops), ("gflops_torch_count", torchFlops / seconds / 1e9), ("step_gflop", flops.total / 1e9),
                         ("forward_ms", forward * 1e3), ("backward_ms", backward * 1e3), ("optimizer_ms", optimizerSeconds * 1e3),
                         ("gemm_share", gemm.seconds / profiledSeconds), ("linear_gemm_share", linearGemm / profiledSeconds),
-                        ("attention_share", attention.seconds / profiledSeconds), ("peak_rss_mb", peak)]))
+                        ("attention_share", attention.seconds / profiledSeconds), ("peak_rss_mb", peak),
+                        ("precision", precision.rawValue), ("bf16_packed_mb", Double(mixed?.cachedBytes ?? 0) / 1e6)]))
+    }
+}
+
+extension TrainBenchmark {
+    /// Steps in float32, bf16 (all linear products) and bf16 (frozen weights' products only), one
+    /// of each per round, so that the machine's load changes hit all three alike.
+    func alternatePrecisions(stepper: TrainingStepper, batch: TrainingBatch, tokens: Int) {
+        let modes: [(name: String, scope: BFloat16Linear?)] = [
+            ("float32", nil), ("bf16", BFloat16Linear()), ("bf16 frozen only", BFloat16Linear(convertsTrainableWeights: false)),
+        ]
+        func step(_ scope: BFloat16Linear?) -> (wall: Double, cpu: Double) {
+            let start = Timing.now(), cpuStart = Timing.processCPUSeconds()
+            _ = scope.map { scope in scope.run { stepper.step([batch], learningRate: 1e-4) } } ?? stepper.step([batch], learningRate: 1e-4)
+            return (Timing.now() - start, Timing.processCPUSeconds() - cpuStart)
+        }
+        for mode in modes { _ = step(mode.scope) }   // warm-up: buffer pool, packed frozen weights
+        var wall = Array(repeating: [Double](), count: modes.count), cpu = wall
+        for round in 0..<alternate {
+            for (index, mode) in modes.enumerated() {
+                let (w, c) = step(mode.scope)
+                wall[index].append(w)
+                cpu[index].append(c)
+            }
+            print("round \(round + 1) (load \(Timing.loadAverage)): " + modes.indices.map {
+                String(format: "%@ %.0f ms (%.0f ms CPU)", modes[$0].name, wall[$0][round] * 1e3, cpu[$0][round] * 1e3)
+            }.joined(separator: ", "))
+            fflush(stdout)
+        }
+        let median = { (values: [Double]) in values.sorted()[values.count / 2] }
+        print("CPU: \(CPUFeatures.current); OpenBLAS core \(BLAS.coreName); threads \(Parallel.threadCount)")
+        var json: [(String, Any)] = []
+        for (index, mode) in modes.enumerated() {
+            let ratios = zip(wall[0], wall[index]).map { $0 / $1 }, cpuRatios = zip(cpu[0], cpu[index]).map { $0 / $1 }
+            print(String(format: "%@: wall median %.0f ms (%.0f tokens/s), speed-up over float32 per round median %.2f× (%.2f–%.2f×); "
+                         + "CPU time median %.0f ms, ratio median %.2f× (%.2f–%.2f×)",
+                         mode.name, median(wall[index]) * 1e3, Double(tokens) / median(wall[index]), median(ratios),
+                         ratios.min()!, ratios.max()!, median(cpu[index]) * 1e3, median(cpuRatios), cpuRatios.min()!, cpuRatios.max()!))
+            let key = mode.name.replacingOccurrences(of: " ", with: "_")
+            json += [("\(key)_step_ms", median(wall[index]) * 1e3), ("\(key)_speedup", median(ratios)),
+                     ("\(key)_cpu_ms", median(cpu[index]) * 1e3), ("\(key)_cpu_speedup", median(cpuRatios))]
+        }
+        print(jsonLine(json))
     }
 }
 
