@@ -30,28 +30,33 @@ struct CompareCommandTests {
         let arguments = ["compare", try Self.recipe(in: scratch), "--base", TinyVisionSetup.folder.appendingPathComponent("llama").path,
                          "--adapter", repositoryFile("adapters/world.yaml").path, "--out", out, "--data-root", TinyVisionSetup.world.path]
         try runVLM(arguments)
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/comparison.json"))) as! [String: Any]
-        let runs = json["runs"] as! [[String: Any]]
-        let designs = json["designs"] as! [[String: Any]]
-        #expect(designs.map { $0["design"] as! String } == ["cross-attention", "llava-linear", "llava-mlp2x"])
-        #expect(runs.count == 6 && json["seeds"] as? Int == 2)
+        // Read with JSONDecoder: JSONSerialization's parser may round the last digit.
+        struct File: Decodable {
+            struct Figure: Decodable { var mean: Double, spread: Double, values: [Double] }
+            struct Design: Decodable { var design: String, figures: [String: Figure] }
+            var seeds: Int, designs: [Design], runs: [ComparisonRun]
+        }
+        let json = try JSONDecoder().decode(File.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/comparison.json")))
+        #expect(json.designs.map(\.design) == ["cross-attention", "llava-linear", "llava-mlp2x"])
+        #expect(json.runs.count == 6 && json.seeds == 2)
 
         let report = try ComparisonReport.load(from: URL(fileURLWithPath: out + "/comparison.json"))
         let markdown = try String(contentsOfFile: out + "/comparison.md", encoding: .utf8)
-        for entry in designs {
-            let design = AdapterLayout.Architecture(rawValue: entry["design"] as! String)!
+        for entry in json.designs {
+            let design = AdapterLayout.Architecture(rawValue: entry.design)!
             let mine = report.runs.filter { $0.design == design }
             #expect(mine.map(\.seed).sorted() == [0, 1])
             // Every figure's mean and spread are those of the runs' values.
-            let figures = entry["figures"] as! [String: [String: Any]]
+            let figures = entry.figures
+            #expect(figures.count > 20)
             for (key, figure) in figures {
                 let values = mine.compactMap { $0.figures[key] }
-                #expect(figure["values"] as! [Double] == values, "\(design) \(key)")
+                #expect(figure.values == values, "\(design) \(key)")
                 let mean = values.reduce(0, +) / Double(values.count)
-                #expect(abs(figure["mean"] as! Double - mean) <= 1e-12 * max(1, abs(mean)), "\(design) \(key)")
+                #expect(abs(figure.mean - mean) <= 1e-12 * max(1, abs(mean)), "\(design) \(key)")
                 let squares: Double = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +)
                 let spread: Double = (squares / Double(values.count - 1)).squareRoot()
-                #expect(abs(figure["spread"] as! Double - spread) <= 1e-9 * max(1, spread), "\(design) \(key)")
+                #expect(abs(figure.spread - spread) <= 1e-9 * max(1, spread), "\(design) \(key)")
             }
             for run in mine {
                 #expect(run.steps == 6)
@@ -64,7 +69,7 @@ struct CompareCommandTests {
                 #expect(added == (design == .crossAttention ? 1 : 65) && run.positionsPerImage == added)
                 #expect(run.peakMemoryMB > 0)
             }
-            let exactMatch = figures["exact_match"]!["mean"] as! Double
+            let exactMatch = figures["exact_match"]!.mean
             #expect(markdown.contains(String(format: "%.1f %%", 100 * exactMatch)))
         }
         // Same data and budget: every design saw the same images in the same number of steps.

@@ -104,33 +104,31 @@ public struct ComparisonReport: Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// `comparison.json`: the statistics per design, then every run (numbers round-trip exactly).
     public var json: Data {
-        let object: [String: Any] = [
-            "stages": stages,
-            "seconds": seconds,
-            "seeds": seeds,
-            "designs": designs.map { design -> [String: Any] in
-                let statistics = statistics(of: design)
-                return ["design": design.rawValue,
-                        "figures": statistics.mapValues { ["mean": $0.mean, "spread": $0.spread, "values": $0.values] }]
-            },
-            "runs": runs.compactMap { run -> Any? in
-                guard let data = try? ComparisonRun.encoder().encode(run) else { return nil }
-                return try? JSONSerialization.jsonObject(with: data)
-            },
-        ]
-        return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+        let file = File(stages: stages, seconds: seconds, seeds: seeds, designs: designs.map { design in
+            File.Design(design: design, figures: statistics(of: design).mapValues { File.Figure(mean: $0.mean, spread: $0.spread, values: $0.values) })
+        }, runs: runs)
+        return (try? ComparisonRun.encoder().encode(file)) ?? Data()
+    }
+
+    /// The layout of `comparison.json`.
+    struct File: Codable {
+        struct Figure: Codable { var mean: Double, spread: Double, values: [Double] }
+        struct Design: Codable { var design: AdapterLayout.Architecture, figures: [String: Figure] }
+        var stages: [String]
+        var seconds: Double
+        var seeds: Int
+        var designs: [Design]
+        var runs: [ComparisonRun]
     }
 
     /// Reads `comparison.json` back (the runs; the statistics are recomputed from them).
     public static func load(from url: URL) throws -> ComparisonReport {
-        let data = try Data(contentsOf: url)
-        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let runs = object["runs"] as? [Any], let designs = object["designs"] as? [[String: Any]] else {
-            throw TrainingError("\(url.path): not a comparison.json")
+        let file: File
+        do { file = try ComparisonRun.decoder().decode(File.self, from: Data(contentsOf: url)) } catch {
+            throw TrainingError("\(url.path): not a comparison.json (\(error))")
         }
-        let decoded = try runs.map { try ComparisonRun.decoder().decode(ComparisonRun.self, from: JSONSerialization.data(withJSONObject: $0)) }
-        return ComparisonReport(runs: decoded, designs: designs.compactMap { ($0["design"] as? String).flatMap(AdapterLayout.Architecture.init) },
-                                stages: object["stages"] as? [String] ?? [], seconds: object["seconds"] as? Double ?? 0)
+        return ComparisonReport(runs: file.runs, designs: file.designs.map(\.design), stages: file.stages, seconds: file.seconds)
     }
 }
