@@ -78,10 +78,10 @@ enum ComparisonMeasurements {
     }
 
     /// Greedy generation of `newTokens` tokens (no stop token) for one question asked about
-    /// `count` copies of `image`, for each count: the median over `rounds` timed runs after one
-    /// warm-up.
+    /// `count` copies of `image`, for each count: the best of `rounds` timed runs after one warm-up
+    /// (on a shared machine the least disturbed run is the one that measures the model).
     static func generationTimings(model: any TrainableLanguageModel, processor: MllamaProcessor, image: Image, question: String,
-                                  imageCounts: [Int], newTokens: Int = 16, rounds: Int = 3) throws -> [GenerationTiming] {
+                                  imageCounts: [Int], newTokens: Int = 16, rounds: Int = 5) throws -> [GenerationTiming] {
         let qa = try QuestionAnswering(model: model, processor: processor)
         return try imageCounts.map { count in
             let parts = Array(repeating: ChatMessage.Part.image, count: count) + [.text(question)]
@@ -108,9 +108,8 @@ enum ComparisonMeasurements {
             }
             _ = run()
             let stamps = (0..<rounds).map { _ in run() }
-            func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-            let prefill = median(stamps.map { $0.first ?? .nan })
-            let decode = median(stamps.map { s in s.count > 1 ? Double(s.count - 1) / max(s.last! - s.first!, 1e-9) : .nan })
+            let prefill = stamps.map { $0.first ?? .infinity }.min()!
+            let decode = stamps.map { s in s.count > 1 ? Double(s.count - 1) / max(s.last! - s.first!, 1e-9) : 0 }.max()!
             return GenerationTiming(images: count, promptTokens: prompt.count, prefillSeconds: prefill, decodeTokensPerSecond: decode)
         }
     }

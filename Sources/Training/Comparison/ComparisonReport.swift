@@ -79,6 +79,15 @@ public struct ComparisonReport: Sendable {
         return statistic.values.count > 1 ? "\(format(statistic.mean)) ± \(format(statistic.spread))" : format(statistic.mean)
     }
 
+    /// One row's cells, one per design; prefill cells also give the prompt's length in tokens.
+    func cells(_ row: (label: String, key: String, format: (Double) -> String), _ statistics: [[String: Statistic]]) -> [String] {
+        statistics.map { figures in
+            let text = cell(figures[row.key], row.format)
+            guard row.key.hasPrefix("prefill_ms/"), let tokens = figures["prompt_tokens/" + row.key.dropFirst("prefill_ms/".count)] else { return text }
+            return "\(text) (\(Int(tokens.mean)))"
+        }
+    }
+
     public var markdown: String {
         let statistics = designs.map { self.statistics(of: $0) }
         var lines = ["# Fusion designs compared", "",
@@ -92,13 +101,7 @@ public struct ComparisonReport: Sendable {
             if row.key == "text_perplexity", let base = statistics.first?["base_text_perplexity"] {
                 label += String(format: " (base: %.4f)", base.mean)
             }
-            var cells = statistics.map { cell($0[row.key], row.format) }
-            if row.key.hasPrefix("prefill_ms/") {
-                let count = row.key.dropFirst("prefill_ms/".count)
-                cells = zip(cells, statistics).map { cell, figures in
-                    figures["prompt_tokens/\(count)"].map { "\(cell) (\(Int($0.mean)))" } ?? cell
-                }
-            }
+            let cells = self.cells(row, statistics)
             lines.append("| \(label) | " + cells.joined(separator: " | ") + " |")
         }
         return lines.joined(separator: "\n") + "\n"

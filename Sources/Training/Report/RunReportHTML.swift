@@ -28,8 +28,8 @@ extension RunReport {
         page += lossSection
         page += stagesSection
         page += rewardSection
-        page += comparisonSection
         page += samplesSection
+        page += comparisonSection
         page += "<p class=\"muted\">Exact match: the greedy answer after lower-casing, collapsing spaces and dropping a final full stop "
             + "equals the reference. “Image blanked”: the same questions with a black picture — what the model can do without looking.</p>\n"
         return page + "</body></html>\n"
@@ -124,7 +124,7 @@ extension RunReport {
         let statistics = comparison.designs.map { comparison.statistics(of: $0) }
         for row in comparison.rows {
             section += "<tr><td>\(SVGChart.escape(row.label))</td>"
-                + statistics.map { "<td>\(SVGChart.escape(comparison.cell($0[row.key], row.format)))</td>" }.joined() + "</tr>\n"
+                + comparison.cells(row, statistics).map { "<td>\(SVGChart.escape($0))</td>" }.joined() + "</tr>\n"
         }
         return section + "</table>\n"
     }
