@@ -24,7 +24,8 @@ public struct ComparisonRun: Codable, Sendable {
     /// Text positions one image takes (1: the cross-attention model's `<|image|>` marker).
     public var positionsPerImage: Int
     public var generation: [GenerationTiming]
-    /// Peak resident memory while training, evaluating and timing this run.
+    /// Peak resident memory while training, evaluating and timing this run (the training's peak is
+    /// the one measured when its stages ran).
     public var peakMemoryMB: Double
 
     enum CodingKeys: String, CodingKey {
@@ -166,7 +167,13 @@ public struct FusionComparison {
         }
         pipeline.onEvent = onEvent
         pipeline.shouldStop = shouldStop
-        try pipeline.run()
+        // The training's peak is kept beside the run: a later invocation that only measures again
+        // (its stages finished) must not report the measurement's smaller peak as the design's.
+        let trainingPeakURL = folder.appendingPathComponent("training-peak-memory-mb.txt")
+        if try !pipeline.run().isEmpty {
+            try AtomicFile.write(Data(String(ProcessMemory.peakResidentMegabytes()).utf8), to: trainingPeakURL)
+        }
+        let trainingPeak = (try? String(contentsOf: trainingPeakURL, encoding: .utf8)).flatMap { Double($0) } ?? 0
 
         onProgress("\(design.rawValue) seed \(seed): measuring")
         let last = recipe.stages.last!
@@ -204,7 +211,7 @@ public struct FusionComparison {
         let result = ComparisonRun(design: design, seed: seed, evaluation: evaluation, textDrift: drift,
                                    trainableParameters: summary.trainableParameters, steps: steps, trainingImages: images,
                                    trainingTokens: tokens, trainingSeconds: seconds, positionsPerImage: dataLayout.imageTokensPerImage,
-                                   generation: timings, peakMemoryMB: ProcessMemory.peakResidentMegabytes())
+                                   generation: timings, peakMemoryMB: max(trainingPeak, ProcessMemory.peakResidentMegabytes()))
         try AtomicFile.write(try ComparisonRun.encoder().encode(result), to: resultURL)
         return result
     }
