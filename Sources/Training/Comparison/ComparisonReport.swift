@@ -93,7 +93,9 @@ public struct ComparisonReport: Sendable {
         var lines = ["# Fusion designs compared", "",
                      "Each design trained the stages \(stages.joined(separator: ", ")) of one recipe on the same data, steps and seeds, "
                      + "from the same frozen base Llama and the same image encoder initialisation; \(seeds) seed\(seeds == 1 ? "" : "s") each "
-                     + "(mean ± sample standard deviation over seeds). " + String(format: "Time: %.0f s.", seconds), "",
+                     + "(mean ± sample standard deviation over seeds). "
+                     + String(format: "Training steps: %.0f s in all runs; this invocation: %.0f s (finished runs are reused).",
+                              runs.map(\.trainingSeconds).reduce(0, +), seconds), "",
                      "| | " + designs.map(\.rawValue).joined(separator: " | ") + " |",
                      "|---|" + designs.map { _ in "---|" }.joined()]
         for row in rows {
