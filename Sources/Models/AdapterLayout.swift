@@ -42,6 +42,28 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
         }
     }
 
+    /// The fusion design the layout builds.
+    public enum Architecture: String, Codable, Sendable, CaseIterable {
+        /// Llama 3.2 Vision: gated cross-attention layers read the projected image tokens.
+        case crossAttention = "cross-attention"
+        /// LLaVA-1's fusion: one linear layer projects the image tokens into the token stream.
+        case llavaLinear = "llava-linear"
+        /// LLaVA-1.5's fusion: linear → GELU → linear into the token stream.
+        case llavaMLP2x = "llava-mlp2x"
+
+        /// The token-stream projector, nil for cross-attention.
+        public var projectorType: TokenStreamConfig.ProjectorType? {
+            switch self {
+            case .crossAttention: nil
+            case .llavaLinear: .linear
+            case .llavaMLP2x: .mlp2xGELU
+            }
+        }
+    }
+
+    /// `architecture`: `cross-attention` (the default), `llava-linear` or `llava-mlp2x`.
+    public var architecture: Architecture
+    /// Where the cross-attention layers sit (none for a token-stream layout).
     public var crossAttention: Placement
     /// The image encoder's shape: an mllama `vision_config`, with transformers' defaults for what
     /// it leaves out.
@@ -56,9 +78,12 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case crossAttention = "cross_attention", vision, initializerRange = "initializer_range", gateInit = "gate_init"
+        case architecture
     }
 
-    public init(crossAttention: Placement, vision: MllamaVisionConfig, initializerRange: Double = 0.02, gateInit: Double = 0) {
+    public init(crossAttention: Placement, vision: MllamaVisionConfig, initializerRange: Double = 0.02, gateInit: Double = 0,
+                architecture: Architecture = .crossAttention) {
+        self.architecture = architecture
         self.crossAttention = crossAttention
         self.vision = vision
         self.initializerRange = initializerRange
@@ -67,7 +92,16 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        crossAttention = try c.decode(Placement.self, forKey: .crossAttention)
+        architecture = try c.decodeIfPresent(Architecture.self, forKey: .architecture) ?? .crossAttention
+        if architecture == .crossAttention {
+            crossAttention = try c.decode(Placement.self, forKey: .crossAttention)
+        } else {
+            guard !c.contains(.crossAttention) else {
+                throw DecodingError.dataCorruptedError(forKey: .crossAttention, in: c,
+                    debugDescription: "cross_attention does not apply to architecture \(architecture.rawValue) (image tokens go into the token stream)")
+            }
+            crossAttention = .fusedIndices([])
+        }
         vision = try c.decode(MllamaVisionConfig.self, forKey: .vision)
         // transformers' default list is for 4 tiles only (it refuses a config that pairs it with
         // another max_num_tiles), so a layout that names no grids gets those of its own tile count.
@@ -79,6 +113,15 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
         guard gateInit.isFinite else {
             throw DecodingError.dataCorruptedError(forKey: .gateInit, in: c, debugDescription: "gate_init must be a finite number")
         }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(architecture, forKey: .architecture)
+        if architecture == .crossAttention { try c.encode(crossAttention, forKey: .crossAttention) }
+        try c.encode(vision, forKey: .vision)
+        try c.encode(initializerRange, forKey: .initializerRange)
+        try c.encode(gateInit, forKey: .gateInit)
     }
 
     /// A layout that cannot be applied to a text model, with the reason.

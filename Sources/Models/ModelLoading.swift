@@ -4,6 +4,8 @@ import Foundation
 /// The model families VLMKit loads from a checkpoint folder, by `config.json`'s `model_type`.
 public enum ModelFamily: String, Sendable {
     case llama, mllama, llava
+    /// VLMKit's controlled comparison model (``TokenStreamModel``).
+    case tokenStream = "vlmkit_token_stream"
 }
 
 /// A model loaded from a Hugging Face checkpoint folder, whatever its family.
@@ -28,8 +30,10 @@ public struct LoadedModel {
             return LoadedModel(family: .mllama, model: try MllamaForConditionalGeneration.load(directory: directory), directory: directory)
         case .llava:
             return LoadedModel(family: .llava, model: try LlavaForConditionalGeneration.load(directory: directory), directory: directory)
+        case .tokenStream:
+            return LoadedModel(family: .tokenStream, model: try TokenStreamModel.load(directory: directory), directory: directory)
         case nil:
-            throw CheckpointError(file: configURL.path, reason: "model_type '\(type)' is not supported (llama, mllama, llava)")
+            throw CheckpointError(file: configURL.path, reason: "model_type '\(type)' is not supported (llama, mllama, llava, vlmkit_token_stream)")
         }
     }
 
@@ -39,6 +43,7 @@ public struct LoadedModel {
         case let llama as LlamaForCausalLM: try llama.save(to: directory)
         case let mllama as MllamaForConditionalGeneration: try mllama.save(to: directory)
         case let llava as LlavaForConditionalGeneration: try llava.save(to: directory)
+        case let tokenStream as TokenStreamModel: try tokenStream.save(to: directory)
         default: fatalError("unreachable: \(type(of: model))")
         }
     }

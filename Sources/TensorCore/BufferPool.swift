@@ -56,3 +56,19 @@ enum BufferPool {
         if !kept { free(block) }
     }
 }
+
+/// Frees every buffer the pool keeps for reuse (between independent jobs in one process, so that
+/// one job's cached activations do not count in the next one's memory).
+public func releaseCachedTensorBuffers() { BufferPool.releaseAll() }
+
+extension BufferPool {
+    static func releaseAll() {
+        let blocks = state.withLock { state -> [UnsafeMutableRawPointer] in
+            let all = state.free.values.flatMap { $0 }
+            state.free = [:]
+            state.cachedBytes = 0
+            return all
+        }
+        for block in blocks { free(block) }
+    }
+}

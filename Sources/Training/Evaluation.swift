@@ -78,27 +78,29 @@ public struct QuestionAnswering {
         let stops: Set<Int> = Set(["<|eot_id|>", "<|end_of_text|>"].compactMap { processor.tokenizer.specialTokenID($0) })
         for start in stride(from: 0, to: questions.count, by: batchSize) {
             let group = Array(questions[start..<min(start + batchSize, questions.count)])
-            let usesImages = model is MllamaForConditionalGeneration && group.allSatisfy { !$0.images.isEmpty }
+            let readsImages = model is MllamaForConditionalGeneration || model is TokenStreamModel
+            let usesImages = readsImages && group.allSatisfy { !$0.images.isEmpty }
             var prompts: [[Int]] = []
             for question in group {
                 let parts: [ChatMessage.Part] = (usesImages ? question.images.map { _ in .image } : []) + [.text(question.prompt)]
                 prompts.append(try chatFormat.encode([ChatMessage(role: .user, parts: parts)], addGenerationPrompt: true).ids)
             }
             let outputs: [[Int]]
-            if usesImages, let mllama = model as? MllamaForConditionalGeneration {
+            if let stream = model as? TokenStreamModel {
+                if usesImages {
+                    let images = group.map { question in question.images.map { blankImages ? Image.black(like: $0) : $0 } }
+                    let batch = try processor.imageProcessor.preprocess(images)
+                    let expanded = prompts.map { expandImageTokens($0, imageTokenID: processor.imageTokenID, count: stream.imageTokensPerImage) }
+                    let decoder = stream.conditioned(pixelValues: batch.pixelValues, aspectRatioIds: batch.aspectRatioIDs,
+                                                     aspectRatioMask: batch.aspectRatioMask)
+                    outputs = generate(with: decoder, prompts: expanded, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
+                } else {
+                    outputs = generate(with: stream, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
+                }
+            } else if usesImages, let mllama = model as? MllamaForConditionalGeneration {
                 let images = group.map { question in question.images.map { blankImages ? Image.black(like: $0) : $0 } }
                 let batch = try processor.imageProcessor.preprocess(images)
-                let n = images.map(\.count).max()!, g = processor.imageProcessor.config.maxImageTiles
-                let masks = zip(prompts, batch.numTiles).map { ids, tiles -> Tensor in
-                    var dense = [Int](repeating: 0, count: ids.count * n * g)
-                    for (image, range) in MllamaProcessor.crossAttentionRanges(tokenIDs: ids, imageTokenID: processor.imageTokenID).enumerated() {
-                        for token in range { for tile in 0..<tiles[image] { dense[(token * n + image) * g + tile] = 1 } }
-                    }
-                    return Tensor(indices: dense, shape: [ids.count, n, g])                  // (T, N, X)
-                }
-                let decoder = mllama.conditioned(pixelValues: batch.pixelValues, aspectRatioIds: batch.aspectRatioIDs,
-                                                 aspectRatioMask: batch.aspectRatioMask,
-                                                 crossAttentionMask: MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks))
+                let decoder = mllamaDecoder(mllama, prompts: prompts, images: batch, imagesPerPrompt: images.map(\.count).max()!)
                 outputs = generate(with: decoder, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
             } else if let mllama = model as? MllamaForConditionalGeneration {
                 outputs = generate(with: mllama, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
@@ -110,6 +112,22 @@ public struct QuestionAnswering {
             answers += outputs.map { processor.tokenizer.decode($0.filter { !stops.contains($0) }, skipSpecialTokens: true) }
         }
         return answers
+    }
+
+    /// Mllama conditioned on processed images for these prompts: each prompt's tile mask from its
+    /// `<|image|>` tokens, left-padded as `generate` pads the prompts.
+    func mllamaDecoder(_ mllama: MllamaForConditionalGeneration, prompts: [[Int]], images batch: MllamaImageBatch,
+                       imagesPerPrompt n: Int) -> MllamaImageDecoder {
+        let g = processor.imageProcessor.config.maxImageTiles
+        let masks = zip(prompts, batch.numTiles).map { ids, tiles -> Tensor in
+            var dense = [Int](repeating: 0, count: ids.count * n * g)
+            for (image, range) in MllamaProcessor.crossAttentionRanges(tokenIDs: ids, imageTokenID: processor.imageTokenID).enumerated() {
+                for token in range { for tile in 0..<tiles[image] { dense[(token * n + image) * g + tile] = 1 } }
+            }
+            return Tensor(indices: dense, shape: [ids.count, n, g])                  // (T, N, X)
+        }
+        return mllama.conditioned(pixelValues: batch.pixelValues, aspectRatioIds: batch.aspectRatioIDs, aspectRatioMask: batch.aspectRatioMask,
+                                  crossAttentionMask: MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks))
     }
 
     /// Exact match over `questions`.
@@ -153,7 +171,7 @@ struct Evaluation {
         let questions = try self.questions()
         let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens)
         // Blanking means nothing to a model that reads no images.
-        for blank in model is MllamaForConditionalGeneration ? [false, true] : [false] {
+        for blank in try ModelDataLayout(model).readsImages ? [false, true] : [false] {
             let suffix = blank ? "_blank_images" : ""
             let (loss, samples) = try heldOutLoss(blankImages: blank)
             metrics["loss" + suffix] = loss
@@ -236,10 +254,9 @@ public func evaluateModel(directory: URL, datasets: [URL], maxSamples: Int = 0, 
 /// without their images: the no-vision baseline).
 private func openForEvaluation(directory: URL, maxLength: Int) throws -> (model: any TrainableLanguageModel, encoder: SampleEncoder) {
     let loaded = try LoadedModel.load(directory: directory)
-    let mllama = loaded.model as? MllamaForConditionalGeneration
-    let vocabulary = mllama?.config.textConfig.llama.vocabSize ?? (loaded.model as? LlamaForCausalLM)?.config.vocabSize ?? 0
-    let processor = try loadProcessor(directory: directory, imageTokenID: mllama?.config.imageTokenIndex ?? vocabulary)
-    return (loaded.model, try SampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16, ignoresImages: mllama == nil))
+    let layout = try ModelDataLayout(loaded.model)
+    let processor = try loadProcessor(directory: directory, imageTokenID: layout.imageTokenID)
+    return (loaded.model, try layout.sampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16))
 }
 
 /// `count` questions with reference answers from `dataset` — every `stride`-th in file order, so

@@ -26,6 +26,9 @@ public struct Recipe: Sendable {
     public var dataRoot: URL
     /// The stages, in order.
     public var stages: [StageSettings]
+    /// The `compare:` section: the fusion comparison `vlm run` runs after the stages, and the
+    /// defaults of `vlm compare` (nil when absent; `vlm train` ignores it).
+    public var comparison: ComparisonSettings? = nil
 
     /// Reads and checks a recipe, then applies `overrides` (`STAGE.KEY=VALUE`, or `KEY=VALUE` for
     /// every stage; VALUE is YAML, e.g. `sft.trainable=[projector]`).
@@ -51,6 +54,7 @@ public struct Recipe: Sendable {
         var resolvedDataRoot = directory
         var defaults: Node.Mapping? = nil
         var stageNodes: Node.Sequence? = nil
+        var comparison: ComparisonSettings? = nil
         for (key, value) in root {
             switch key.string ?? "" {
             case "data_root":
@@ -64,8 +68,10 @@ public struct Recipe: Sendable {
                 stageNodes = sequence
             case "description":
                 break
+            case "compare":
+                comparison = try context.comparison(value)
             default:
-                throw context.unknownKey(key, in: ["data_root", "defaults", "stages", "description"], field: nil)
+                throw context.unknownKey(key, in: ["data_root", "defaults", "stages", "description", "compare"], field: nil)
             }
         }
         guard let stageNodes, !stageNodes.isEmpty else { throw RecipeError(file: file, reason: "'stages' is missing or empty") }
@@ -95,7 +101,12 @@ public struct Recipe: Sendable {
                                   reason: problem.reason)
             }
         }
-        return Recipe(file: file, dataRoot: dataRoot ?? resolvedDataRoot, stages: stages)
+        if let comparison {
+            for name in comparison.stages where !stages.contains(where: { $0.name == name }) {
+                throw RecipeError(file: file, field: "compare.stages", reason: "no stage named '\(name)'; stages: \(stages.map(\.name).joined(separator: ", "))")
+            }
+        }
+        return Recipe(file: file, dataRoot: dataRoot ?? resolvedDataRoot, stages: stages, comparison: comparison)
     }
 
     /// The stage called `name`.

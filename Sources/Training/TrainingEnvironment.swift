@@ -78,16 +78,11 @@ public enum TrainingEnvironment {
         let loaded = try LoadedModel.load(directory: input)
         let model = loaded.model
         let mllama = model as? MllamaForConditionalGeneration
-        let textVocabulary: Int
-        switch model {
-        case let mllama as MllamaForConditionalGeneration: textVocabulary = mllama.config.textConfig.llama.vocabSize
-        case let llama as LlamaForCausalLM: textVocabulary = llama.config.vocabSize
-        default: throw TrainingError("\(input.path): \(type(of: model)) cannot be trained by vlm train")
-        }
-        let processor = try loadProcessor(directory: input, imageTokenID: mllama?.config.imageTokenIndex ?? textVocabulary)
+        let layout: ModelDataLayout
+        do { layout = try ModelDataLayout(model) } catch { throw TrainingError("\(input.path): \(error)") }
+        let processor = try loadProcessor(directory: input, imageTokenID: layout.imageTokenID)
         // A text model reads every record without its images: the no-vision baseline.
-        let encoder = try SampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages,
-                                        ignoresImages: mllama == nil)
+        let encoder = try layout.sampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages)
         let training = try datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
         let held = try datasets(stage.evalDatasets, recipe: recipe, field: "eval_datasets", stage: stage)
 
@@ -103,8 +98,8 @@ public enum TrainingEnvironment {
                            maxNewTokens: settings.evalMaxNewTokens, group: group).run()
         }
         // The drop-in promise holds for a vision model whose text model stays frozen.
-        let keepsTextModel = mllama != nil && !stage.trainable.contains("textModel")
-        let probe = textProbe(processor: processor, vocabularySize: textVocabulary)
+        let keepsTextModel = layout.readsImages && !stage.trainable.contains("textModel")
+        let probe = textProbe(processor: processor, vocabularySize: layout.textVocabulary)
         return StageEnvironment(
             model: model, makeData: makeData,
             trainingSampleCount: { _ in training.reduce(0) { $0 + $1.dataset.count } },

@@ -9,7 +9,7 @@ import Yams
 struct AdaptersCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "adapters",
-        abstract: "Add gated cross-attention adapters and an image encoder to a Llama checkpoint.",
+        abstract: "Add an image encoder and its fusion (gated cross-attention, or LLaVA's token stream) to a Llama checkpoint.",
         subcommands: [Initialize.self])
 
     struct Initialize: ParsableCommand {
@@ -26,7 +26,7 @@ struct AdaptersCommand: ParsableCommand {
         @Option(help: "The Llama checkpoint directory.")
         var textModel: String
 
-        @Option(help: "An adapter layout (adapters/*.yaml; '-' reads standard input).")
+        @Option(help: "An adapter layout (adapters/*.yaml; '-' reads standard input). Its 'architecture' (cross-attention, llava-linear, llava-mlp2x) picks the fusion.")
         var adapter: String
 
         @Option(help: "The directory to create for the mllama checkpoint.")
@@ -58,6 +58,20 @@ struct AdaptersCommand: ParsableCommand {
             try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
             let building = try TemporarySibling.makeFolder(beside: output)
             defer { TemporarySibling.releaseFolder(building) }
+            if layout.architecture != .crossAttention {
+                do {
+                    let config = try AdapterInitialization.initializeTokenStream(textModel: input, layout: layout, output: building, seed: seed)
+                    try replace(output, with: building, exists: exists)
+                    print("wrote \(out): \(layout.architecture.rawValue) — image encoder \(config.visionConfig.hiddenSize) wide with "
+                          + "\(config.visionConfig.numHiddenLayers) + \(config.visionConfig.numGlobalLayers) layers, projector "
+                          + "\(config.projectorType.rawValue), each image as \(config.imageTokensPerImage) "
+                          + "tokens of the frozen \(config.textConfig.numHiddenLayers)-layer Llama, <|image|> = \(config.imageTokenIndex)")
+                } catch {
+                    try? FileManager.default.removeItem(at: building)
+                    throw error
+                }
+                return
+            }
             let config: MllamaConfig
             do {
                 // Read and check the tokenizer before writing weights.

@@ -15,7 +15,8 @@ struct RunCommand: ParsableCommand {
             Steps (each is a vlm command you can also run alone; finished steps are reused, so a second run \
             only redoes what changed): vlm data synth → vlm tokenizer train → vlm llama init → vlm train \
             (the base Llama on the world's text: the no-vision baseline) → vlm adapters init → vlm train \
-            (the vision recipe) → vlm eval of the base Llama and of every stage. Writes OUT/report.html (charts and \
+            (the vision recipe) → vlm compare, when the recipe has a compare: section (the fusion designs on the \
+            same world, base Llama and encoder; Docs/llava.md) → vlm eval of the base Llama and of every stage. Writes OUT/report.html (charts and \
             sample pictures with every model's answers; self-contained), OUT/report.md and \
             OUT/metrics.json.
             """)
@@ -28,6 +29,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "The adapter layout (default: adapters/world.yaml).") var adapter: String?
     @Option(name: .customLong("set"), help: "Override a key of the vision recipe (STAGE.KEY=VALUE; repeatable).")
     var overrides: [String] = []
+    @Flag(help: "Skip the recipe's compare: section (the fusion comparison).") var noCompare = false
 
     func run() throws {
         setvbuf(stdout, nil, _IOLBF, 0)   // the steps' lines interleave with progress on stderr in order
@@ -63,6 +65,13 @@ struct RunCommand: ParsableCommand {
         try runVLM(["train", recipe, "--base", path("vision-init"), "--out", path("run"), "--data-root", path("world"),
                     "--set", seedSetting] + overrides.flatMap { ["--set", $0] })
 
+        let comparison = try Recipe.load(from: URL(fileURLWithPath: recipe)).comparison
+        if comparison != nil && !noCompare {
+            step("5/6 (continued) the fusion designs compared on the same world (vlm compare)")
+            try runVLM(["compare", recipe, "--base", base, "--adapter", adapter, "--out", path("compare"), "--data-root", path("world"),
+                        "--seed", "\(seed)"] + overrides.flatMap { ["--set", $0] })
+        }
+
         step("6/6 evaluation and report")
         let heldOut = URL(fileURLWithPath: path("world/qa-heldout.jsonl"))
         let recipeStages = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages
@@ -94,6 +103,9 @@ struct RunCommand: ParsableCommand {
         var report = RunReport(evaluations: evaluations, summaries: summaries, lossCurves: curves, samples: samples,
                                seconds: Date().timeIntervalSince(started),
                                machine: "CPU: \(CPUFeatures.current), \(ProcessInfo.processInfo.activeProcessorCount) cores.")
+        if comparison != nil && !noCompare {
+            report.comparison = try ComparisonReport.load(from: root.appendingPathComponent("compare/comparison.json"))
+        }
         for stage in recipeStages where stage.kind == .rejection {
             let rewards = try rejectionRewards(stageFolder: URL(fileURLWithPath: path("run/\(stage.name)")))
             report.rewardDistributions.append((title: "Rejection sampling (\(stage.name)): reward of every candidate and of those kept",

@@ -14,7 +14,7 @@ struct VLM: ParsableCommand {
         version: vlmVersion,
         subcommands: [
             InspectCommand.self, TokenizeCommand.self, PreprocessCommand.self, ForwardCommand.self,
-            GenerateCommand.self, AdaptersCommand.self, RunCommand.self, TrainCommand.self, EvalCommand.self, RewardCommand.self, LlamaCommand.self, FuzzCommand.self, Bench.self,
+            GenerateCommand.self, AdaptersCommand.self, RunCommand.self, TrainCommand.self, CompareCommand.self, EvalCommand.self, RewardCommand.self, LlamaCommand.self, FuzzCommand.self, Bench.self,
             DataCommand.self,
             TokenizerCommand.self,
         ])

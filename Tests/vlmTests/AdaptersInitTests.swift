@@ -88,3 +88,30 @@ struct AdaptersInitSafetyTests {
         }
     }
 }
+
+@Suite("vlm adapters init: the token-stream comparison layouts")
+struct TokenStreamAdaptersTests {
+    @Test("adapters/world-llava-*.yaml build the token-stream model with the encoder a cross-attention layout of the same vision fields gets")
+    func tokenStreamLayouts() throws {
+        let scratch = try Scratch()
+        let llama = scratch.url.appendingPathComponent("llama")
+        try copyFixture("llama/gqa2_untied_padded", to: llama)
+        for (file, projector) in [("adapters/world-llava-linear.yaml", "linear"), ("adapters/world-llava-mlp2x.yaml", "mlp2x_gelu")] {
+            let path = Fixtures.repositoryRoot.appendingPathComponent(file).path
+            var layout = try loadAdapterLayout(path: path)
+            try runVLM(["adapters", "init", "--text-model", llama.path, "--adapter", path, "--out", scratch.path(projector), "--seed", "4"])
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.path(projector + "/config.json")))) as! [String: Any]
+            #expect(config["model_type"] as? String == "vlmkit_token_stream" && config["projector_type"] as? String == projector)
+            let model = try TokenStreamModel.load(directory: URL(fileURLWithPath: scratch.path(projector)))
+            #expect(model.imageTokensPerImage == 65)
+            layout.architecture = .crossAttention
+            layout.crossAttention = .every(1, first: 0)
+            try AdapterInitialization.initialize(textModel: llama, layout: layout, output: scratch.url.appendingPathComponent("cross-" + projector), seed: 4)
+            let cross = try SafetensorsCheckpoint(path: scratch.path("cross-\(projector)/model.safetensors"))
+            let encoder = model.parameters().filter { $0.name.hasPrefix("vision_model.") }
+            #expect(encoder.count > 10)
+            for (name, tensor) in encoder { #expect(try cross.tensor(name).floats() == tensor.floats(), "\(name)") }
+        }
+    }
+}
+

@@ -229,6 +229,7 @@ struct RunCommandTests {
             stages:
               - {name: pretrain, kind: pretrain, datasets: [pretrain-hq.jsonl], steps: 4}
               - {name: sft, kind: sft, datasets: [qa-train.jsonl], eval_datasets: [qa-heldout.jsonl], eval_samples: 8, steps: 4}
+            compare: {archs: [cross-attention, llava-linear], stages: [pretrain, sft], seeds: 1}
             """
         try base.write(toFile: scratch.path("base.yaml"), atomically: true, encoding: .utf8)
         try vision.write(toFile: scratch.path("vision.yaml"), atomically: true, encoding: .utf8)
@@ -251,6 +252,15 @@ struct RunCommandTests {
         #expect(html.components(separatedBy: "src=\"data:image/png;base64,").count - 1 == (metrics["samples"] as! [Any]).count)
         #expect(!html.contains("src=\"http") && !html.contains("href=\"http"))
         #expect(html.contains(String(format: "%.1f %%", 100 * final["exact_match"]!)))
+        // The fusion comparison ran on the same world after the stages and is in all three files.
+        let comparison = metrics["comparison"] as! [String: Any]
+        let designs = comparison["designs"] as! [[String: Any]]
+        #expect(designs.map { $0["design"] as! String } == ["cross-attention", "llava-linear"])
+        let linear = (designs[1]["figures"] as! [String: [String: Any]])["exact_match"]!["mean"] as! Double
+        #expect(report.contains("## Fusion designs compared") && report.contains(String(format: "%.1f %%", 100 * linear)))
+        #expect(html.contains("Held-out exact match by question type, per fusion design"))
+        #expect(html.components(separatedBy: "<svg").count - 1 >= 3, "the comparison's chart too")
+        #expect(FileManager.default.fileExists(atPath: scratch.path("job/compare/comparison.md")))
 
         let weights = scratch.path("job/run/sft/model/model.safetensors")
         let modified = try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as! Date

@@ -1,4 +1,5 @@
 import Foundation
+import Models
 import Processing
 import Tokenization
 
@@ -39,6 +40,10 @@ public struct SampleEncoder: Sendable {
     /// - Throws: ``DataError`` when the processor's tokenizer lacks `<|end_of_text|>` or a chat-format token.
     /// Encode every record as if it had no images (for a text-only model: the no-vision baseline).
     public var ignoresImages = false
+    /// Text positions per image: each `<|image|>` is repeated this many times (1 for
+    /// cross-attention; a token-stream model's image tokens per image). The repeats are not learned
+    /// and count towards `maxLength`.
+    public var imageTokensPerImage = 1
 
     public init(processor: MllamaProcessor, maxLength: Int, maxImages: Int, ignoresImages: Bool = false) throws {
         guard let endOfText = processor.tokenizer.specialTokenID("<|end_of_text|>") else {
@@ -65,7 +70,7 @@ public struct SampleEncoder: Sendable {
         guard record.images.count <= maxImages else {
             throw DataIssue(.tooManyImages, at: record.location, "\(record.images.count) images, more than the \(maxImages) allowed per sample")
         }
-        let (ids, labels): ([Int], [Int])
+        var (ids, labels): ([Int], [Int])
         switch record.content {
         case .caption(let caption):
             (ids, labels) = try captionIDs(caption, imageCount: record.images.count, location: record.location)
@@ -81,6 +86,12 @@ public struct SampleEncoder: Sendable {
         guard imageTokens == record.images.count else {
             throw DataIssue(.malformedRecord, at: record.location,
                             "\(imageTokens) image place\(imageTokens == 1 ? "" : "s") in the text but \(record.images.count) image\(record.images.count == 1 ? "" : "s")")
+        }
+        if imageTokensPerImage > 1 && imageTokens > 0 {
+            labels = zip(ids, labels).flatMap { id, label in
+                id == processor.imageTokenID ? Array(repeating: Self.ignoreIndex, count: imageTokensPerImage) : [label]
+            }
+            ids = expandImageTokens(ids, imageTokenID: processor.imageTokenID, count: imageTokensPerImage)
         }
         guard ids.count <= maxLength else {
             throw DataIssue(.overLength, at: record.location, "\(ids.count) tokens, more than the maximum length \(maxLength)")

@@ -41,6 +41,8 @@ public struct RunReport {
     public var samples: [Sample]
     /// Reward distributions to draw as histograms (e.g. rejection sampling's candidates, all and kept).
     public var rewardDistributions: [(title: String, series: [(name: String, values: [Double])])] = []
+    /// The fusion comparison (`vlm compare`) the job ran after its stages, if any.
+    public var comparison: ComparisonReport? = nil
     public var seconds: Double
     /// Where the job ran (CPU, cores), printed under the title.
     public var machine: String
@@ -94,6 +96,10 @@ public struct RunReport {
                                 s.firstLoss ?? .nan, s.finalLoss ?? .nan, s.tokensPerSecond, s.seconds,
                                 s.textOnlyLogitsUnchanged == true ? "yes, bit for bit" : "no"))
         }
+        if let comparison {
+            lines += ["", "## Fusion designs compared (vlm compare)", ""]
+            lines += comparison.markdown.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(2).map(String.init)
+        }
         if !samples.isEmpty {
             lines += ["", "## Sample answers", "", "| question | reference | " + evaluations.map(\.name).joined(separator: " | ") + " |",
                       "|---|---|" + evaluations.map { _ in "---|" }.joined()]
@@ -105,7 +111,7 @@ public struct RunReport {
     }
 
     public var json: Data {
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "seconds": seconds,
             "machine": machine,
             "text_only_logits_unchanged": textOnlyLogitsUnchanged,
@@ -118,6 +124,7 @@ public struct RunReport {
                  "answers": Dictionary(sample.answers.map { ($0.model, $0.answer) }, uniquingKeysWith: { a, _ in a })]
             },
         ]
+        if let comparison { object["comparison"] = try? JSONSerialization.jsonObject(with: comparison.json) }
         return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
     }
 }

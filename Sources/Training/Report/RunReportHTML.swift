@@ -29,6 +29,7 @@ extension RunReport {
         page += stagesSection
         page += rewardSection
         page += samplesSection
+        page += comparisonSection
         page += "<p class=\"muted\">Exact match: the greedy answer after lower-casing, collapsing spaces and dropping a final full stop "
             + "equals the reference. “Image blanked”: the same questions with a black picture — what the model can do without looking.</p>\n"
         return page + "</body></html>\n"
@@ -103,6 +104,29 @@ extension RunReport {
             section += "<p class=\"muted\">\(SVGChart.escape(means.joined(separator: "; ")))</p>\n"
         }
         return section
+    }
+
+    private var comparisonSection: String {
+        guard let comparison else { return "" }
+        let types = comparison.questionTypes
+        let categories = ["overall"] + types + ["overall, image blanked"]
+        let keys = ["exact_match"] + types.map { "exact_match/\($0)" } + ["exact_match_blank_images"]
+        let series = comparison.designs.map { design -> (name: String, values: [Double?]) in
+            let statistics = comparison.statistics(of: design)
+            return (design.rawValue, keys.map { statistics[$0]?.mean })
+        }
+        let seeds = comparison.seeds
+        var section = "<h2>Fusion designs compared: cross-attention and the token stream</h2>\n"
+        section += "<p class=\"muted\">\(SVGChart.escape("The same frozen base Llama, image encoder initialisation, data and steps (stages \(comparison.stages.joined(separator: ", ")); \(seeds) seed\(seeds == 1 ? "" : "s"), mean shown). Docs/llava.md explains the table."))</p>\n"
+        section += SVGChart.bars(categories: categories, series: series, title: "Held-out exact match by question type, per fusion design",
+                                 yLabel: "exact match", width: 940, height: 320) + "\n"
+        section += "<table><tr><th></th>" + comparison.designs.map { "<th>\(SVGChart.escape($0.rawValue))</th>" }.joined() + "</tr>\n"
+        let statistics = comparison.designs.map { comparison.statistics(of: $0) }
+        for row in comparison.rows {
+            section += "<tr><td>\(SVGChart.escape(row.label))</td>"
+                + comparison.cells(row, statistics).map { "<td>\(SVGChart.escape($0))</td>" }.joined() + "</tr>\n"
+        }
+        return section + "</table>\n"
     }
 
     private var samplesSection: String {

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Models
+import Training
+
+/// `vlm compare`: the fusion designs trained and measured side by side.
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Train cross-attention and LLaVA-style token-stream fusion on the same data, encoder and budget; report both.",
+        discussion: """
+            Each design (cross-attention: Llama 3.2 Vision's gated cross-attention layers; llava-linear / \
+            llava-mlp2x: the same image encoder's tokens projected into the token stream by one linear layer or \
+            LLaVA-1.5's linear-GELU-linear) starts from the same frozen base Llama and the same encoder \
+            initialisation (the layout and the seed), and trains the recipe's stages with the same data, steps and \
+            batches; the groups a design lacks (crossAttentionLayers, extraEmbeddingRows) are dropped from \
+            'trainable'. Writes OUT/comparison.md and OUT/comparison.json: per design, mean and spread over seeds \
+            of held-out exact match by question type, held-out loss, text-only drift against the base Llama, \
+            trainable parameters, training images/s and tokens/s, prefill latency and decode speed with 1, 2 and 4 \
+            images, and peak memory. Finished runs are reused and an interrupted one resumes. See Docs/llava.md.
+            """)
+
+    @Argument(help: "A recipe (its compare: section gives the defaults of --archs, --stages and --seeds).")
+    var recipe: String
+
+    @Option(help: "The frozen Llama checkpoint every design is built on.")
+    var base: String
+
+    @Option(help: "The cross-attention adapter layout (adapters/*.yaml); the token-stream designs take its image encoder.")
+    var adapter: String
+
+    @Option(help: "The comparison's folder (created; reused to resume).")
+    var out: String
+
+    @Option(help: "Designs, comma-separated: cross-attention, llava-linear, llava-mlp2x.")
+    var archs: String?
+
+    @Option(help: "Seeds per design.")
+    var seeds: Int?
+
+    @Option(help: "The recipe's stages to train, comma-separated (default: the compare: section's, else all).")
+    var stages: String?
+
+    @Option(help: "The first seed (seeds are SEED, SEED+1, …).")
+    var seed: UInt64 = 0
+
+    @Option(name: .customLong("set"), help: "Override a recipe field for the comparison: STAGE.KEY=VALUE or KEY=VALUE (repeatable).")
+    var overrides: [String] = []
+
+    @Option(help: "The folder dataset paths are relative to (default: the recipe's data_root).")
+    var dataRoot: String?
+
+    @Option(help: "Without a terminal, print a progress line every N steps.")
+    var progressEvery = 50
+
+    func validate() throws {
+        if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
+        guard progressEvery > 0 else { throw ValidationError("--progress-every must be positive") }
+    }
+
+    func run() throws {
+        let recipe: Recipe
+        do {
+            recipe = try Recipe.load(from: URL(fileURLWithPath: self.recipe), overrides: overrides,
+                                     dataRoot: dataRoot.map { URL(fileURLWithPath: $0, isDirectory: true) })
+        } catch let error as RecipeError { throw CommandFailure("\(error)") }
+        var settings = recipe.comparison ?? ComparisonSettings()
+        if let archs {
+            settings.archs = try archs.split(separator: ",").map { name in
+                let name = name.trimmingCharacters(in: .whitespaces)
+                guard let arch = AdapterLayout.Architecture(rawValue: name) else {
+                    throw ValidationError("--archs: '\(name)' is not a design; one of \(AdapterLayout.Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return arch
+            }
+        }
+        if let seeds { settings.seeds = seeds }
+        if let stages { settings.stages = stages.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        let progress = ProgressPrinter(plainEvery: progressEvery)
+        var comparison = FusionComparison(recipe: recipe, settings: settings, baseLlama: URL(fileURLWithPath: base),
+                                          layout: try loadAdapterLayout(path: adapter), output: URL(fileURLWithPath: out))
+        comparison.firstSeed = seed
+        comparison.onEvent = progress.handle
+        comparison.onProgress = { message in
+            progress.finish()
+            FileHandle.standardError.write(Data("### \(message)\n".utf8))
+        }
+        comparison.warn = { message in progress.handle(.warning(message)) }
+        InterruptFlag.install()
+        comparison.shouldStop = { InterruptFlag.isSet }
+        do {
+            let report = try comparison.run()
+            progress.finish()
+            print(report.markdown)
+            print("Wrote \(URL(fileURLWithPath: out).appendingPathComponent("comparison.md").path) and comparison.json")
+        } catch let interrupted as TrainingInterrupted {
+            progress.finish()
+            FileHandle.standardError.write(Data("\(interrupted)\n".utf8))
+            throw ExitCode(130)
+        } catch let error as RecipeError {
+            throw CommandFailure("\(error)")
+        } catch let error as TrainingError {
+            progress.finish()
+            throw CommandFailure("\(error)")
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Checkpoint
+import Foundation
+import Models
+import Testing
+import Training
+@testable import vlm
+
+@Suite("vlm compare: the fusion designs on the same data, scaled down", .serialized)
+struct CompareCommandTests {
+    /// Three designs × two seeds, 3 caption + 3 question steps each, on the tiny world and a
+    /// 2-layer Llama of width 32 (TinyVisionSetup).
+    static func recipe(in scratch: Scratch) throws -> String {
+        let text = """
+            defaults: {trainable: [visionModel, projector, crossAttentionLayers, extraEmbeddingRows], micro_batch_size: 4,
+                       max_length: 400, learning_rate: 0.003, checkpoint_every: 100}
+            stages:
+              - {name: pretrain, kind: pretrain, datasets: [pretrain-hq.jsonl], steps: 3}
+              - {name: sft, kind: sft, datasets: [qa-train.jsonl], eval_datasets: [qa-heldout.jsonl], eval_samples: 8,
+                 eval_max_new_tokens: 4, steps: 3}
+            compare: {archs: [cross-attention, llava-linear, llava-mlp2x], seeds: 2}
+            """
+        try text.write(toFile: scratch.path("compare.yaml"), atomically: true, encoding: .utf8)
+        return scratch.path("compare.yaml")
+    }
+
+    @Test("each design trains the same steps and images; the JSON's statistics are its runs'; frozen text models do not drift; a rerun reuses every run")
+    func tinyComparison() throws {
+        let scratch = try Scratch()
+        let out = scratch.path("compare")
+        let arguments = ["compare", try Self.recipe(in: scratch), "--base", TinyVisionSetup.folder.appendingPathComponent("llama").path,
+                         "--adapter", repositoryFile("adapters/world.yaml").path, "--out", out, "--data-root", TinyVisionSetup.world.path]
+        try runVLM(arguments)
+        // Read with JSONDecoder: JSONSerialization's parser may round the last digit.
+        struct File: Decodable {
+            struct Figure: Decodable { var mean: Double, spread: Double, values: [Double] }
+            struct Design: Decodable { var design: String, figures: [String: Figure] }
+            var seeds: Int, designs: [Design], runs: [ComparisonRun]
+        }
+        let json = try JSONDecoder().decode(File.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/comparison.json")))
+        #expect(json.designs.map(\.design) == ["cross-attention", "llava-linear", "llava-mlp2x"])
+        #expect(json.runs.count == 6 && json.seeds == 2)
+
+        let report = try ComparisonReport.load(from: URL(fileURLWithPath: out + "/comparison.json"))
+        let markdown = try String(contentsOfFile: out + "/comparison.md", encoding: .utf8)
+        for entry in json.designs {
+            let design = AdapterLayout.Architecture(rawValue: entry.design)!
+            let mine = report.runs.filter { $0.design == design }
+            #expect(mine.map(\.seed).sorted() == [0, 1])
+            // Every figure's mean and spread are those of the runs' values.
+            let figures = entry.figures
+            #expect(figures.count > 20)
+            for (key, figure) in figures {
+                let values = mine.compactMap { $0.figures[key] }
+                #expect(figure.values == values, "\(design) \(key)")
+                let mean = values.reduce(0, +) / Double(values.count)
+                #expect(abs(figure.mean - mean) <= 1e-12 * max(1, abs(mean)), "\(design) \(key)")
+                let squares: Double = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +)
+                let spread: Double = (squares / Double(values.count - 1)).squareRoot()
+                #expect(abs(figure.spread - spread) <= 1e-9 * max(1, spread), "\(design) \(key)")
+            }
+            for run in mine {
+                #expect(run.steps == 6)
+                #expect(run.textDrift.klDivergence == 0, "the language model is frozen: no drift, measured")
+                #expect(run.textDrift.perplexity == run.textDrift.basePerplexity)
+                #expect((0...1).contains(run.evaluation["exact_match"]!) && run.evaluation.keys.contains { $0.hasPrefix("exact_match/") })
+                #expect(run.generation.map(\.images) == [1, 2, 4] && run.generation.allSatisfy { $0.prefillSeconds > 0 && $0.decodeTokensPerSecond > 0 })
+                // Each extra image adds one <|image|> for cross-attention, 65 positions (one 64-pixel tile of 8-pixel patches + class) to the stream.
+                let added = run.generation[1].promptTokens - run.generation[0].promptTokens
+                #expect(added == (design == .crossAttention ? 1 : 65) && run.positionsPerImage == added)
+                #expect(run.peakMemoryMB > 0)
+            }
+            let exactMatch = figures["exact_match"]!.mean
+            #expect(markdown.contains(String(format: "%.1f %%", 100 * exactMatch)))
+        }
+        // Same data and budget: every design saw the same images in the same number of steps.
+        for seed in [UInt64(0), 1] {
+            let seen = report.runs.filter { $0.seed == seed }.map(\.trainingImages)
+            #expect(Set(seen).count == 1 && seen[0] > 0)
+        }
+        // The projectors differ by LLaVA-1.5's second layer (D × D + D for the Llama's width 32).
+        let parameters = Dictionary(report.runs.map { ($0.design, $0.trainableParameters) }, uniquingKeysWith: { a, _ in a })
+        #expect(parameters[.llavaMLP2x]! - parameters[.llavaLinear]! == 32 * 32 + 32)
+        // The same seed gives every design the same initial encoder.
+        let cross = try SafetensorsCheckpoint(path: out + "/cross-attention/seed-1/init/model.safetensors")
+        let linear = try SafetensorsCheckpoint(path: out + "/llava-linear/seed-1/init/model.safetensors")
+        let encoder = linear.names.filter { $0.hasPrefix("vision_model.") }
+        #expect(!encoder.isEmpty)
+        for name in encoder { #expect(try cross.tensor(name).floats() == linear.tensor(name).floats(), "\(name)") }
+
+        let result = out + "/llava-mlp2x/seed-0/result.json"
+        let modified = try FileManager.default.attributesOfItem(atPath: result)[.modificationDate] as! Date
+        try runVLM(arguments)
+        #expect(try FileManager.default.attributesOfItem(atPath: result)[.modificationDate] as! Date == modified)
+        #expect(try ComparisonReport.load(from: URL(fileURLWithPath: out + "/comparison.json")).runs.map(\.trainableParameters)
+                == report.runs.map(\.trainableParameters))
+    }
+
+    @Test("a stage the token-stream model cannot train is named before any work")
+    func refusesPostTraining() throws {
+        let scratch = try Scratch()
+        try """
+            defaults: {trainable: [visionModel, projector, crossAttentionLayers, rewardHead]}
+            stages:
+              - {name: reward, kind: reward, datasets: [preferences.jsonl], steps: 1}
+            """.write(toFile: scratch.path("r.yaml"), atomically: true, encoding: .utf8)
+        let result = failure(["compare", scratch.path("r.yaml"), "--archs", "llava-linear", "--base", TinyVisionSetup.folder.appendingPathComponent("llama").path,
+                              "--adapter", repositoryFile("adapters/world.yaml").path, "--out", scratch.path("out"),
+                              "--data-root", TinyVisionSetup.world.path])
+        #expect(result?.message.contains("llava-linear trains pretrain and sft stages only") == true, "\(result?.message ?? "succeeded")")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out/llava-linear")))
+    }
+}
