@@ -1,4 +1,5 @@
 import Checkpoint
+import Dispatch
 import Foundation
 import Models
 import Testing
@@ -116,6 +117,33 @@ struct PostTrainingCommandTests {
         }
         #expect(try Data(contentsOf: run.appendingPathComponent("rejection/kept.jsonl"))
                 == Data(contentsOf: resumed.appendingPathComponent("rejection/kept.jsonl")))
+    }
+
+    /// OpenBLAS's thread count is the process's, and attention holds it at one thread while its
+    /// workers run; a GEMM another thread ran meanwhile used one thread and gave other bits (K
+    /// between OpenBLAS's block depth and twice it), so a stage trained beside another model — here
+    /// a thread running attention in a loop, as a test running beside this one does — ended with
+    /// timing-dependent weights (3 runs of the DPO stage gave 3 different models). With
+    /// `BLAS.Threads` such a GEMM waits for the window to close.
+    @Test("a stage trained while another thread of the process runs attention ends bit-identical to one trained alone",
+          .enabled(if: Parallel.threadCount > 1 && BLAS.threadCount > 1, "one thread: attention opens no one-thread window"))
+    func trainingBesideAttention() throws {
+        let scratch = try Scratch()
+        let alone = URL(fileURLWithPath: scratch.path("alone")), beside = URL(fileURLWithPath: scratch.path("beside"))
+        try pipeline(alone).run(only: "sft")
+        final class Running: @unchecked Sendable { var value = true }
+        let running = Running(), stopped = DispatchSemaphore(value: 0)
+        Thread {
+            // Enough query blocks and heads for attention to split across threads.
+            let q = randomFloats([4, 8, 256, 32], seed: 1), k = randomFloats([4, 8, 256, 32], seed: 2), v = randomFloats([4, 8, 256, 32], seed: 3)
+            while running.value { _ = scaledDotProductAttention(query: q, key: k, value: v, mask: AttentionMask(isCausal: true)) }
+            stopped.signal()
+        }.start()
+        try pipeline(beside).run(only: "sft")
+        running.value = false
+        stopped.wait()
+        #expect(try Data(contentsOf: alone.appendingPathComponent("sft/model/model.safetensors"))
+                == Data(contentsOf: beside.appendingPathComponent("sft/model/model.safetensors")))
     }
 
     /// `kill -9` at random moments of the post-training stages (sampling, candidate batches, kept
