@@ -7,7 +7,7 @@ import _TestSupport
 /// OpenBLAS's thread count belongs to the whole process and its results depend on it; attention
 /// holds it at one thread while its own workers run GEMMs. A GEMM of another thread must never run
 /// inside such a window, or its bits depend on timing (the flaky post-training resume test).
-@Suite("BLAS threads: one process-wide thread count, no GEMM inside another thread's single-threaded window")
+@Suite("BLAS threads: one process-wide thread count, no GEMM inside another thread's single-threaded window", .serialized)
 struct BLASThreadsTests {
     /// `[m, k]ᵀ · [k, n]` as the weight gradient of a linear layer computes it (K = the tokens).
     static func product(m: Int, n: Int, k: Int, seed: UInt64) -> [Float] {
@@ -54,5 +54,31 @@ struct BLASThreadsTests {
         left.wait()
         #expect(during == expected, "the GEMM ran on one OpenBLAS thread inside another thread's window")
         #expect(BLAS.threadCount > 1, "the window restored the thread count")
+    }
+
+    /// The same through attention itself: while another thread runs attention in a loop (its
+    /// work split across threads, OpenBLAS held at one thread meanwhile), every product here must
+    /// give the configured thread count's bits. Before `BLAS.Threads`, most of them ran inside
+    /// one of attention's windows and differed.
+    @Test("GEMMs run while another thread computes attention give the bits of the configured thread count",
+          .enabled(if: BLAS.threadCount > 1 && Parallel.threadCount > 1, "one thread: attention opens no one-thread window"))
+    func gemmBesideAttention() throws {
+        let (m, n, k) = (512, 32, 500)
+        let expected = Self.product(m: m, n: n, k: k, seed: 5)
+        final class Running: @unchecked Sendable { var value = true }
+        let running = Running(), stopped = DispatchSemaphore(value: 0), started = DispatchSemaphore(value: 0)
+        Thread {
+            // Enough query blocks and heads for attention to split across threads.
+            let q = randomFloats([4, 8, 256, 32], seed: 1), key = randomFloats([4, 8, 256, 32], seed: 2), v = randomFloats([4, 8, 256, 32], seed: 3)
+            started.signal()
+            while running.value { _ = scaledDotProductAttention(query: q, key: key, value: v, mask: AttentionMask(isCausal: true)) }
+            stopped.signal()
+        }.start()
+        started.wait()
+        var differing = 0
+        for _ in 0..<40 where Self.product(m: m, n: n, k: k, seed: 5) != expected { differing += 1 }
+        running.value = false
+        stopped.wait()
+        #expect(differing == 0, "\(differing) of 40 products ran on one OpenBLAS thread inside attention's window")
     }
 }
