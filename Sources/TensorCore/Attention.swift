@@ -256,17 +256,17 @@ func maskedScores<T: ComputeScalar>(q: HeadAddressing<T>, k: HeadAddressing<T>, 
 
 /// Runs `body` over `0..<count` split across ``Parallel``'s threads. While more than one worker
 /// runs, each does its own GEMMs, so OpenBLAS is held at one thread for the duration (two levels
-/// of threading on the same cores only contend).
+/// of threading on the same cores only contend), and GEMMs of other threads wait meanwhile
+/// (``BLAS/Threads``: the thread count is the process's, and results depend on it).
 func forEachAttentionWorkItem(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
     let workers = min(Parallel.threadCount, count / max(grain, 1))
     guard workers > 1 else {
         body(0..<count)
         return
     }
-    let blasThreads = BLAS.threadCount
-    if blasThreads != 1 { BLAS.threadCount = 1 }
-    defer { if blasThreads != 1 { BLAS.threadCount = blasThreads } }
-    Parallel.forEachRange(count, grain: grain, body)
+    BLAS.Threads.singleThreaded {
+        Parallel.forEachRange(count, grain: grain) { range in BLAS.Threads.asRegionWorker { body(range) } }
+    }
 }
 
 func attentionForward<T: ComputeScalar>(_ layout: AttentionLayout, _ query: Tensor, _ key: Tensor, _ value: Tensor,

@@ -23,8 +23,10 @@ public enum BLAS {
                             b: UnsafePointer<Float>, ldb: Int,
                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         let start = Profile.isEnabled ? Profile.now() : 0
-        cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        Threads.call {
+            cblas_sgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
+                        alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
         if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n * k, shape: (transA, transB, m, n, k)) }
     }
 
@@ -35,8 +37,10 @@ public enum BLAS {
                             b: UnsafePointer<Double>, ldb: Int,
                             beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int) {
         let start = Profile.isEnabled ? Profile.now() : 0
-        cblas_dgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        Threads.call {
+            cblas_dgemm(CblasRowMajor, transA.cblas, transB.cblas, Int32(m), Int32(n), Int32(k),
+                        alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
         if Profile.isEnabled { Profile.record(since: start, flops: 2 * m * n * k) }
     }
 
@@ -128,10 +132,64 @@ public enum BLAS {
         }
     }
 
-    /// The number of threads OpenBLAS uses for one GEMM.
+    /// The number of threads OpenBLAS uses for one GEMM. Setting it waits for GEMMs running on
+    /// other threads to finish.
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(newValue)) }
+        set { Threads.call { openblas_set_num_threads(Int32(newValue)) } }
+    }
+
+    /// OpenBLAS's thread count is one setting for the whole process, and its results depend on it:
+    /// with K between its block depth and twice that (K = 500, say) one thread blocks the sum over
+    /// K differently from several, so the same GEMM gives other bits. Attention runs many small
+    /// GEMMs on several of ``Parallel``'s threads at once with OpenBLAS held at one thread
+    /// (``singleThreaded(_:)``); a GEMM another thread started meanwhile — a second model in the
+    /// process, a test running beside another — would have run on one thread instead of N, and
+    /// its bits would have depended on timing. So every GEMM outside such a region holds a lock
+    /// the region holds for its whole duration: they never overlap.
+    enum Threads {
+        nonisolated(unsafe) private static let lock: UnsafeMutablePointer<pthread_mutex_t> = {
+            let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+            pthread_mutex_init(lock, nil)
+            return lock
+        }()
+        /// Set on the threads running a region's work (the GEMMs that may run with the lock held elsewhere).
+        private static let insideRegion: pthread_key_t = {
+            var key = pthread_key_t()
+            pthread_key_create(&key, nil)
+            return key
+        }()
+
+        static var isInsideRegion: Bool { pthread_getspecific(insideRegion) != nil }
+
+        /// Runs one GEMM (or a change of the thread count): inside a region as it is, elsewhere
+        /// once no region runs and no other thread's GEMM does.
+        @inline(__always)
+        static func call<Result>(_ body: () -> Result) -> Result {
+            if isInsideRegion { return body() }
+            pthread_mutex_lock(lock)
+            defer { pthread_mutex_unlock(lock) }
+            return body()
+        }
+
+        /// Runs `body` with OpenBLAS on one thread and no GEMM of another thread running; `body`
+        /// spreads its work over threads that each wrap their part in ``asRegionWorker(_:)``.
+        static func singleThreaded(_ body: () -> Void) {
+            pthread_mutex_lock(lock)
+            defer { pthread_mutex_unlock(lock) }
+            let threads = openblas_get_num_threads()
+            if threads != 1 { openblas_set_num_threads(1) }
+            defer { if threads != 1 { openblas_set_num_threads(threads) } }
+            body()
+        }
+
+        /// Runs `body` on this thread as part of a ``singleThreaded(_:)`` region.
+        static func asRegionWorker<Result>(_ body: () -> Result) -> Result {
+            let outer = pthread_getspecific(insideRegion)
+            pthread_setspecific(insideRegion, UnsafeRawPointer(bitPattern: 1))
+            defer { pthread_setspecific(insideRegion, outer) }
+            return body()
+        }
     }
 
     /// OpenBLAS's description of itself (build options and the kernel family it chose).

@@ -34,6 +34,10 @@ public struct StageEnvironment {
     public var textOnlyLogitsUnchanged: (() throws -> Bool)?
     /// The step of a stage whose loss is not causal-LM cross-entropy (reward, DPO); nil: ``TrainingStepper``.
     public var makeStepper: ((AdamW) throws -> any StageStepping)? = nil
+    /// Work before the stage's first step that builds its training data (rejection sampling, on-policy
+    /// pairs). It runs at the start of ``StageRunner/run()``, after the ranks of a data-parallel job
+    /// checked that they agree, since it may exchange data with them.
+    public var prepare: (() throws -> Void)? = nil
 
     public init(model: any TrainableLanguageModel,
                 makeData: @escaping (StageSettings, Data?) throws -> any TrainingDataStream,
@@ -90,6 +94,7 @@ public final class StageRunner {
             DirectoryCommit.removeStaleTemporaries(in: checkpointsFolder)
         }
         try parallelism?.group.barrier()
+        try environment.prepare?()
         try makeTrainable(model, groups: settings.trainable)
         let optimizer = AdamW(module: model, learningRate: settings.learningRate, betas: (settings.beta1, settings.beta2),
                               epsilon: settings.epsilon, weightDecay: settings.weightDecay)
@@ -103,9 +108,6 @@ public final class StageRunner {
         }
         let stepper: any StageStepping = try environment.makeStepper?(optimizer)
             ?? TrainingStepper(model: model, optimizer: optimizer, maxGradNorm: settings.maxGradNorm)
-        if parallelism != nil && !(stepper is TrainingStepper) {
-            throw TrainingError("\(settings.name): \(settings.kind.rawValue) stages do not run data-parallel yet; run this stage in one process")
-        }
         let totalSteps = settings.totalSteps(trainingSamples: settings.steps > 0 ? 0 : try environment.trainingSampleCount(settings))
         let schedule = makeSchedule(totalSteps: totalSteps)
 
@@ -123,7 +125,7 @@ public final class StageRunner {
                 stale = true
             }
         }
-        if let parallelism { try parallelism.verifyReplicas(stage: settings.name, step: progress.step, optimizer: optimizer) }
+        if let parallelism { try parallelism.verifyReplicas(stage: settings.name, step: progress.step, optimizer: optimizer, stageState: stepper.checkpointTensors()) }
         if stale && writer {
             try FileManager.default.removeItem(at: checkpointsFolder)
             try FileManager.default.createDirectory(at: checkpointsFolder, withIntermediateDirectories: true)
@@ -138,7 +140,7 @@ public final class StageRunner {
         var lastEvaluation: [String: Double] = [:]
 
         func checkpoint() throws {
-            if let parallelism { try parallelism.verifyReplicas(stage: settings.name, step: progress.step, optimizer: optimizer) }
+            if let parallelism { try parallelism.verifyReplicas(stage: settings.name, step: progress.step, optimizer: optimizer, stageState: stepper.checkpointTensors()) }
             guard let metrics else { return }   // not the writer
             metrics.sync()
             progress.dataPosition = try data.savePosition()
@@ -163,8 +165,8 @@ public final class StageRunner {
             for _ in 0..<settings.gradientAccumulation { batches.append(try data.nextBatch()) }
             let learningRate = schedule.learningRate(at: progress.step)
             let report: StepReport
-            if let parallelism, let plain = stepper as? TrainingStepper {
-                report = try inPrecision { try plain.step(batches, learningRate: learningRate, across: parallelism) }
+            if let parallelism {
+                report = try inPrecision { try stepper.step(batches, learningRate: learningRate, across: parallelism) }
             } else {
                 report = inPrecision { stepper.step(batches, learningRate: learningRate) }
             }

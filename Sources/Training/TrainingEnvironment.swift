@@ -73,7 +73,8 @@ public enum TrainingEnvironment {
                             runFolder: URL? = nil,
                             warn: @escaping @Sendable (String) -> Void = { _ in }) throws -> StageEnvironment {
         if [.reward, .dpo, .rejection].contains(stage.kind) {
-            return try PostTrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: base, runFolder: runFolder, warn: warn)
+            return try PostTrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: base, group: group,
+                                                   runFolder: runFolder, warn: warn)
         }
         let loaded = try LoadedModel.load(directory: input)
         let model = loaded.model

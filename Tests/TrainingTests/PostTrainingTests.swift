@@ -176,4 +176,49 @@ struct PostTrainingTests {
         #expect(PreferenceLayout(batch: batch) == PreferenceLayout(pairs: 1, hasEdited: true))
         #expect(rankedPairs(PreferenceLayout(batch: batch)).count == 3, "edited > chosen > rejected gives three ranked pairs")
     }
+
+    /// Two thread ranks each run one of a step's two preference micro-batches and sum their
+    /// gradients; one process accumulates both. In float32 the sum of two gradients is the same
+    /// single addition either way (a + b), so the weights, the EMA reference and TRL's figures are
+    /// bit-identical to one process's, and the ranks agree.
+    @Test("reward and DPO steps on 2 ranks give one process's weights, EMA reference and figures, bit for bit")
+    func preferenceStepsOnTwoRanks() throws {
+        @Sendable func batches(_ step: Int) -> [TrainingBatch] {
+            (0..<2).map { half in
+                let first = 8 * step + 4 * half
+                var batch = tinyBatch(samples: Array(first..<(first + 4)))
+                batch.sampleIDs = ["a\(first)#chosen", "b\(first)#chosen", "a\(first)#rejected", "b\(first)#rejected"]
+                return batch
+            }
+        }
+        /// The weights after 3 steps, the reference's weights and the last step's figures.
+        @Sendable func train(dpo: Bool, parallelism: DataParallelism?) throws -> ([[Float]], [[Float]], [String: Double]) {
+            let policy = tinyTrainingModel(seed: 1), reference = tinyTrainingModel(seed: 1)
+            let model: any TrainableLanguageModel = dpo ? policy : VisionRewardModel(model: policy, seed: 3)
+            try makeTrainable(model, groups: dpo ? ["crossAttentionLayers"] : ["crossAttentionLayers", VisionRewardModel.headGroup])
+            let optimizer = AdamW(module: model, learningRate: 0.01)
+            let stepper: any StageStepping = dpo
+                ? DPOStepper(policy: policy, reference: reference, optimizer: optimizer, maxGradNorm: 1, beta: 0.1, nllWeight: 0.2,
+                             emaEvery: 2, emaAlpha: 0.5)
+                : RewardStepper(model: model as! VisionRewardModel, optimizer: optimizer, maxGradNorm: 1, margin: 0.1, centerCoefficient: 0.01)
+            for step in 0..<3 {
+                let report = try parallelism.map { try stepper.step(batches(step), learningRate: 0.01, across: $0) }
+                    ?? stepper.step(batches(step), learningRate: 0.01)
+                #expect(report.isFinite)
+                stepper.didFinishStep(step + 1)
+            }
+            return (model.trainableParameters().map { $0.tensor.floats() }, reference.trainableParameters().map { $0.tensor.floats() }
+                        + stepper.checkpointTensors().sorted { $0.key < $1.key }.map { $0.value.floats() },
+                    stepper.lastStepMetrics)
+        }
+        for dpo in [false, true] {
+            let alone = try train(dpo: dpo, parallelism: nil)
+            let ranks = try ThreadRanks(size: 2).run { rank in try train(dpo: dpo, parallelism: DataParallelism(group: rank)) }
+            let kind = dpo ? "DPO" : "reward"
+            #expect(ranks[0].0 == ranks[1].0 && ranks[0].1 == ranks[1].1, "\(kind): the ranks agree bit for bit")
+            #expect(ranks[0].0 == alone.0, "\(kind): the weights are one process's")
+            #expect(ranks[0].1 == alone.1, "\(kind): the EMA reference is one process's")
+            #expect(ranks[0].2 == alone.2 && ranks[1].2 == alone.2 && !alone.2.isEmpty, "\(kind): the figures cover the whole step")
+        }
+    }
 }

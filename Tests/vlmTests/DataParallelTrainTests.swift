@@ -1,7 +1,9 @@
 import Checkpoint
 import Foundation
+import Models
 import Testing
 import TensorCore
+import Training
 @testable import vlm
 #if canImport(Glibc)
 import Glibc
@@ -259,6 +261,137 @@ struct DataParallelTrainTests {
         #expect(data.wait() != 0)
         #expect(data.errorText.contains("rank 1") && data.errorText.contains("pretrain-noisy.jsonl"), "\(data.errorText)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("b/pretrain/checkpoints/step-00000001")), "no step taken")
+    }
+
+    /// The post-training stages over 2 ranks against 1 process with the same global batch (4
+    /// micro-batches of 2 records): rejection sampling (from the base model, ranked by a fixed
+    /// reward model, so both runs sample from the same weights) keeps the same answers — each batch
+    /// of prompts is seeded by its index, whichever rank samples it — then fine-tunes on them; DPO
+    /// with an EMA reference and the NLL term on its output; a reward model trained from the base
+    /// model by a second recipe into the same run folders (chained after DPO it would start from
+    /// weights that already differ by rounding, and the differences would add up). Open gates, as
+    /// above: at Meta's gate 0 AdamW would turn rounding into full steps.
+    @Test("rejection, DPO and reward stages on 2 ranks keep one process's answers and reach its weights (≤ 1e-6), ranks bit-identical")
+    func postTrainingOnTwoRanks() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ParallelTraining.binary.path), "build the release binary first")
+        let scratch = try Scratch()
+        // A reward model with a seeded head on the base model, outside the run.
+        let rewardFolder = scratch.url.appendingPathComponent("reward-model")
+        try FileManager.default.copyItem(at: ParallelTraining.vision, to: rewardFolder)
+        let base = try MllamaForConditionalGeneration.load(directory: ParallelTraining.vision)
+        try VisionRewardModel(model: base, seed: 11).save(to: rewardFolder)
+        let recipe = scratch.path("post.yaml")
+        try """
+            defaults:
+              trainable: [visionModel, projector, crossAttentionLayers, extraEmbeddingRows]
+              micro_batch_size: 2
+              gradient_accumulation: 4
+              max_length: 200
+              learning_rate: 0.003
+              warmup_steps: 2
+              checkpoint_every: 2
+            stages:
+              - name: rejection
+                kind: rejection
+                reward_model: \(rewardFolder.path)
+                datasets: [qa-train.jsonl]
+                eval_datasets: [qa-heldout.jsonl]
+                eval_samples: 8
+                eval_max_new_tokens: 6
+                max_prompts: 12
+                samples_per_prompt: 4
+                prompts_per_batch: 4
+                temperature: 1.0
+                top_p: 0.95
+                max_new_tokens: 8
+                answer_check: none
+                steps: 6
+              - name: dpo
+                kind: dpo
+                datasets: [preferences.jsonl]
+                eval_datasets: [preferences-heldout.jsonl, qa-heldout.jsonl]
+                eval_samples: 8
+                eval_max_new_tokens: 6
+                learning_rate: 0.001
+                dpo_nll_weight: 0.2
+                reference_ema_every: 3
+                reference_ema_alpha: 0.6
+                steps: 8
+            """.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let rewardRecipe = scratch.path("reward.yaml")
+        try """
+            defaults:
+              micro_batch_size: 2
+              gradient_accumulation: 4
+              max_length: 200
+              learning_rate: 0.003
+              warmup_steps: 2
+              checkpoint_every: 2
+            stages:
+              - name: reward
+                kind: reward
+                datasets: [preferences.jsonl]
+                eval_datasets: [preferences-heldout.jsonl]
+                eval_samples: 8
+                trainable: [visionModel, crossAttentionLayers, rewardHead]
+                center_rewards_coefficient: 0.01
+                steps: 8
+            """.write(toFile: rewardRecipe, atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: scratch.path("hashes"), withIntermediateDirectories: true)
+        for file in [recipe, rewardRecipe] {
+            let single = try ParallelTraining.launch(ranks: nil, programs: [ParallelTraining.arguments(recipe: file, run: scratch.path("one"))],
+                                                     scratch: scratch)
+            #expect(single.wait() == 0, "\(single.errorText)")
+            let parallel = try ParallelTraining.launch(ranks: 2, programs: [ParallelTraining.arguments(recipe: file, run: scratch.path("two"))],
+                                                       scratch: scratch, environment: ["VLM_REPLICA_HASH_LOG": scratch.path("hashes")])
+            #expect(parallel.wait() == 0, "\(parallel.errorText)")
+            #expect(!parallel.errorText.contains("rank 1"), "rank 1 stays quiet: \(parallel.errorText)")
+        }
+
+        // Rejection sampling: 3 batches of prompts over 2 ranks (one rank samples 2), the same kept set.
+        let kept = try String(contentsOfFile: scratch.path("one/rejection/kept.jsonl"), encoding: .utf8)
+        #expect(kept.split(separator: "\n").count == 12)
+        #expect(try String(contentsOfFile: scratch.path("two/rejection/kept.jsonl"), encoding: .utf8) == kept, "2 ranks keep one process's answers")
+        let batches = try FileManager.default.contentsOfDirectory(atPath: scratch.path("two/rejection/candidates")).filter { $0.hasPrefix("batch-") }
+        #expect(batches.count == 3, "rank 0 wrote every batch: \(batches)")
+
+        for (stage, files) in [("rejection", ["model.safetensors"]), ("dpo", ["model.safetensors"]),
+                               ("reward", ["model.safetensors", VisionRewardModel.headFileName])] {
+            for file in files {
+                let difference = ParallelTraining.relativeDifference(try ParallelTraining.tensors(scratch.path("two/\(stage)/model/\(file)")),
+                                                                     try ParallelTraining.tensors(scratch.path("one/\(stage)/model/\(file)")))
+                #expect(difference <= 1e-6, "\(stage)/\(file): relative difference \(difference)")
+            }
+            let metrics = try String(contentsOfFile: scratch.path("two/\(stage)/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+                .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }.filter { $0["event"] == nil }
+            #expect(metrics.count == (stage == "rejection" ? 6 : 8) && metrics.allSatisfy { $0["ranks"] as? Int == 2 && $0["communication_s"] is Double })
+        }
+        // TRL's figures cover the whole step (both ranks' micro-batches), as in one process.
+        func firstLine(_ run: String, _ stage: String) throws -> [String: Any] {
+            let line = try String(contentsOfFile: scratch.path("\(run)/\(stage)/metrics.jsonl"), encoding: .utf8).split(separator: "\n")[0]
+            return try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        }
+        for (stage, key) in [("dpo", "rewards/accuracies"), ("reward", "accuracy")] {
+            let (a, b) = (try firstLine("one", stage)[key] as! Double, try firstLine("two", stage)[key] as! Double)
+            #expect(a == b, "\(stage) \(key): \(a) vs \(b)")
+        }
+        // Evaluation split and reduced: the same held-out figures.
+        func evaluation(_ run: String, _ stage: String) throws -> [String: Double] {
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.path("\(run)/\(stage)/summary.json"))))
+            return (summary as! [String: Any])["evaluation"] as! [String: Double]
+        }
+        for stage in ["rejection", "dpo", "reward"] {
+            let (alone, split) = (try evaluation("one", stage), try evaluation("two", stage))
+            #expect(alone.keys.sorted() == split.keys.sorted(), "\(stage): \(alone.keys.sorted()) vs \(split.keys.sorted())")
+            for (key, value) in alone where !key.hasPrefix("sampling/candidates_per_s") && !key.hasPrefix("sampling/tokens_per_s") {
+                #expect(abs(value - split[key]!) <= 1e-4 * max(1, abs(value)), "\(stage) \(key): \(value) vs \(split[key]!)")
+            }
+        }
+        let lines = try (0..<2).map { rank in
+            try String(contentsOfFile: scratch.path("hashes/rank-\(rank).txt"), encoding: .utf8).split(separator: "\n")
+        }
+        #expect(lines[0].count == 4 + 5 + 5, "each stage's start and checkpoints were verified: \(lines[0])")
+        #expect(lines[0] == lines[1], "every rank's weights (and the EMA reference) hash the same at every checkpoint")
     }
 }
 

@@ -1,4 +1,5 @@
 import Checkpoint
+import Dispatch
 import Foundation
 import Models
 import Testing
@@ -116,6 +117,46 @@ struct PostTrainingCommandTests {
         }
         #expect(try Data(contentsOf: run.appendingPathComponent("rejection/kept.jsonl"))
                 == Data(contentsOf: resumed.appendingPathComponent("rejection/kept.jsonl")))
+    }
+
+    /// OpenBLAS's thread count is the process's, and attention holds it at one thread while its
+    /// workers run; a GEMM another thread ran meanwhile used one thread and gave other bits (K
+    /// between OpenBLAS's block depth and twice it: a DPO micro-batch's 8 rows of tokens), so a
+    /// stage trained beside another model — here a thread running attention in a loop, as a test
+    /// running beside this one does — ended with timing-dependent weights. With `BLAS.Threads`
+    /// such a GEMM waits for the window to close.
+    @Test("a DPO stage trained while another thread of the process runs attention ends bit-identical to one trained alone",
+          .enabled(if: Parallel.threadCount > 1 && BLAS.threadCount > 1, "one thread: attention opens no one-thread window"))
+    func trainingBesideAttention() throws {
+        let scratch = try Scratch()
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
+        let defaults = recipe.components(separatedBy: "stages:")[0]
+        let dpo = "  - name: dpo\n" + recipe.components(separatedBy: "  - name: dpo\n")[1].components(separatedBy: "  # A second DPO round")[0]
+        try (defaults + "stages:\n" + dpo).write(toFile: scratch.path("dpo.yaml"), atomically: true, encoding: .utf8)
+        func train(_ run: String) throws -> Data {
+            let recipe = try Recipe.load(from: URL(fileURLWithPath: scratch.path("dpo.yaml")), dataRoot: TinyVisionSetup.world)
+            let folder = URL(fileURLWithPath: scratch.path(run))
+            try Pipeline(recipe: recipe, base: TinyVisionSetup.vision, runFolder: folder) { stage, input in
+                try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: TinyVisionSetup.vision, runFolder: folder)
+            }.run()
+            return try Data(contentsOf: folder.appendingPathComponent("dpo/model/model.safetensors"))
+        }
+        let alone = try train("alone")
+        final class Running: @unchecked Sendable { var value = true }
+        let running = Running(), stopped = DispatchSemaphore(value: 0)
+        Thread {
+            // Enough query blocks and heads for attention to split across threads.
+            let q = randomFloats([4, 8, 256, 32], seed: 1), k = randomFloats([4, 8, 256, 32], seed: 2), v = randomFloats([4, 8, 256, 32], seed: 3)
+            while running.value {
+                _ = scaledDotProductAttention(query: q, key: k, value: v, mask: AttentionMask(isCausal: true))
+                usleep(1000)   // the stage beside it still gets the lock often
+            }
+            stopped.signal()
+        }.start()
+        let beside = try train("beside")
+        running.value = false
+        stopped.wait()
+        #expect(alone == beside)
     }
 
     /// `kill -9` at random moments of the post-training stages (sampling, candidate batches, kept

@@ -20,10 +20,10 @@ import TensorCore
 /// parameters have no gradient and are never sent. The loss is summed the same way, so a non-finite
 /// loss on any rank makes every rank skip the step. Clipping then sees the global gradient norm.
 ///
-/// **Stages that generate** (rejection sampling, not built yet) should split their prompts as
-/// ``Evaluation`` splits its questions — a contiguous share per rank — and gather the kept answers
-/// on every rank with `ProcessGroup.allGather`, so that every rank trains on the same
-/// set and rank 0 writes it.
+/// **Stages that generate** (rejection sampling, on-policy DPO) split their batches of prompts
+/// across the ranks (batch `i`'s seed depends only on `i`) and gather the sampled candidates on
+/// every rank in batch order (``CandidateSampler``), so every rank trains on the set one process
+/// would have kept, and rank 0 writes it.
 public struct DataParallelism {
     public let group: any ProcessGroup
     /// The largest message of one gradient sum.
@@ -80,10 +80,11 @@ extension TrainingStepper {
 }
 
 extension DataParallelism {
-    /// Checks that every rank holds the same trainable weights and optimiser state, bit for bit.
+    /// Checks that every rank holds the same trainable weights and optimiser state, and the same
+    /// stage state (an EMA reference's weights), bit for bit.
     ///
     /// - Throws: ``DataParallelMismatch`` (on every rank) naming the ranks that differ from rank 0.
-    func verifyReplicas(stage: String, step: Int, optimizer: AdamW) throws {
+    func verifyReplicas(stage: String, step: Int, optimizer: AdamW, stageState: [String: Tensor] = [:]) throws {
         var hash = ContentHash()
         for parameter in optimizer.parameters {
             hash.add(parameter.name)
@@ -94,6 +95,10 @@ extension DataParallelism {
             hash.add(tensor)
         }
         for (name, count) in optimizer.stepCounts.sorted(by: { $0.key < $1.key }) { hash.add("\(name)=\(count)") }
+        for (name, tensor) in stageState.sorted(by: { $0.key < $1.key }) {
+            hash.add("stage state " + name)
+            hash.add(tensor)
+        }
         let hashes = try group.allGather(hash.hex)
         let differing = hashes.indices.filter { hashes[$0] != hashes[0] }
         guard differing.isEmpty else {

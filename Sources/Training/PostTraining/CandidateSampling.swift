@@ -1,4 +1,5 @@
 import Checkpoint
+import Collectives
 import Dispatch
 import Foundation
 import Media
@@ -55,7 +56,7 @@ public struct PromptCandidates: Codable, Sendable, Equatable {
 }
 
 /// One batch of sampled prompts as written to `candidates/batch-NNNNNN.json`.
-struct CandidateBatchFile: Codable {
+struct CandidateBatchFile: Codable, Sendable {
     var prompts: [PromptCandidates]
     var generatedTokens: Int
     var seconds: Double
@@ -127,45 +128,74 @@ struct CandidateSampler {
     /// model files. Batches sampled under another identity (an earlier stage ran again) are dropped.
     let identity: String
 
-    func sample(_ prompts: [SamplingPrompt], onBatch: (Int, Int) -> Void = { _, _ in }) throws -> ([PromptCandidates], Figures) {
+    /// The candidates of every prompt, in prompt order: batches saved by an earlier run are read,
+    /// the missing ones sampled. With `group`, the ranks take the missing batches in turns (rank
+    /// `r` the `r`-th of each round of N), exchange each round's batches, and rank 0 writes them;
+    /// since a batch's seed depends only on its index, the result is one process's.
+    ///
+    /// - Throws: ``DataParallelMismatch`` (on every rank) when the ranks see different saved
+    ///   batches (the run folder must be shared by every rank); ``CollectiveError`` when they cannot exchange.
+    func sample(_ prompts: [SamplingPrompt], group: (any ProcessGroup)? = nil,
+                onBatch: (Int, Int) -> Void = { _, _ in }) throws -> ([PromptCandidates], Figures) {
+        let writer = (group?.rank ?? 0) == 0
         let identityFile = folder.appendingPathComponent("identity.txt")
-        if FileManager.default.contents(atPath: identityFile.path).map({ String(decoding: $0, as: UTF8.self) }) != identity {
+        if writer && FileManager.default.contents(atPath: identityFile.path).map({ String(decoding: $0, as: UTF8.self) }) != identity {
             try? FileManager.default.removeItem(at: folder)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             try AtomicFile.write(Data(identity.utf8), to: identityFile)
         }
+        try group?.barrier()
+        let batches = stride(from: 0, to: prompts.count, by: settings.promptsPerBatch).map { $0..<min($0 + settings.promptsPerBatch, prompts.count) }
+        var sampled: [Int: CandidateBatchFile] = [:]
+        for (index, range) in batches.enumerated() {
+            // A prompt list of another length shifts batch boundaries: the saved prompt indices must match.
+            if let data = FileManager.default.contents(atPath: batchFile(index).path), let saved = try? JSONDecoder().decode(CandidateBatchFile.self, from: data),
+               saved.prompts.map(\.prompt) == Array(range) {
+                sampled[index] = saved
+            }
+        }
+        let missing = batches.indices.filter { sampled[$0] == nil }
+        if let group, Set(try group.allGather(missing.map(String.init).joined(separator: ","))).count > 1 {
+            throw DataParallelMismatch("the ranks see different sampled batches in \(folder.path): every rank must read the same run folder (a shared file system)")
+        }
+        let ranks = group?.size ?? 1, rank = group?.rank ?? 0
+        for roundStart in stride(from: 0, to: missing.count, by: ranks) {
+            var mine: [Int: CandidateBatchFile] = [:]
+            if roundStart + rank < missing.count {
+                let index = missing[roundStart + rank], range = batches[index]
+                let started = DispatchTime.now().uptimeNanoseconds
+                var batch = try sampleBatch(Array(prompts[range]), firstIndex: range.lowerBound, seed: DataOrder.derive(seed, 0x7361_6d70, UInt64(index)))
+                batch.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                mine[index] = batch
+            }
+            let round = try group.map { group in
+                Dictionary(uniqueKeysWithValues: zip(missing[roundStart..<min(roundStart + ranks, missing.count)], try group.gatherInIndexOrder(mine)))
+            } ?? mine
+            for (index, batch) in round.sorted(by: { $0.key < $1.key }) {
+                if writer {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.sortedKeys]
+                    try AtomicFile.write(try encoder.encode(batch), to: batchFile(index))
+                }
+                sampled[index] = batch
+            }
+            onBatch(batches.count - missing.count + min(roundStart + ranks, missing.count), batches.count)
+        }
         var all: [PromptCandidates] = []
         var figures = Figures()
-        let batches = stride(from: 0, to: prompts.count, by: settings.promptsPerBatch).map { $0..<min($0 + settings.promptsPerBatch, prompts.count) }
-        for (index, range) in batches.enumerated() {
-            let file = folder.appendingPathComponent(String(format: "batch-%06d.json", index))
-            // A prompt list of another length shifts batch boundaries: the saved prompt indices must match.
-            if let data = FileManager.default.contents(atPath: file.path), let saved = try? JSONDecoder().decode(CandidateBatchFile.self, from: data),
-               saved.prompts.map(\.prompt) == Array(range) {
-                all += saved.prompts
-                let count = saved.prompts.reduce(0) { $0 + $1.texts.count }
-                figures.candidates += count
-                figures.generatedTokens += saved.generatedTokens
-                figures.seconds += saved.seconds
-                figures.candidatesTimed += count
-                continue
-            }
-            let started = DispatchTime.now().uptimeNanoseconds
-            var batch = try sampleBatch(Array(prompts[range]), firstIndex: range.lowerBound, seed: DataOrder.derive(seed, 0x7361_6d70, UInt64(index)))
-            batch.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            try AtomicFile.write(try encoder.encode(batch), to: file)
+        for index in batches.indices {
+            let batch = sampled[index]!
             all += batch.prompts
             let count = batch.prompts.reduce(0) { $0 + $1.texts.count }
             figures.candidates += count
             figures.generatedTokens += batch.generatedTokens
             figures.seconds += batch.seconds
             figures.candidatesTimed += count
-            onBatch(index + 1, batches.count)
         }
         return (all, figures)
     }
+
+    func batchFile(_ index: Int) -> URL { folder.appendingPathComponent(String(format: "batch-%06d.json", index)) }
 
     /// Samples K candidates for each prompt of one batch and scores them.
     func sampleBatch(_ prompts: [SamplingPrompt], firstIndex: Int, seed: UInt64) throws -> CandidateBatchFile {

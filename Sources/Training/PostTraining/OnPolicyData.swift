@@ -5,7 +5,8 @@ import Tokenization
 /// Turns ranked candidates into dataset files that `vlm train` reads: the kept answers of
 /// rejection sampling (messages JSONL) and on-policy DPO pairs (TRL preference JSONL). Image paths
 /// are relative to the written file, as in every dataset format `vlm train` reads (a run folder
-/// moved together with its data still reads); each file is written atomically.
+/// moved together with its data still reads); each file is written atomically, and only when
+/// `write` is true (rank 0 of a data-parallel job; the others compute the same figures).
 enum OnPolicyData {
     /// What rejection sampling kept.
     struct Selection {
@@ -15,7 +16,8 @@ enum OnPolicyData {
 
     /// Keeps, per prompt, the `keep_top` best-rewarded candidates among those that pass the
     /// correctness check (where there is a reference answer) and score at least `min_reward`.
-    static func writeKept(_ all: [PromptCandidates], prompts: [SamplingPrompt], settings: PostTrainingSettings, to file: URL) throws -> Selection {
+    static func writeKept(_ all: [PromptCandidates], prompts: [SamplingPrompt], settings: PostTrainingSettings, to file: URL,
+                          write: Bool = true) throws -> Selection {
         var selection = Selection()
         var lines: [String] = []
         var allRewards: [Double] = [], keptRewards: [Double] = []
@@ -49,14 +51,15 @@ enum OnPolicyData {
         selection.kept = keptRewards.count
         selection.meanRewardAll = mean(allRewards)
         selection.meanRewardKept = mean(keptRewards)
-        try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: file)
+        if write { try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: file) }
         return selection
     }
 
     /// One pair per prompt: chosen = the best-rewarded candidate (among the correct ones where there
     /// is a reference answer), rejected = the worst-rewarded one, when their rewards differ by more
     /// than `pair_reward_gap`. Returns the pairs written.
-    static func writePairs(_ all: [PromptCandidates], prompts: [SamplingPrompt], settings: PostTrainingSettings, to file: URL) throws -> Int {
+    static func writePairs(_ all: [PromptCandidates], prompts: [SamplingPrompt], settings: PostTrainingSettings, to file: URL,
+                           write: Bool = true) throws -> Int {
         var lines: [String] = []
         for entry in all {
             let prompt = prompts[entry.prompt]
@@ -73,7 +76,7 @@ enum OnPolicyData {
                 "rejected": [messageJSON(ChatMessage(role: .assistant, text: entry.texts[worst.index]))],
             ]))
         }
-        try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: file)
+        if write { try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: file) }
         return lines.count
     }
 

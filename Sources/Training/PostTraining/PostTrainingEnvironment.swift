@@ -1,4 +1,5 @@
 import Checkpoint
+import Collectives
 import Foundation
 import Models
 import Processing
@@ -18,10 +19,13 @@ import Tokenization
 ///   JSONL) and the stage fine-tunes on them as SFT does.
 ///
 /// Sampled candidates are kept in `STAGE/candidates/` batch by batch, so a rerun after a kill
-/// samples only what is missing.
+/// samples only what is missing. Sampling runs in the environment's ``StageEnvironment/prepare``.
+///
+/// With `group` (a data-parallel job), the ranks split the batches of prompts to sample and the
+/// held-out batches to evaluate, and gather the results in order; rank 0 writes the files.
 public enum PostTrainingEnvironment {
-    public static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL, runFolder: URL?,
-                            warn: @escaping @Sendable (String) -> Void = { _ in }) throws -> StageEnvironment {
+    public static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL, group: (any ProcessGroup)? = nil,
+                            runFolder: URL?, warn: @escaping @Sendable (String) -> Void = { _ in }) throws -> StageEnvironment {
         guard let mllama = try LoadedModel.load(directory: input).model as? MllamaForConditionalGeneration else {
             throw TrainingError("stage \(stage.name) (\(stage.kind.rawValue)) needs a vision model (mllama); \(input.path) is not one")
         }
@@ -32,11 +36,13 @@ public enum PostTrainingEnvironment {
         let held = try TrainingEnvironment.datasets(stage.evalDatasets, recipe: recipe, field: "eval_datasets", stage: stage)
         let heldPreferences = held.filter { $0.dataset.format == .preference }, heldOther = held.filter { $0.dataset.format != .preference }
         let stageFolder = runFolder?.appendingPathComponent(stage.name)
+        let writer = (group?.rank ?? 0) == 0
         func needFolder() throws -> URL {
             guard let stageFolder else { throw TrainingError("stage \(stage.name) (\(stage.kind.rawValue)) writes sampled data into its run folder; run it with vlm train") }
-            try FileManager.default.createDirectory(at: stageFolder, withIntermediateDirectories: true)
+            if writer { try FileManager.default.createDirectory(at: stageFolder, withIntermediateDirectories: true) }
             return stageFolder
         }
+        let sampled = SampledTraining()
         /// Samples the policy on `prompts` and ranks the candidates with the recipe's reward model,
         /// keeping the candidates in the stage folder (a rerun reuses whole batches).
         func sampleAndRank(_ prompts: [SamplingPrompt], in folder: URL) throws -> ([PromptCandidates], CandidateSampler.Figures) {
@@ -45,7 +51,7 @@ public enum PostTrainingEnvironment {
                                            folder: folder.appendingPathComponent("candidates"),
                                            identity: samplingIdentity(stage: stage, input: input,
                                                                       rewardModel: rewardModelFolder(post, recipe: recipe, runFolder: runFolder)))
-            return try sampler.sample(prompts)
+            return try sampler.sample(prompts, group: group)
         }
         let probe = TrainingEnvironment.textProbe(processor: processor, vocabularySize: mllama.config.textConfig.llama.vocabSize)
         let textCheck: () throws -> Bool = {
@@ -58,8 +64,9 @@ public enum PostTrainingEnvironment {
             try mllama.save(to: folder)
             try VisionCheckpointFiles.write(from: input, config: mllama.config, to: folder)
         }
-        func preferenceData(_ sources: [DataSource], includesEdited: Bool) -> (StageSettings, Data?) throws -> any TrainingDataStream {
+        func preferenceData(includesEdited: Bool) -> (StageSettings, Data?) throws -> any TrainingDataStream {
             { settings, saved in
+                let sources = sampled.sources
                 let position = try saved.map { try JSONDecoder().decode(DataPosition.self, from: $0) }
                 var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed)
                 options.maxSkipShare = settings.maxSkipShare
@@ -69,24 +76,25 @@ public enum PostTrainingEnvironment {
         }
         let exactMatch: ((StageSettings) throws -> [String: Double])? = heldOther.isEmpty ? nil : { settings in
             try Evaluation(model: mllama, encoder: samples, datasets: heldOther.map(\.dataset), maxSamples: settings.evalSamples,
-                           maxNewTokens: settings.evalMaxNewTokens).run()
+                           maxNewTokens: settings.evalMaxNewTokens, group: group).run()
         }
 
         switch stage.kind {
         case .reward:
             let training = try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
             try requirePreferences(training, stage: stage, recipe: recipe, field: "datasets")
+            sampled.sources = training
             let headURL = input.appendingPathComponent(VisionRewardModel.headFileName)
             let rewardModel = FileManager.default.fileExists(atPath: headURL.path) ? try VisionRewardModel.load(directory: input)
                 : VisionRewardModel(model: mllama, seed: stage.seed)
             var environment = StageEnvironment(
-                model: rewardModel, makeData: preferenceData(training, includesEdited: true),
+                model: rewardModel, makeData: preferenceData(includesEdited: true),
                 trainingSampleCount: { _ in training.reduce(0) { $0 + $1.dataset.count } },
                 evaluate: heldPreferences.isEmpty ? nil : { settings in
                     var metrics: [String: Double] = [:]
                     for blank in [false, true] {
                         let statistics = try evaluatePreferences(heldPreferences, encoder: preferences, maxSamples: settings.evalSamples,
-                                                                 blankImages: blank, includesEdited: false) { batch, layout in
+                                                                 blankImages: blank, includesEdited: false, group: group) { batch, layout in
                             let rewards = withNoGrad { rewardModel.rewards(batch.inputs).doubles() }
                             return RewardPairStatistics(chosen: Array(rewards[layout.chosenRows]), rejected: Array(rewards[layout.rejectedRows]))
                         }
@@ -110,35 +118,38 @@ public enum PostTrainingEnvironment {
             guard let reference = try LoadedModel.load(directory: input).model as? MllamaForConditionalGeneration else {
                 throw TrainingError("\(input.path): not a vision model")
             }
-            var training: [DataSource]
-            var samplingFigures: [String: Double] = [:]
+            var prepare: (() throws -> Void)? = nil
             if post.onPolicy {
-                let folder = try needFolder()
                 let prompts = SamplingPrompt.prompts(in: try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage).map(\.dataset),
                                                      limit: post.maxPrompts)
-                let (candidates, figures) = try sampleAndRank(prompts, in: folder)
-                let pairs = folder.appendingPathComponent("on-policy-pairs.jsonl")
-                let written = try OnPolicyData.writePairs(candidates, prompts: prompts, settings: post, to: pairs)
-                guard written > 0 else {
-                    throw TrainingError("stage \(stage.name): no on-policy pair had a reward gap above \(post.pairRewardGap) among \(prompts.count) prompts; lower pair_reward_gap or sample more")
+                prepare = {
+                    let folder = try needFolder()
+                    let (candidates, figures) = try sampleAndRank(prompts, in: folder)
+                    let pairs = folder.appendingPathComponent("on-policy-pairs.jsonl")
+                    let written = try OnPolicyData.writePairs(candidates, prompts: prompts, settings: post, to: pairs, write: writer)
+                    guard written > 0 else {
+                        throw TrainingError("stage \(stage.name): no on-policy pair had a reward gap above \(post.pairRewardGap) among \(prompts.count) prompts; lower pair_reward_gap or sample more")
+                    }
+                    try group?.barrier()   // the pairs file is whole before the other ranks read it
+                    sampled.sources = [DataSource(try Dataset(path: pairs.path))]
+                    sampled.count = written
+                    sampled.figures = ["sampling/pairs": Double(written), "sampling/prompts": Double(prompts.count),
+                                       "sampling/candidates_per_s": figures.candidatesPerSecond].filter { $0.value.isFinite }
                 }
-                training = [DataSource(try Dataset(path: pairs.path))]
-                samplingFigures = ["sampling/pairs": Double(written), "sampling/prompts": Double(prompts.count),
-                                   "sampling/candidates_per_s": figures.candidatesPerSecond].filter { $0.value.isFinite }
             } else {
-                training = try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
+                let training = try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
                 try requirePreferences(training, stage: stage, recipe: recipe, field: "datasets")
+                sampled.sources = training
+                sampled.count = training.reduce(0) { $0 + $1.dataset.count }
             }
-            let data = preferenceData(training, includesEdited: false)
-            let count = training.reduce(0) { $0 + $1.dataset.count }
-            let figures = samplingFigures
+            let data = preferenceData(includesEdited: false)
             var environment = StageEnvironment(
-                model: mllama, makeData: data, trainingSampleCount: { _ in count },
+                model: mllama, makeData: data, trainingSampleCount: { _ in sampled.count },
                 evaluate: heldPreferences.isEmpty && heldOther.isEmpty ? nil : { settings in
                     var metrics = try exactMatch?(settings) ?? [:]
                     if !heldPreferences.isEmpty {
                         let statistics = try evaluatePreferences(heldPreferences, encoder: preferences, maxSamples: settings.evalSamples,
-                                                                 blankImages: false, includesEdited: false) { batch, _ in
+                                                                 blankImages: false, includesEdited: false, group: group) { batch, _ in
                             withNoGrad {
                                 let referenceSums = labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels).sum(axes: [1]).doubles()
                                 let tokens = labelLogProbabilities(model: mllama, inputs: batch.inputs, labels: batch.labels)
@@ -148,13 +159,14 @@ public enum PostTrainingEnvironment {
                         }
                         for (key, value) in statistics.metrics { metrics["preference/" + key] = value }
                     }
-                    return metrics.merging(figures) { a, _ in a }.filter { $0.value.isFinite }
+                    return metrics.merging(sampled.figures) { a, _ in a }.filter { $0.value.isFinite }
                 },
                 saveModel: saveMllama, textOnlyLogitsUnchanged: keepsText ? textCheck : nil)
             environment.makeStepper = { optimizer in
                 DPOStepper(policy: mllama, reference: reference, optimizer: optimizer, maxGradNorm: stage.maxGradNorm, beta: post.dpoBeta,
                            nllWeight: post.dpoNLLWeight, emaEvery: post.referenceEMAEvery, emaAlpha: post.referenceEMAAlpha)
             }
+            environment.prepare = prepare
             return environment
 
         case .rejection:
@@ -162,38 +174,46 @@ public enum PostTrainingEnvironment {
             let sources = try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
             let prompts = SamplingPrompt.prompts(in: sources.map(\.dataset), limit: post.maxPrompts)
             guard !prompts.isEmpty else { throw RecipeError(file: recipe.file, field: "\(stage.name).datasets", reason: "no prompts to sample (question, preference or conversation records)") }
-            let (candidates, figures) = try sampleAndRank(prompts, in: folder)
-            let kept = folder.appendingPathComponent("kept.jsonl")
-            let selection = try OnPolicyData.writeKept(candidates, prompts: prompts, settings: post, to: kept)
-            guard selection.kept > 0 else {
-                throw TrainingError("stage \(stage.name): no candidate was kept (\(selection.candidates) sampled, \(selection.passed) passed the correctness check); sample more, or lower min_reward")
-            }
-            let figuresByName: [String: Double] = [
-                "sampling/prompts": Double(prompts.count), "sampling/candidates": Double(selection.candidates),
-                "sampling/kept": Double(selection.kept), "sampling/acceptance_rate": Double(selection.kept) / Double(max(1, selection.candidates)),
-                "sampling/correct_rate": selection.checked == 0 ? .nan : Double(selection.passed) / Double(selection.checked),
-                "sampling/mean_reward_all": selection.meanRewardAll, "sampling/mean_reward_kept": selection.meanRewardKept,
-                "sampling/candidates_per_s": figures.candidatesPerSecond,
-                "sampling/tokens_per_s": figures.candidatesTimed == 0 ? .nan : Double(figures.generatedTokens) / max(figures.seconds, 1e-9),
-            ]
-            // Figures that do not apply (no reference answers, nothing kept) are left out, never NaN.
-            let summary = figuresByName.filter { $0.value.isFinite }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try encoder.encode(summary), to: folder.appendingPathComponent("sampling.json"))
-            let training = [DataSource(try Dataset(path: kept.path))]
-            return StageEnvironment(
+            var environment = StageEnvironment(
                 model: mllama,
                 makeData: { settings, saved in
                     let position = try saved.map { try JSONDecoder().decode(DataPosition.self, from: $0) }
                     var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed)
                     options.maxSkipShare = settings.maxSkipShare
-                    return LoaderStream(try DataLoader(sources: training, encoder: samples, options: options, resumingFrom: position,
+                    return LoaderStream(try DataLoader(sources: sampled.sources, encoder: samples, options: options, resumingFrom: position,
                                                        onSkip: { warn("skipped \($0)") }))
                 },
-                trainingSampleCount: { _ in selection.kept },
-                evaluate: { settings in (try exactMatch?(settings) ?? [:]).merging(summary) { a, _ in a } },
+                trainingSampleCount: { _ in sampled.count },
+                evaluate: { settings in (try exactMatch?(settings) ?? [:]).merging(sampled.figures) { a, _ in a } },
                 saveModel: saveMllama, textOnlyLogitsUnchanged: keepsText ? textCheck : nil)
+            environment.prepare = {
+                let (candidates, figures) = try sampleAndRank(prompts, in: folder)
+                let kept = folder.appendingPathComponent("kept.jsonl")
+                let selection = try OnPolicyData.writeKept(candidates, prompts: prompts, settings: post, to: kept, write: writer)
+                guard selection.kept > 0 else {
+                    throw TrainingError("stage \(stage.name): no candidate was kept (\(selection.candidates) sampled, \(selection.passed) passed the correctness check); sample more, or lower min_reward")
+                }
+                let figuresByName: [String: Double] = [
+                    "sampling/prompts": Double(prompts.count), "sampling/candidates": Double(selection.candidates),
+                    "sampling/kept": Double(selection.kept), "sampling/acceptance_rate": Double(selection.kept) / Double(max(1, selection.candidates)),
+                    "sampling/correct_rate": selection.checked == 0 ? .nan : Double(selection.passed) / Double(selection.checked),
+                    "sampling/mean_reward_all": selection.meanRewardAll, "sampling/mean_reward_kept": selection.meanRewardKept,
+                    "sampling/candidates_per_s": figures.candidatesPerSecond,
+                    "sampling/tokens_per_s": figures.candidatesTimed == 0 ? .nan : Double(figures.generatedTokens) / max(figures.seconds, 1e-9),
+                ]
+                // Figures that do not apply (no reference answers, nothing kept) are left out, never NaN.
+                let summary = figuresByName.filter { $0.value.isFinite }
+                if writer {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    try AtomicFile.write(try encoder.encode(summary), to: folder.appendingPathComponent("sampling.json"))
+                }
+                try group?.barrier()   // the kept set is whole before the other ranks read it
+                sampled.sources = [DataSource(try Dataset(path: kept.path))]
+                sampled.count = selection.kept
+                sampled.figures = summary
+            }
+            return environment
 
         case .pretrain, .sft:
             throw TrainingError("stage \(stage.name): \(stage.kind.rawValue) is not a post-training stage")
@@ -243,26 +263,40 @@ public enum PostTrainingEnvironment {
 }
 
 /// Figures over held-out preference records, in file order (`maxSamples` records at most; 0: all).
+/// With `group`, rank `r` of N measures batches `r`, `r + N`, … and the figures are gathered in
+/// batch order on every rank.
 func evaluatePreferences<Statistics>(_ sources: [DataSource], encoder: PreferenceEncoder, maxSamples: Int, blankImages: Bool,
-                                     includesEdited: Bool,
+                                     includesEdited: Bool, group: (any ProcessGroup)? = nil,
                                      _ measure: (TrainingBatch, PreferenceLayout) throws -> Statistics) throws -> Statistics
-    where Statistics: MergeableStatistics {
+    where Statistics: MergeableStatistics & Codable {
     let options = DataLoaderOptions(microBatchSize: 8, seed: 0, shuffle: false, epochs: 1, blankImages: blankImages, prefetchBatches: 0, maxSkipShare: 1)
     let loader = try PreferenceLoader(sources: sources.map { DataSource($0.dataset) }, encoder: encoder, options: options,
                                       includesEdited: includesEdited)
-    var total: Statistics? = nil
-    var records = 0
+    var byBatch: [Int: Statistics] = [:]
+    var records = 0, index = -1
     while let batch = try loader.next(), maxSamples == 0 || records < maxSamples {
+        index += 1
         let layout = PreferenceLayout(batch: batch)
-        let figures = try measure(batch, layout)
-        if total == nil { total = figures } else { total!.append(figures) }
         records += layout.pairs
+        if let group, index % group.size != group.rank { continue }
+        byBatch[index] = try measure(batch, layout)
     }
-    guard let total else { throw TrainingError("the held-out preference data has no usable records") }
+    let all = try group.map { try $0.gatherInIndexOrder(byBatch) } ?? byBatch.sorted { $0.key < $1.key }.map(\.value)
+    guard var total = all.first else { throw TrainingError("the held-out preference data has no usable records") }
+    for figures in all.dropFirst() { total.append(figures) }
     return total
 }
 
 /// Statistics that add up over batches.
 protocol MergeableStatistics { mutating func append(_ other: Self) }
+
+/// What a stage's training data is, known once its ``StageEnvironment/prepare`` has run (a
+/// sampling stage builds it there): the sources, their record count, and sampling figures for
+/// the evaluation.
+private final class SampledTraining {
+    var sources: [DataSource] = []
+    var count = 0
+    var figures: [String: Double] = [:]
+}
 extension RewardPairStatistics: MergeableStatistics {}
 extension PreferenceStatistics: MergeableStatistics {}

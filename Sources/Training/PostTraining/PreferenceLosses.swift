@@ -52,7 +52,7 @@ public func rewardPairLoss(chosen: Tensor, rejected: Tensor, margins: [Double]? 
 }
 
 /// What a reward model's pairs say, as TRL's `RewardTrainer` logs it.
-public struct RewardPairStatistics: Sendable, Equatable {
+public struct RewardPairStatistics: Sendable, Equatable, Codable {
     public var chosen: [Double] = []
     public var rejected: [Double] = []
 
@@ -132,7 +132,7 @@ public func directPreferenceLoss(tokenLogProbabilities: Tensor, referenceSums: [
 /// `rewards/accuracies`, `rewards/margins`, `logps/chosen`, `logps/rejected`), where a response's
 /// implicit reward is `β · (π − ρ)`; plus the mean log-ratio to the reference over both responses
 /// (`log_ratio`), the drift from the reference on the preference data.
-public struct PreferenceStatistics: Sendable, Equatable {
+public struct PreferenceStatistics: Sendable, Equatable, Codable {
     public var beta: Double
     public var policyChosen: [Double] = []
     public var policyRejected: [Double] = []

@@ -7,10 +7,13 @@ import TensorCore
 // Shapes: R rows of a preference micro-batch (chosen, rejected, [edited]), P pairs, T tokens, V vocabulary.
 
 /// The optimiser half of a step shared by the preference steppers: forward and backward each
-/// micro-batch with `loss` (gradients accumulate), clip the global norm, AdamW, clear the gradients.
-/// A non-finite loss or gradient skips the update, as ``TrainingStepper`` does.
+/// micro-batch `runs` accepts with `loss` (gradients accumulate; `loss` gets the micro-batch's
+/// index in the step), let `combine` make the loss and gradients the whole group's (data
+/// parallelism: sums over the ranks), clip the global norm, AdamW, clear the gradients. A
+/// non-finite loss or gradient skips the update, as ``TrainingStepper`` does.
 func preferenceStep(_ microBatches: [TrainingBatch], learningRate: Double, optimizer: AdamW, maxGradNorm: Double,
-                    loss: (TrainingBatch) -> Tensor) -> StepReport {
+                    runs: (Int) -> Bool = { _ in true }, combine: (inout StepReport) throws -> Void = { _ in },
+                    loss: (Int, TrainingBatch) -> Tensor) rethrows -> StepReport {
     ensure(!microBatches.isEmpty, "a training step needs at least one micro-batch")
     var report = StepReport(loss: 0, gradientNorm: .nan, learningRate: learningRate,
                             tokens: 0, learnedTokens: microBatches.map(\.lossTokenCount).reduce(0, +),
@@ -20,23 +23,28 @@ func preferenceStep(_ microBatches: [TrainingBatch], learningRate: Double, optim
         report.images += batch.inputs.pixelValues.map { $0.shape[0] * $0.shape[1] } ?? 0
     }
     var clock = DispatchTime.now().uptimeNanoseconds
-    func lap() -> Double {
-        let now = DispatchTime.now().uptimeNanoseconds
-        defer { clock = now }
-        return Double(now - clock) / 1e9
-    }
-    for batch in microBatches {
-        let value = loss(batch)
+    for (index, batch) in microBatches.enumerated() where runs(index) {
+        let value = loss(index, batch)
         let number = value.item()
-        report.forwardSeconds += lap()
+        report.forwardSeconds += TrainingStepper.seconds(since: &clock)
         report.loss += number
         if !number.isFinite { report.isFinite = false; break }
         value.backward()
-        report.backwardSeconds += lap()
+        report.backwardSeconds += TrainingStepper.seconds(since: &clock)
     }
+    try combine(&report)
+    clock = DispatchTime.now().uptimeNanoseconds
     applyClippedUpdate(&report, optimizer: optimizer, maxGradNorm: maxGradNorm, learningRate: learningRate)
-    report.optimizerSeconds = lap()
+    report.optimizerSeconds = TrainingStepper.seconds(since: &clock)
     return report
+}
+
+/// Per-micro-batch figures of a step merged in micro-batch order; over ranks, every rank's share
+/// gathered first, so that the figures are those of one process.
+func mergedStatistics<Statistics: MergeableStatistics & Codable>(_ byMicroBatch: [Int: Statistics], empty: Statistics,
+                                                                 across parallelism: DataParallelism?) throws -> Statistics {
+    let all = try parallelism.map { try $0.group.gatherInIndexOrder(byMicroBatch) } ?? byMicroBatch.sorted { $0.key < $1.key }.map(\.value)
+    return all.reduce(into: empty) { $0.append($1) }
 }
 
 /// The ranked pairs of a preference batch's rows: (chosen, rejected), and with Llama 3's edited
@@ -67,25 +75,36 @@ final class RewardStepper: StageStepping {
     }
 
     func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
+        try! step(microBatches, learningRate: learningRate, parallelism: nil)   // alone, nothing throws
+    }
+
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, across parallelism: DataParallelism) throws -> StepReport {
+        try step(microBatches, learningRate: learningRate, parallelism: parallelism)
+    }
+
+    /// This rank's share of the step (all of it alone); the normaliser counts the whole step's pairs.
+    private func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
         let normalizer = microBatches.reduce(0) { total, batch in
             let layout = PreferenceLayout(batch: batch)
             return total + rankedPairs(layout).count * layout.pairs
         }
-        var statistics = RewardPairStatistics()
-        let report = preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm) { batch in
+        var statistics: [Int: RewardPairStatistics] = [:]
+        let report = try preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
+                                        runs: { parallelism?.runs(microBatch: $0) ?? true },
+                                        combine: { try parallelism?.combine(&$0, parameters: optimizer.parameters) }) { index, batch in
             let rewards = model.rewards(batch.inputs)                                     // (R)
             var loss: Tensor? = nil
-            for (index, pair) in rankedPairs(PreferenceLayout(batch: batch)).enumerated() {
+            for (pairIndex, pair) in rankedPairs(PreferenceLayout(batch: batch)).enumerated() {
                 let better = rewards.slice(axis: 0, pair.better), worse = rewards.slice(axis: 0, pair.worse)
                 let term = rewardPairLoss(chosen: better, rejected: worse,
                                           margins: margin == 0 ? nil : Array(repeating: margin, count: better.shape[0]),
                                           centerCoefficient: centerCoefficient, normalizer: normalizer)
                 loss = loss.map { $0 + term } ?? term
-                if index == 0 { statistics.append(RewardPairStatistics(chosen: better.doubles(), rejected: worse.doubles())) }
+                if pairIndex == 0 { statistics[index] = RewardPairStatistics(chosen: better.doubles(), rejected: worse.doubles()) }
             }
             return loss!
         }
-        lastStepMetrics = statistics.metrics
+        lastStepMetrics = try mergedStatistics(statistics, empty: RewardPairStatistics(), across: parallelism).metrics
         return report
     }
 }
@@ -136,10 +155,22 @@ final class DPOStepper: StageStepping {
     }
 
     func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
+        try! step(microBatches, learningRate: learningRate, parallelism: nil)   // alone, nothing throws
+    }
+
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, across parallelism: DataParallelism) throws -> StepReport {
+        try step(microBatches, learningRate: learningRate, parallelism: parallelism)
+    }
+
+    /// This rank's share of the step (all of it alone): the reference's log-probabilities of its
+    /// own micro-batches only; the normalisers count the whole step's pairs and chosen tokens.
+    private func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
         let pairs = microBatches.reduce(0) { $0 + PreferenceLayout(batch: $1).pairs }
         let chosenTokens = microBatches.reduce(0) { $0 + Self.chosenTokenCount($1) }
-        var statistics = PreferenceStatistics(beta: beta)
-        let report = preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm) { batch in
+        var statistics: [Int: PreferenceStatistics] = [:]
+        let report = try preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
+                                        runs: { parallelism?.runs(microBatch: $0) ?? true },
+                                        combine: { try parallelism?.combine(&$0, parameters: optimizer.parameters) }) { index, batch in
             let referenceSums = withNoGrad {
                 labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels).sum(axes: [1]).doubles()
             }
@@ -147,10 +178,10 @@ final class DPOStepper: StageStepping {
             let (loss, figures) = directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceSums, beta: beta,
                                                        nllWeight: nllWeight, pairNormalizer: pairs,
                                                        chosenTokenNormalizer: max(1, chosenTokens))
-            statistics.append(figures)
+            statistics[index] = figures
             return loss
         }
-        lastStepMetrics = statistics.metrics
+        lastStepMetrics = try mergedStatistics(statistics, empty: PreferenceStatistics(beta: beta), across: parallelism).metrics
         return report
     }
 

@@ -7,6 +7,11 @@ import TensorCore
 public protocol StageStepping: AnyObject {
     /// Runs one step over `microBatches` (the accumulation group) at `learningRate`.
     func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport
+    /// Runs one data-parallel step: every rank passes the same `microBatches`, runs its share of
+    /// them (``DataParallelism/runs(microBatch:)``), and the loss and gradients are summed over the
+    /// ranks before every rank applies the same update.
+    /// - Throws: ``CollectiveError`` when another rank stopped or the network failed.
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, across parallelism: DataParallelism) throws -> StepReport
     /// Figures of the last step beyond the loss (written to `metrics.jsonl`, e.g. `rewards/margins`).
     var lastStepMetrics: [String: Double] { get }
     /// State besides the trainable weights and the optimiser that a run checkpoint must keep for
