@@ -88,6 +88,14 @@ public enum AdapterInitialization {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try writeSafetensors(tensors: tensors, metadata: ["format": "pt"], to: output.appendingPathComponent("model.safetensors"))
         try AtomicFile.write(try config.jsonData(), to: output.appendingPathComponent("config.json"))
+        try writeProcessorAndCompanions(layout: layout, textModel: textModel, output: output)
+        return config
+    }
+
+    /// Writes the image processor's config for the layout's tiles and copies the text model's
+    /// ``companionFiles`` (those it has) into `output`: what every new adapter model folder holds
+    /// beside its weights and `config.json`.
+    static func writeProcessorAndCompanions(layout: AdapterLayout, textModel: URL, output: URL) throws {
         let processor = MllamaImageProcessorConfig.published(tileSize: layout.vision.imageSize,
                                                              maxImageTiles: layout.vision.maxNumTiles)
         try AtomicFile.write(try processor.jsonData(), to: output.appendingPathComponent(MllamaImageProcessorConfig.fileName))
@@ -96,7 +104,6 @@ public enum AdapterInitialization {
             guard FileManager.default.fileExists(atPath: source.path) else { continue }
             try AtomicFile.write(try Data(contentsOf: source), to: output.appendingPathComponent(name))
         }
-        return config
     }
 
     /// Puts a text-model tensor in place of a fresh one, checking that the shapes agree.

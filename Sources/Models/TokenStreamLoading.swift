@@ -52,13 +52,7 @@ extension AdapterInitialization {
                                      projector: TokenStreamModel.makeProjector(config: config, factory: factory), languageModel: llama)
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try model.save(to: output)
-        let processor = MllamaImageProcessorConfig.published(tileSize: layout.vision.imageSize, maxImageTiles: layout.vision.maxNumTiles)
-        try AtomicFile.write(try processor.jsonData(), to: output.appendingPathComponent(MllamaImageProcessorConfig.fileName))
-        for name in companionFiles {
-            let source = textModel.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: source.path) else { continue }
-            try AtomicFile.write(try Data(contentsOf: source), to: output.appendingPathComponent(name))
-        }
+        try writeProcessorAndCompanions(layout: layout, textModel: textModel, output: output)
         return config
     }
 }
