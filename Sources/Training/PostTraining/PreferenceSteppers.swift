@@ -58,7 +58,7 @@ func rankedPairs(_ layout: PreferenceLayout) -> [(better: Range<Int>, worse: Ran
 /// The reward model's step: the Bradley–Terry loss over every ranked pair of the step's records
 /// (``rewardPairLoss(chosen:rejected:margins:centerCoefficient:normalizer:)``), normalised by the
 /// ranked pairs of the whole step.
-final class RewardStepper: StageStepping {
+final class RewardStepper: OneStepForEveryRankCount {
     let model: VisionRewardModel
     let optimizer: AdamW
     let maxGradNorm: Double
@@ -74,16 +74,8 @@ final class RewardStepper: StageStepping {
         self.centerCoefficient = centerCoefficient
     }
 
-    func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
-        try! step(microBatches, learningRate: learningRate, parallelism: nil)   // alone, nothing throws
-    }
-
-    func step(_ microBatches: [TrainingBatch], learningRate: Double, across parallelism: DataParallelism) throws -> StepReport {
-        try step(microBatches, learningRate: learningRate, parallelism: parallelism)
-    }
-
     /// This rank's share of the step (all of it alone); the normaliser counts the whole step's pairs.
-    private func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
         let normalizer = microBatches.reduce(0) { total, batch in
             let layout = PreferenceLayout(batch: batch)
             return total + rankedPairs(layout).count * layout.pairs
@@ -131,7 +123,7 @@ public func exponentialMovingAverage(reference: Tensor, policy: Tensor, alpha: D
 /// `emaEvery` k > 0, every k steps the reference's copies of the trainable weights move toward the
 /// policy's (``exponentialMovingAverage(reference:policy:alpha:)``; Llama 3's option, TRL's
 /// `sync_ref_model`); those copies are part of the run checkpoint.
-final class DPOStepper: StageStepping {
+final class DPOStepper: OneStepForEveryRankCount {
     let policy: any TrainableLanguageModel
     let reference: any TrainableLanguageModel
     let optimizer: AdamW
@@ -154,17 +146,9 @@ final class DPOStepper: StageStepping {
         self.emaAlpha = emaAlpha
     }
 
-    func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
-        try! step(microBatches, learningRate: learningRate, parallelism: nil)   // alone, nothing throws
-    }
-
-    func step(_ microBatches: [TrainingBatch], learningRate: Double, across parallelism: DataParallelism) throws -> StepReport {
-        try step(microBatches, learningRate: learningRate, parallelism: parallelism)
-    }
-
     /// This rank's share of the step (all of it alone): the reference's log-probabilities of its
     /// own micro-batches only; the normalisers count the whole step's pairs and chosen tokens.
-    private func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
         let pairs = microBatches.reduce(0) { $0 + PreferenceLayout(batch: $1).pairs }
         let chosenTokens = microBatches.reduce(0) { $0 + Self.chosenTokenCount($1) }
         var statistics: [Int: PreferenceStatistics] = [:]

@@ -31,3 +31,20 @@ extension StageStepping {
 }
 
 extension TrainingStepper: StageStepping {}
+
+/// A stepper whose single-process and data-parallel steps are one function: `parallelism` is nil
+/// alone, and the two ``StageStepping`` entry points forward to it.
+protocol OneStepForEveryRankCount: StageStepping {
+    /// This rank's share of the step (all of it alone).
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport
+}
+
+extension OneStepForEveryRankCount {
+    public func step(_ microBatches: [TrainingBatch], learningRate: Double) -> StepReport {
+        try! step(microBatches, learningRate: learningRate, parallelism: nil)   // alone, nothing throws
+    }
+
+    public func step(_ microBatches: [TrainingBatch], learningRate: Double, across parallelism: DataParallelism) throws -> StepReport {
+        try step(microBatches, learningRate: learningRate, parallelism: parallelism)
+    }
+}
