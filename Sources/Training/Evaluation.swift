@@ -226,18 +226,24 @@ struct Evaluation {
 
     /// The held-out questions with reference answers, their images decoded.
     func questions() throws -> [QuestionAnswering.Question] {
-        var questions: [QuestionAnswering.Question] = []
-        for dataset in datasets {
-            for index in 0..<dataset.count {
-                if maxSamples > 0 && questions.count >= maxSamples { return questions }
-                guard case .success(let record) = dataset.record(at: index),
-                      case .question(let prompt, let answer, let kind) = record.content else { continue }
-                guard let images = try? record.images.map({ try ImageLoading.load($0, for: record.location) }) else { continue }
-                questions.append(.init(id: record.id, prompt: prompt, answer: answer, type: kind ?? "question", images: images))
-            }
-        }
-        return questions
+        questionRecords(in: datasets, maxSamples: maxSamples).map(\.question)
     }
+}
+
+/// The question records of `datasets` (at most `maxSamples`, 0: all) that can be read, each with
+/// its question and decoded images; other records are passed over.
+func questionRecords(in datasets: [Dataset], maxSamples: Int) -> [(record: DatasetRecord, question: QuestionAnswering.Question)] {
+    var found: [(record: DatasetRecord, question: QuestionAnswering.Question)] = []
+    for dataset in datasets {
+        for index in 0..<dataset.count {
+            if maxSamples > 0 && found.count >= maxSamples { return found }
+            guard case .success(let record) = dataset.record(at: index),
+                  case .question(let prompt, let answer, let kind) = record.content else { continue }
+            guard let images = try? record.images.map({ try ImageLoading.load($0, for: record.location) }) else { continue }
+            found.append((record, .init(id: record.id, prompt: prompt, answer: answer, type: kind ?? "question", images: images)))
+        }
+    }
+    return found
 }
 
 /// Evaluates the model in `directory` on held-out files, as a stage's evaluation does: the loss
@@ -252,7 +258,7 @@ public func evaluateModel(directory: URL, datasets: [URL], maxSamples: Int = 0, 
 
 /// The model in `directory` and a sample encoder with its processor (a text model reads records
 /// without their images: the no-vision baseline).
-private func openForEvaluation(directory: URL, maxLength: Int) throws -> (model: any TrainableLanguageModel, encoder: SampleEncoder) {
+func openForEvaluation(directory: URL, maxLength: Int) throws -> (model: any TrainableLanguageModel, encoder: SampleEncoder) {
     let loaded = try LoadedModel.load(directory: directory)
     let layout = try ModelDataLayout(loaded.model)
     let processor = try loadProcessor(directory: directory, imageTokenID: layout.imageTokenID)

@@ -11,7 +11,10 @@ struct EvalCommand: ParsableCommand {
             Prints one line per metric, then the metrics as one JSON line. For a vision model every metric \
             is also computed with each image replaced by a black one (…_blank_images): when the two agree, \
             the model is not using the image. A text-only model reads the questions without their images \
-            (the no-vision baseline).
+            (the no-vision baseline). With --reward-model, the model's greedy answers to the question \
+            records are also scored by that reward model (a reward stage's output), with their images: \
+            held_out_reward is the mean, held_out_reward/correct and held_out_reward/wrong the means over \
+            answers that match the reference and that do not.
             """)
 
     @Option(help: "A model folder (mllama or llama).")
@@ -26,20 +29,40 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "The longest answer generated for exact match.")
     var maxNewTokens = 16
 
+    @Option(help: "A reward model folder (a reward stage's output) to score the model's answers with.")
+    var rewardModel: String?
+
     func validate() throws {
         guard !data.isEmpty else { throw ValidationError("give at least one --data FILE") }
         guard samples >= 0, maxNewTokens > 0 else { throw ValidationError("--samples must be ≥ 0 and --max-new-tokens positive") }
     }
 
     func run() throws {
-        for file in data { try requireFile(file) }
-        let metrics: [String: Double]
-        do {
-            metrics = try evaluateModel(directory: try modelFolder(model), datasets: data.map { URL(fileURLWithPath: $0) },
-                                        maxSamples: samples, maxNewTokens: maxNewTokens)
-        } catch let error as TrainingError { throw CommandFailure("\(error)") }
+        let metrics = try self.metrics()
         for (key, value) in metrics.sorted(by: { $0.key < $1.key }) { print(String(format: "%-40@ %.4f", key, value)) }
         let json = metrics.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value.isFinite ? "\($0.value)" : "null")" }
         print("{" + json.joined(separator: ", ") + "}")
+    }
+
+    /// The metrics `run` prints.
+    func metrics() throws -> [String: Double] {
+        for file in data { try requireFile(file) }
+        var metrics: [String: Double]
+        do {
+            metrics = try evaluateModel(directory: try modelFolder(model), datasets: data.map { URL(fileURLWithPath: $0) },
+                                        maxSamples: samples, maxNewTokens: maxNewTokens)
+            if let rewardModel {
+                let folder = try modelFolder(rewardModel)
+                let scored = try data.flatMap { file in
+                    try scoreHeldOutAnswers(policy: try modelFolder(model), rewardModel: folder, dataset: URL(fileURLWithPath: file),
+                                            maxSamples: samples, maxNewTokens: maxNewTokens)
+                }
+                guard !scored.isEmpty else { throw CommandFailure("--reward-model: \(data.joined(separator: ", ")) has no question records to answer") }
+                metrics["held_out_reward"] = scored.meanReward
+                metrics["held_out_reward/correct"] = scored.filter(\.correct).meanReward
+                metrics["held_out_reward/wrong"] = scored.filter { !$0.correct }.meanReward
+            }
+        } catch let error as TrainingError { throw CommandFailure("\(error)") }
+        return metrics
     }
 }

@@ -106,6 +106,21 @@ struct RunCommand: ParsableCommand {
         if comparison != nil && !noCompare {
             report.comparison = try ComparisonReport.load(from: root.appendingPathComponent("compare/comparison.json"))
         }
+        if let rewardStage = recipeStages.first(where: { $0.kind == .reward }) {
+            // What the policies say, scored by the job's reward model: before (SFT) and after rejection sampling and DPO.
+            let rewardModel = URL(fileURLWithPath: path("run/\(rewardStage.name)/model"))
+            var series: [(name: String, values: [Double])] = []
+            for stage in recipeStages where [.sft, .rejection, .dpo].contains(stage.kind) {
+                let scored = try scoreHeldOutAnswers(policy: URL(fileURLWithPath: path("run/\(stage.name)/model")), rewardModel: rewardModel,
+                                                     dataset: heldOut, maxSamples: Self.rewardScoredQuestions, maxNewTokens: 8)
+                series.append((stage.name, scored.map(\.reward)))
+                if let index = evaluations.firstIndex(where: { $0.name == stage.name }) {
+                    report.evaluations[index].metrics["held_out_reward"] = scored.meanReward
+                }
+            }
+            report.rewardDistributions.append((title: "Held-out reward of each policy's answers (the first \(Self.rewardScoredQuestions) held-out questions, scored by \(rewardStage.name))",
+                                               series: series))
+        }
         for stage in recipeStages where stage.kind == .rejection {
             let rewards = try rejectionRewards(stageFolder: URL(fileURLWithPath: path("run/\(stage.name)")))
             report.rewardDistributions.append((title: "Rejection sampling (\(stage.name)): reward of every candidate and of those kept",
@@ -120,6 +135,9 @@ struct RunCommand: ParsableCommand {
 
     /// Held-out questions shown with their pictures and every model's answers.
     static let shownSamples = 8
+
+    /// Held-out questions whose answers, from each policy, the reward model scores for the report.
+    static let rewardScoredQuestions = 400
 
     /// A stage's training loss by step, from its `metrics.jsonl` (evaluation lines have no loss).
     private func lossCurve(_ file: URL) throws -> [(step: Int, loss: Double)] {

@@ -55,6 +55,7 @@ struct ReportTests {
         report.rewardDistributions = [(title: "RS", series: [("all", [-1, 0, 0, 1]), ("kept", [1, 1])])]
         let html = report.html
         #expect(html.contains("<h2>Rewards</h2>") && html.contains("all: mean 0.000 over 4; kept: mean 1.000 over 2"))
+        #expect(report.markdown.contains("## Rewards\n\n- RS: all: mean 0.000 over 4; kept: mean 1.000 over 2."))
         let svg = SVGChart.histogram([("kept", [1, 1]), ("all", [-1, 0, 0, 1])], title: "h", xLabel: "r", bins: 4)
         #expect(svg.components(separatedBy: "<polyline").count == 3)
         // Every value lands in a bin: the steps of each series add up to a share of 1.

@@ -229,6 +229,39 @@ struct PostTrainingCommandTests {
         #expect(bad?.message.contains("reward_head.safetensors") == true, "\(bad?.message ?? "no error")")
     }
 
+    @Test("the held-out reward of a policy's answers is what vlm reward gives those answers, and vlm eval reports it")
+    func heldOutReward() throws {
+        let scratch = try Scratch()
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
+        let short = recipe.components(separatedBy: "  # Sample 4 answers")[0].replacingOccurrences(of: "steps: 12", with: "steps: 3")
+        try short.write(toFile: scratch.path("reward.yaml"), atomically: true, encoding: .utf8)
+        try runVLM(["train", scratch.path("reward.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                    "--data-root", TinyVisionSetup.world.path])
+        let heldOut = TinyVisionSetup.world.appendingPathComponent("qa-heldout.jsonl")
+        let policy = URL(fileURLWithPath: scratch.path("run/sft/model")), rewardModel = URL(fileURLWithPath: scratch.path("run/reward/model"))
+        let scored = try scoreHeldOutAnswers(policy: policy, rewardModel: rewardModel, dataset: heldOut, maxSamples: 6, maxNewTokens: 6)
+        #expect(scored.count == 6)
+        // The same questions with the policy's answers in place of the references, scored as a file.
+        let lines = try String(contentsOf: heldOut, encoding: .utf8).split(separator: "\n").prefix(6)
+        var rewritten: [String] = []
+        for (line, answer) in zip(lines, scored) {
+            var object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            #expect(object["id"] as? String == answer.id)
+            object["answer"] = answer.answer
+            object["image"] = TinyVisionSetup.world.appendingPathComponent(object["image"] as! String).path
+            rewritten.append(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
+        }
+        try (rewritten.joined(separator: "\n") + "\n").write(toFile: scratch.path("answers.jsonl"), atomically: true, encoding: .utf8)
+        let asFile = try scoreResponses(directory: rewardModel, data: URL(fileURLWithPath: scratch.path("answers.jsonl")))
+        #expect(asFile.map { $0.rewards["response"]! } == scored.map(\.reward))
+        #expect(Set(scored.map(\.reward)).count > 1, "different answers or images get different rewards")
+
+        let eval = try #require(try VLM.parseAsRoot(["eval", "--model", policy.path, "--data", heldOut.path, "--samples", "6",
+                                                     "--max-new-tokens", "6", "--reward-model", rewardModel.path]) as? EvalCommand)
+        let mean = try #require(try eval.metrics()["held_out_reward"])
+        #expect(abs(mean - scored.map(\.reward).reduce(0, +) / 6) < 1e-12)
+    }
+
     @Test("post-training recipe mistakes are named by file, line and field")
     func recipeMistakes() throws {
         let scratch = try Scratch()

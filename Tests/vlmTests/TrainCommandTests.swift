@@ -229,6 +229,8 @@ struct RunCommandTests {
             stages:
               - {name: pretrain, kind: pretrain, datasets: [pretrain-hq.jsonl], steps: 4}
               - {name: sft, kind: sft, datasets: [qa-train.jsonl], eval_datasets: [qa-heldout.jsonl], eval_samples: 8, steps: 4}
+              - {name: reward, kind: reward, datasets: [preferences.jsonl], trainable: [visionModel, crossAttentionLayers, rewardHead], steps: 2}
+              - {name: dpo, kind: dpo, datasets: [preferences.jsonl], steps: 2}
             compare: {archs: [cross-attention, llava-linear], stages: [pretrain, sft], seeds: 1}
             """
         try base.write(toFile: scratch.path("base.yaml"), atomically: true, encoding: .utf8)
@@ -239,7 +241,12 @@ struct RunCommandTests {
         let report = try String(contentsOfFile: scratch.path("job/report.md"), encoding: .utf8)
         let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.path("job/metrics.json")))) as! [String: Any]
         let evaluations = metrics["evaluations"] as! [[String: Any]]
-        #expect(evaluations.map { $0["model"] as! String } == ["base Llama (no image)", "pretrain", "sft"])
+        #expect(evaluations.map { $0["model"] as! String } == ["base Llama (no image)", "pretrain", "sft", "dpo"])
+        // The policies' answers, scored by the job's reward model: before and after DPO.
+        let rewards = evaluations.compactMap { ($0["metrics"] as! [String: Double])["held_out_reward"] }
+        #expect(rewards.count == 2 && rewards.allSatisfy(\.isFinite))
+        #expect(report.contains("## Rewards") && report.contains("Held-out reward of each policy's answers")
+                && report.contains(String(format: "dpo: mean %.3f", rewards[1])))
         let final = (evaluations.last!["metrics"] as! [String: Double])
         #expect(final["exact_match"] != nil && final["exact_match_blank_images"] != nil)
         #expect(report.contains(String(format: "%.1f %%", 100 * final["exact_match"]!)), "the report shows the measured number")

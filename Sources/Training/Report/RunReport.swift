@@ -96,6 +96,12 @@ public struct RunReport {
                                 s.firstLoss ?? .nan, s.finalLoss ?? .nan, s.tokensPerSecond, s.seconds,
                                 s.textOnlyLogitsUnchanged == true ? "yes, bit for bit" : "no"))
         }
+        if !rewardDistributions.isEmpty {
+            lines += ["", "## Rewards", ""]
+            for distribution in rewardDistributions {
+                lines.append("- \(distribution.title): " + Self.rewardMeans(distribution.series).joined(separator: "; ") + ".")
+            }
+        }
         if let comparison {
             lines += ["", "## Fusion designs compared (vlm compare)", ""]
             lines += comparison.markdown.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(2).map(String.init)
@@ -108,6 +114,13 @@ public struct RunReport {
             }
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// "name: mean M over N" for each series of a reward distribution.
+    static func rewardMeans(_ series: [(name: String, values: [Double])]) -> [String] {
+        series.map { entry in
+            String(format: "%@: mean %.3f over %d", entry.name, entry.values.reduce(0, +) / Double(max(entry.values.count, 1)), entry.values.count)
+        }
     }
 
     public var json: Data {

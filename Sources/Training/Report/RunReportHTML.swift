@@ -97,9 +97,7 @@ extension RunReport {
         guard !rewardDistributions.isEmpty else { return "" }
         var section = "<h2>Rewards</h2>\n"
         for distribution in rewardDistributions {
-            let means = distribution.series.map { entry in
-                String(format: "%@: mean %.3f over %d", entry.name, entry.values.reduce(0, +) / Double(max(entry.values.count, 1)), entry.values.count)
-            }
+            let means = Self.rewardMeans(distribution.series)
             section += SVGChart.histogram(distribution.series, title: distribution.title, xLabel: "reward", width: 940) + "\n"
             section += "<p class=\"muted\">\(SVGChart.escape(means.joined(separator: "; ")))</p>\n"
         }
