@@ -45,15 +45,15 @@ enum Instructions {
     ]
 
     /// Two or three questions of different types, answered in sentences.
-    static func conversation(_ scene: Scene, random: inout WorldRandom) -> [Exchange] {
-        let maker = QuestionMaker(scene: scene)
+    static func conversation(_ scene: Scene, types: [QuestionType], random: inout WorldRandom) -> [Exchange] {
+        let maker = QuestionMaker(scene: scene, types: types)
         let types = random.shuffled(maker.availableTypes).prefix(2 + random.int(below: 2))
         return types.compactMap { type in maker.make(type, random: &random) }.map { Exchange(human: $0.question, assistant: $0.sentence) }
     }
 
     /// Two or three questions of different types, answered with the short canonical answer.
-    static func shortAnswers(_ scene: Scene, random: inout WorldRandom) -> [Exchange] {
-        let maker = QuestionMaker(scene: scene)
+    static func shortAnswers(_ scene: Scene, types: [QuestionType], random: inout WorldRandom) -> [Exchange] {
+        let maker = QuestionMaker(scene: scene, types: types)
         let types = random.shuffled(maker.availableTypes).prefix(2 + random.int(below: 2))
         return types.compactMap { type in maker.make(type, random: &random) }.map { Exchange(human: $0.shortPrompt, assistant: $0.answer) }
     }

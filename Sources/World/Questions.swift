@@ -67,16 +67,21 @@ struct QuestionMaker {
     let scene: Scene
     let describer: SceneDescriber
 
-    init(scene: Scene) {
+    /// The types the world asks about (``WorldConfiguration/questionTypes``).
+    let types: [QuestionType]
+
+    init(scene: Scene, types: [QuestionType] = QuestionType.allCases) {
         self.scene = scene
+        self.types = types
         describer = SceneDescriber(scene: scene)
     }
 
-    /// The types this scene can be asked about: relations need two objects, and "where" questions
-    /// an object that can be named without its position (not so when all objects look alike).
+    /// The world's types this scene can be asked about: relations need two objects, and "where"
+    /// questions an object that can be named without its position (not so when all objects look alike).
     var availableTypes: [QuestionType] {
         QuestionType.allCases.filter { type in
-            switch type {
+            guard types.contains(type) else { return false }
+            return switch type {
             case .relation: scene.objects.count >= 2
             case .position: scene.objects.indices.contains { describer.reference(to: $0, avoiding: .position) != nil }
             default: true

@@ -34,6 +34,9 @@ public struct WorldConfiguration: Equatable, Sendable {
     /// How far objects wander inside their cell, as a share of the room the cell leaves (0...1;
     /// 0 centres every object in its cell).
     public var placementJitter: Double
+    /// The question types of the world's questions, short-answer and conversation instructions and
+    /// preference pairs (all by default; a subset makes a focused world, e.g. colour only).
+    public var questionTypes: [QuestionType]
 
     public init(size: Size = .default, seed: UInt64 = 0, imageSize: Int = 64, noise: NoiseShares = NoiseShares(),
                 noisyPairsPerScene: Int = 2, questionsPerScene: Int = 4) {
@@ -46,6 +49,7 @@ public struct WorldConfiguration: Equatable, Sendable {
         self.questionsPerScene = questionsPerScene
         maxObjectsPerScene = 4
         placementJitter = 1
+        questionTypes = QuestionType.allCases
     }
 
     /// Checks the numbers; the error names the field.
@@ -60,6 +64,7 @@ public struct WorldConfiguration: Equatable, Sendable {
         guard (1...4).contains(maxObjectsPerScene) else {
             throw WorldError("objects per scene \(maxObjectsPerScene) is outside 1...4 (the 3×3 grid holds at most 4 here)")
         }
+        guard !questionTypes.isEmpty else { throw WorldError("question types: give at least one") }
         guard noisyPairsPerScene >= 0, questionsPerScene >= 0 else {
             throw WorldError("noisy pairs and questions per scene must not be negative")
         }
@@ -217,12 +222,12 @@ public struct WorldDataset: Sendable {
             var rc = random(.conversation, scene.index), rp = random(.detail, scene.index)
             var rr = random(.reasoning, scene.index), rs = random(.shortAnswer, scene.index)
             let samples: [(InstructionSample.Kind, [Exchange])] = [
-                (.conversation, Instructions.conversation(scene, random: &rc)),
+                (.conversation, Instructions.conversation(scene, types: configuration.questionTypes, random: &rc)),
                 (.detail, [Exchange(human: rp.pick(Instructions.detailPrompts), assistant: detailed)]),
                 (.complexReasoning, [Instructions.complexReasoning(scene, random: &rr)]),
-                (.shortAnswer, Instructions.shortAnswers(scene, random: &rs)),
+                (.shortAnswer, Instructions.shortAnswers(scene, types: configuration.questionTypes, random: &rs)),
             ]
-            for (kind, exchanges) in samples {
+            for (kind, exchanges) in samples where !exchanges.isEmpty {
                 instructions.append(InstructionSample(id: "\(scene.id)-\(kind.rawValue)", sceneIndex: scene.index,
                                                       image: scene.imagePath, kind: kind, exchanges: exchanges))
             }
@@ -239,8 +244,9 @@ public struct WorldDataset: Sendable {
         func questions(_ scenes: [Scene]) -> [QuestionRecord] {
             scenes.flatMap { scene -> [QuestionRecord] in
                 var r = random(.questions, scene.index)
-                let maker = QuestionMaker(scene: scene)
+                let maker = QuestionMaker(scene: scene, types: configuration.questionTypes)
                 let available = r.shuffled(maker.availableTypes)
+                guard !available.isEmpty else { return [] }
                 return (0..<configuration.questionsPerScene).compactMap { k in
                     maker.make(available[k % available.count], random: &r).map {
                         QuestionRecord(id: "\(scene.id)-q\(k)", sceneIndex: scene.index, image: scene.imagePath, qa: $0)
@@ -250,24 +256,26 @@ public struct WorldDataset: Sendable {
         }
         trainQuestions = questions(train)
         heldoutQuestions = questions(heldout)
-        trainPreferences = train.flatMap { Self.preferences(for: $0, random: random(.preferences, $0.index)) }
-        heldoutPreferences = heldout.flatMap { Self.preferences(for: $0, random: random(.preferences, $0.index)) }
+        let types = configuration.questionTypes
+        trainPreferences = train.flatMap { Self.preferences(for: $0, types: types, random: random(.preferences, $0.index)) }
+        heldoutPreferences = heldout.flatMap { Self.preferences(for: $0, types: types, random: random(.preferences, $0.index)) }
     }
 
     /// Two pairs per scene: a short-answer one (any question type) and a sentence one (a question
     /// whose sentence states the answer); each rejected answer is the chosen one with one grounded
     /// word of the answer changed.
-    private static func preferences(for scene: Scene, random: WorldRandom) -> [PreferencePair] {
+    private static func preferences(for scene: Scene, types: [QuestionType], random: WorldRandom) -> [PreferencePair] {
         var random = random
-        let maker = QuestionMaker(scene: scene)
+        let maker = QuestionMaker(scene: scene, types: types)
         var pairs: [PreferencePair] = []
+        guard !maker.availableTypes.isEmpty else { return [] }
         if let qa = maker.make(random.pick(maker.availableTypes), random: &random),
            let rejected = GroundedNegative.make(from: qa.answer, changing: qa.answer, random: &random) {
             pairs.append(PreferencePair(id: "\(scene.id)-pref-0", sceneIndex: scene.index, image: scene.imagePath, type: qa.type,
                                         prompt: qa.shortPrompt, chosen: qa.answer, rejected: rejected))
         }
         let sentenceTypes = maker.availableTypes.filter { QuestionAnswer(type: $0, question: "", answer: "", sentence: "").sentenceStatesAnswer }
-        if let qa = maker.make(random.pick(sentenceTypes), random: &random),
+        if !sentenceTypes.isEmpty, let qa = maker.make(random.pick(sentenceTypes), random: &random),
            let rejected = GroundedNegative.make(from: qa.sentence, changing: qa.answer, random: &random) {
             pairs.append(PreferencePair(id: "\(scene.id)-pref-1", sceneIndex: scene.index, image: scene.imagePath, type: qa.type,
                                         prompt: qa.question, chosen: qa.sentence, rejected: rejected))

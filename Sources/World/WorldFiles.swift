@@ -65,7 +65,7 @@ extension WorldDataset {
             + "\"partial\": \(noise.partial), \"truncation\": \(noise.truncation), \"boilerplate\": \(noise.boilerplate)},\n"
         out += "  \"counts\": {" + counts.map { "\(J.string($0.0)): \($0.1)" }.joined(separator: ", ") + "},\n"
         out += "  \"colors\": {" + ObjectColor.allCases.map { "\(J.string($0.rawValue)): \(J.ints($0.rgb))" }.joined(separator: ", ") + "},\n"
-        out += "  \"question_types\": [" + QuestionType.allCases.map { J.string($0.rawValue) }.joined(separator: ", ") + "],\n"
+        out += "  \"question_types\": [" + c.questionTypes.map { J.string($0.rawValue) }.joined(separator: ", ") + "],\n"
         out += "  \"box_format\": \"[x0, y0, x1, y1] in pixels, x1 and y1 exclusive\",\n"
         out += "  \"scenes\": [\n"
         out += scenes.map { scene in

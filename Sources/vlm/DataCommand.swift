@@ -46,6 +46,10 @@ struct DataCommand: ParsableCommand {
         @Option(help: "How far objects wander inside their grid cell (0: centred, 1: as far as the cell allows).")
         var jitter: Double = 1
 
+        @Option(help: ArgumentHelp("The question types the world asks (comma-separated): color, shape, size, count, position, relation, existence. Default: all.",
+                                   valueName: "types"))
+        var questionTypes: String?
+
         @Option(help: ArgumentHelp("A noisy alt-text share KIND=P (repeatable): unrelated, wrong-attribute, partial, truncation, boilerplate.",
                                    valueName: "kind=share"))
         var noise: [String] = []
@@ -59,6 +63,18 @@ struct DataCommand: ParsableCommand {
             if let heldout { configuration.heldoutSceneCount = heldout }
             configuration.maxObjectsPerScene = maxObjects
             configuration.placementJitter = jitter
+            if let questionTypes {
+                let named = try questionTypes.split(separator: ",").map { name in
+                    let word = name.trimmingCharacters(in: .whitespaces)
+                    guard let type = QuestionType(rawValue: word) else {
+                        throw ValidationError("--question-types: '\(word)' is not a question type; use "
+                                              + QuestionType.allCases.map(\.rawValue).joined(separator: ", "))
+                    }
+                    return type
+                }
+                guard !named.isEmpty else { throw ValidationError("--question-types: give at least one type") }
+                configuration.questionTypes = QuestionType.allCases.filter(named.contains)
+            }
             for option in noise {
                 let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
                 guard parts.count == 2, let share = Double(parts[1]) else {
