@@ -235,6 +235,12 @@ struct RecipeParser {
             }
             settings.activationCheckpointing = value
         },
+        "blank_images": { parser, settings, node, field in
+            guard let value = node.bool, node.scalar != nil else {
+                throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'")
+            }
+            settings.blankImages = value ? true : nil
+        },
         "precision": { parser, settings, node, field in
             guard let value = node.string.flatMap(MatrixPrecision.init(rawValue:)), node.scalar != nil else {
                 throw parser.error(node, field, "'\(node.string ?? "\(node)")' is not one of \(MatrixPrecision.allCases.map(\.rawValue).joined(separator: ", "))")

@@ -92,6 +92,10 @@ public struct StageSettings: Codable, Sendable, Equatable {
     public var seed: UInt64 = 0
     /// Stop the stage when more than this share of samples had to be skipped.
     public var maxSkipShare: Double = 0.01
+    /// Train with every image replaced by a black one of the same size: the ablation that shows
+    /// what the images add (the same recipe, nothing to see). Absent when false, so that older
+    /// runs' settings digests stay valid.
+    public var blankImages: Bool? = nil
     /// Stop the stage after this many consecutive steps with a non-finite loss or gradient.
     public var maxNonFiniteSteps: Int = 3
     /// The earlier stage whose output this stage starts from (nil: the previous stage's). A

@@ -89,7 +89,7 @@ public enum TrainingEnvironment {
 
         let makeData: (StageSettings, Data?) throws -> any TrainingDataStream = { settings, saved in
             let position = try saved.map { try JSONDecoder().decode(DataPosition.self, from: $0) }
-            var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed)
+            var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed, blankImages: settings.blankImages == true)
             options.maxSkipShare = settings.maxSkipShare
             return LoaderStream(try DataLoader(sources: training, encoder: encoder, options: options, resumingFrom: position,
                                                onSkip: { warn("skipped \($0)") }))

@@ -68,7 +68,7 @@ public enum PostTrainingEnvironment {
             { settings, saved in
                 let sources = sampled.sources
                 let position = try saved.map { try JSONDecoder().decode(DataPosition.self, from: $0) }
-                var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed)
+                var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed, blankImages: settings.blankImages == true)
                 options.maxSkipShare = settings.maxSkipShare
                 return PreferenceStream(try PreferenceLoader(sources: sources, encoder: preferences, options: options, includesEdited: includesEdited,
                                                              resumingFrom: position, onSkip: { warn("skipped \($0)") }))
@@ -178,7 +178,7 @@ public enum PostTrainingEnvironment {
                 model: mllama,
                 makeData: { settings, saved in
                     let position = try saved.map { try JSONDecoder().decode(DataPosition.self, from: $0) }
-                    var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed)
+                    var options = DataLoaderOptions(microBatchSize: settings.microBatchSize, seed: settings.seed, blankImages: settings.blankImages == true)
                     options.maxSkipShare = settings.maxSkipShare
                     return LoaderStream(try DataLoader(sources: sampled.sources, encoder: samples, options: options, resumingFrom: position,
                                                        onSkip: { warn("skipped \($0)") }))
