@@ -8,10 +8,13 @@
 #   Benchmarks/compare_dpo.sh [rounds]                # default 3 rounds
 #   PEER_PYTHON=path/to/venv/bin/python PAIRS=4 PROMPT_TOKENS=64 RESPONSE_TOKENS=64 STEPS=3 Benchmarks/compare_dpo.sh 5
 #   VLM=.build/release/vlm Benchmarks/compare_dpo.sh    # time an existing binary (no build)
+#   THREADS=1 Benchmarks/compare_dpo.sh                 # both sides on one thread (default: all cores)
 #
 # The peer needs torch, transformers and trl, and ../shared/bench beside the clone (or PEER_DIR=path/to/bench) for
 # the preset. Each line of the raw log carries the 1-minute load average when the run started: on a shared
-# machine, read the medians with it (and the CPU-time ratio, which load disturbs less).
+# machine, read the medians with it. There, torch's OpenMP threads spin while waiting for a descheduled
+# sibling, which inflates the peer's wall and CPU time (a 2-row step took 12 s on 2 threads and 1.8 s on one
+# at load 6): rerun on a quiet machine, or compare THREADS=1 runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -19,6 +22,7 @@ STEPS=${STEPS:-3}
 PAIRS=${PAIRS:-4}
 PROMPT_TOKENS=${PROMPT_TOKENS:-64}
 RESPONSE_TOKENS=${RESPONSE_TOKENS:-64}
+THREADS=${THREADS:-$(nproc)}
 PEER_PYTHON=${PEER_PYTHON:-python3}
 LOG=${LOG:-$(mktemp -t vlmkit-compare-dpo.XXXXXX)}
 
@@ -29,10 +33,16 @@ fi
 counts=(--pairs "$PAIRS" --prompt-tokens "$PROMPT_TOKENS" --response-tokens "$RESPONSE_TOKENS" --steps "$STEPS")
 
 load() { cut -d' ' -f1 /proc/loadavg; }
-vlmkit() { l=$(load); out=$("$VLM" bench dpo "${counts[@]}" | tail -1); echo "$1 vlmkit load=$l $out" | tee -a "$LOG"; }
-trl() { l=$(load); out=$("$PEER_PYTHON" Benchmarks/peer_dpo_step.py "${counts[@]}" | tail -1); echo "$1 trl load=$l $out" | tee -a "$LOG"; }
+vlmkit() {
+    l=$(load); out=$(VLMKIT_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$VLM" bench dpo "${counts[@]}" | tail -1)
+    echo "$1 vlmkit load=$l $out" | tee -a "$LOG"
+}
+trl() {
+    l=$(load); out=$("$PEER_PYTHON" Benchmarks/peer_dpo_step.py "${counts[@]}" --threads "$THREADS" | tail -1)
+    echo "$1 trl load=$l $out" | tee -a "$LOG"
+}
 
-echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); pairs $PAIRS, prompt $PROMPT_TOKENS and response $RESPONSE_TOKENS tokens, $STEPS timed steps per run" | tee "$LOG"
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $THREADS threads each; pairs $PAIRS, prompt $PROMPT_TOKENS and response $RESPONSE_TOKENS tokens, $STEPS timed steps per run" | tee "$LOG"
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then vlmkit "$round"; trl "$round"; else trl "$round"; vlmkit "$round"; fi
 done
