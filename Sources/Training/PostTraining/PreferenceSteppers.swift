@@ -118,6 +118,17 @@ public func exponentialMovingAverage(reference: Tensor, policy: Tensor, alpha: D
     withNoGrad { reference * (1 - alpha) + policy * alpha }
 }
 
+/// The `dpo` stage's step on `policy` and a frozen `reference` with the reference never moved
+/// (no EMA), for callers outside the stage loop: `vlm bench dpo` times it. Sigmoid loss with `beta`
+/// (plus the NLL term when `nllWeight` ≠ 0), the reference's log-probabilities without a graph
+/// once per micro-batch, global-norm clipping at `maxGradNorm` (0: none), then `optimizer`.
+/// Batches lay out their rows as ``PreferenceLayout`` says (sample ids ending `#chosen`, `#rejected`).
+public func makeDPOStepper(policy: any TrainableLanguageModel, reference: any TrainableLanguageModel, optimizer: AdamW,
+                           maxGradNorm: Double, beta: Double = 0.1, nllWeight: Double = 0) -> any StageStepping {
+    DPOStepper(policy: policy, reference: reference, optimizer: optimizer, maxGradNorm: maxGradNorm, beta: beta,
+               nllWeight: nllWeight, emaEvery: 0, emaAlpha: 0)
+}
+
 /// The DPO step: the policy is the stage's model; the reference is a frozen copy of the stage's
 /// input whose log-probabilities are computed without a graph, once per micro-batch. With
 /// `emaEvery` k > 0, every k steps the reference's copies of the trainable weights move toward the

@@ -11,6 +11,15 @@ enum Timing {
         (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)).flatMap { $0.split(separator: " ").first.map(String.init) } ?? "?"
     }
 
+    /// The CPU's model name as /proc/cpuinfo gives it ("?" where there is none).
+    static var cpuModelName: String {
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "?" }
+        for line in info.split(separator: "\n") where line.hasPrefix("model name") {
+            return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "?"
+        }
+        return "?"
+    }
+
     /// CPU seconds used by all of this process's threads so far (on a loaded machine, the work a
     /// step does, where its wall time mostly measures the other processes).
     static func processCPUSeconds() -> Double {
