@@ -120,6 +120,7 @@ extension LlavaForConditionalGeneration: TrainableLanguageModel {
     public func hiddenStates(_ inputs: ModelInputs) -> Tensor {
         ensure(inputs.aspectRatioIDs == nil && inputs.aspectRatioMask == nil && inputs.crossAttentionMask == nil,
                "LLaVA takes no aspect-ratio ids, tile mask or cross-attention mask (those are Mllama's)")
+        ensure(inputs.imageRowGroups == 1, "LLaVA encodes every image it is given (imageRowGroups must be 1)")
         return hiddenStates(inputIds: inputs.inputIDs, attentionMask: inputs.attentionMask, pixelValues: inputs.pixelValues)
     }
 

@@ -67,19 +67,21 @@ public final class MllamaForConditionalGeneration: Module {
     ///     image token (transformers' behaviour); `nil` while decoding from a cache that holds an
     ///     image: the last row seen is repeated (as transformers' `generate`).
     ///   - cache: extended in place; the image's keys and values are stored in it.
+    ///   - imageRowGroups: k > 1 when the rows come in k groups of B / k showing the same images
+    ///     and the image tensors hold the first group's only (``ModelInputs/imageRowGroups``).
     /// - Returns: `[B, T, V]` logits over the text vocabulary.
     public func callAsFunction(inputIds: Tensor, attentionMask: Tensor? = nil, pixelValues: Tensor? = nil,
                                aspectRatioIds: Tensor? = nil, aspectRatioMask: Tensor? = nil,
-                               crossAttentionMask: Tensor? = nil, cache: MllamaCache? = nil) -> Tensor {
+                               crossAttentionMask: Tensor? = nil, cache: MllamaCache? = nil, imageRowGroups: Int = 1) -> Tensor {
         languageModel.logits(hiddenStates: hiddenStates(
             inputIds: inputIds, attentionMask: attentionMask, pixelValues: pixelValues, aspectRatioIds: aspectRatioIds,
-            aspectRatioMask: aspectRatioMask, crossAttentionMask: crossAttentionMask, cache: cache))
+            aspectRatioMask: aspectRatioMask, crossAttentionMask: crossAttentionMask, cache: cache, imageRowGroups: imageRowGroups))
     }
 
     /// The final-normed hidden states `[B, T, D]` (same arguments as the call).
     public func hiddenStates(inputIds: Tensor, attentionMask: Tensor? = nil, pixelValues: Tensor? = nil,
                              aspectRatioIds: Tensor? = nil, aspectRatioMask: Tensor? = nil,
-                             crossAttentionMask: Tensor? = nil, cache: MllamaCache? = nil) -> Tensor {
+                             crossAttentionMask: Tensor? = nil, cache: MllamaCache? = nil, imageRowGroups: Int = 1) -> Tensor {
         ensure(inputIds.rank == 2, "input_ids must be [B, T], got \(inputIds.shape)")
         let (b, t) = (inputIds.shape[0], inputIds.shape[1])
         let cached = cache?.length ?? 0
@@ -89,9 +91,14 @@ public final class MllamaForConditionalGeneration: Module {
         var imageStates: Tensor? = nil
         if let pixelValues {
             ensure(aspectRatioIds != nil, "aspect_ratio_ids must be given with pixel_values")
-            ensure(pixelValues.shape[0] == b, "pixel_values has batch \(pixelValues.shape[0]), input_ids \(b)")
-            imageStates = self.imageStates(pixelValues: pixelValues, aspectRatioIds: aspectRatioIds!,
-                                           aspectRatioMask: aspectRatioMask)               // (B, S, D)
+            ensure(imageRowGroups >= 1 && pixelValues.shape[0] * imageRowGroups == b,
+                   "pixel_values has batch \(pixelValues.shape[0]), input_ids \(b)"
+                   + (imageRowGroups == 1 ? "" : " in \(imageRowGroups) groups of rows sharing images"))
+            let encoded = self.imageStates(pixelValues: pixelValues, aspectRatioIds: aspectRatioIds!,
+                                           aspectRatioMask: aspectRatioMask)               // (B / k, S, D)
+            // Row i of every group attends to image row i: encoded once, its gradient summed over the groups.
+            imageStates = imageRowGroups == 1 ? encoded
+                : Tensor.concatenate(Array(repeating: encoded, count: imageRowGroups), axis: 0)   // (B, S, D)
             // New images replace whatever the cache held.
             cache?.imageKeysValues = [:]
             cache?.lastCrossAttentionRow = nil

@@ -25,6 +25,11 @@ public struct ModelInputs {
     public var aspectRatioMask: Tensor?
     /// (B, T, N, X) int64: which tokens see which tiles (Mllama).
     public var crossAttentionMask: Tensor?
+    /// Mllama: the rows come in this many groups of B / k that show the same images in the same
+    /// order, and `pixelValues`, `aspectRatioIDs` and `aspectRatioMask` hold the first group's only:
+    /// each image is encoded once and its states serve row i of every group (a preference batch's
+    /// chosen, rejected and edited rows). 1: every row has its own images.
+    public var imageRowGroups: Int = 1
 
     public init(inputIDs: Tensor, attentionMask: Tensor? = nil, pixelValues: Tensor? = nil, aspectRatioIDs: Tensor? = nil,
                 aspectRatioMask: Tensor? = nil, crossAttentionMask: Tensor? = nil) {
@@ -74,6 +79,7 @@ extension TrainableLanguageModel {
 extension LlamaForCausalLM: TrainableLanguageModel {
     public func hiddenStates(_ inputs: ModelInputs) -> Tensor {
         ensure(inputs.pixelValues == nil, "a Llama text model takes no images")
+        ensure(inputs.imageRowGroups == 1, "a Llama text model takes no images")
         return hiddenStates(inputs.inputIDs, attentionMask: inputs.attentionMask)
     }
 
@@ -90,7 +96,7 @@ extension MllamaForConditionalGeneration: TrainableLanguageModel {
     public func hiddenStates(_ inputs: ModelInputs) -> Tensor {
         hiddenStates(inputIds: inputs.inputIDs, attentionMask: inputs.attentionMask, pixelValues: inputs.pixelValues,
                      aspectRatioIds: inputs.aspectRatioIDs, aspectRatioMask: inputs.aspectRatioMask,
-                     crossAttentionMask: inputs.crossAttentionMask)
+                     crossAttentionMask: inputs.crossAttentionMask, imageRowGroups: inputs.imageRowGroups)
     }
 
     public func logits(hiddenStates: Tensor) -> Tensor { languageModel.logits(hiddenStates: hiddenStates) }

@@ -129,7 +129,8 @@ public enum TokenStreamParameterGroup: String, CaseIterable, Sendable {
 extension TokenStreamModel: TrainableLanguageModel {
     public func hiddenStates(_ inputs: ModelInputs) -> Tensor {
         // The cross-attention mask a batch may carry is the cross-attention model's; unused here.
-        hiddenStates(inputIds: inputs.inputIDs, attentionMask: inputs.attentionMask, pixelValues: inputs.pixelValues,
+        ensure(inputs.imageRowGroups == 1, "the token-stream model encodes every row's images (imageRowGroups must be 1)")
+        return hiddenStates(inputIds: inputs.inputIDs, attentionMask: inputs.attentionMask, pixelValues: inputs.pixelValues,
                      aspectRatioIds: inputs.aspectRatioIDs, aspectRatioMask: inputs.aspectRatioMask)
     }
 

@@ -110,3 +110,20 @@ enum BatchCollation {
                              sampleIDs: samples.map(\.sample.id))
     }
 }
+
+extension TrainingBatch {
+    /// The batch with the images of the first of `groups` equal row groups only
+    /// (``ModelInputs/imageRowGroups``), for rows that come in groups showing the same images in the
+    /// same order — a preference batch's chosen, rejected (and edited) rows — so that each image is
+    /// encoded once per step instead of once per group.
+    func sharingImages(acrossGroups groups: Int) -> TrainingBatch {
+        guard groups > 1, let pixels = inputs.pixelValues else { return self }
+        let rows = inputs.batchSize / groups
+        var copy = self
+        copy.inputs.pixelValues = pixels.slice(axis: 0, 0..<rows).contiguous()
+        copy.inputs.aspectRatioIDs = inputs.aspectRatioIDs?.slice(axis: 0, 0..<rows).contiguous()
+        copy.inputs.aspectRatioMask = inputs.aspectRatioMask?.slice(axis: 0, 0..<rows).contiguous()
+        copy.inputs.imageRowGroups = groups
+        return copy
+    }
+}

@@ -188,7 +188,7 @@ public final class PreferenceLoader {
         let withEdited = includesEdited && ready.allSatisfy { $0.0.edited != nil }
         let groups = withEdited ? 3 : 2
         let rows = (0..<groups).flatMap { group in ready.map { $0.1[group] } }
-        return BatchCollation.collate(rows, processor: encoder.samples.processor)
+        return BatchCollation.collate(rows, processor: encoder.samples.processor).sharingImages(acrossGroups: groups)
     }
 
     private static func prepare(_ entry: Result<DatasetRecord, DataIssue>, encoder: PreferenceEncoder, blankImages: Bool) -> Outcome {

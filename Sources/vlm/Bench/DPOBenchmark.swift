@@ -124,9 +124,11 @@ func preferenceBatch(_ preset: MllamaBenchPreset, pairs: Int, promptTokens: Int,
     let ids = chosen.ids + rejected                                                   // (2P·T)
     let labels = ids.enumerated().map { $0.offset % t < promptTokens ? -100 : $0.element }
     let twice = { (tensor: Tensor) in Tensor.concatenate([tensor, tensor], axis: 0).contiguous() }
-    let inputs = ModelInputs(inputIDs: Tensor(indices: ids, shape: [2 * pairs, t]), pixelValues: twice(chosen.pixels),   // (2P, T)
-                             aspectRatioIDs: twice(chosen.aspectRatioIds), aspectRatioMask: twice(chosen.aspectRatioMask),
+    // Each pair's image is encoded once for its chosen and rejected rows, as the dpo stage's batches do.
+    var inputs = ModelInputs(inputIDs: Tensor(indices: ids, shape: [2 * pairs, t]), pixelValues: chosen.pixels,   // (2P, T)
+                             aspectRatioIDs: chosen.aspectRatioIds, aspectRatioMask: chosen.aspectRatioMask,
                              crossAttentionMask: twice(chosen.crossAttentionMask))
+    inputs.imageRowGroups = 2
     let labelTensor = Tensor(indices: labels, shape: [2 * pairs, t])
     return TrainingBatch(inputs: inputs, labels: labelTensor, lossTokenCount: learnedTokenCount(labels: labelTensor),
                          sampleIDs: (0..<pairs).map { "pair-\($0)#chosen" } + (0..<pairs).map { "pair-\($0)#rejected" })
