@@ -5,6 +5,7 @@ import Models
 import Processing
 import Testing
 import TensorCore
+import Tokenization
 import Training
 import _TestSupport
 @testable import vlm
@@ -146,6 +147,19 @@ struct LlavaTrainingTests {
         let logits = withNoGrad { model(inputIds: ids, pixelValues: pixels).floats() }
         #expect(logits == withNoGrad { copy(inputIds: ids, pixelValues: pixels).floats() })
         #expect(try weights(again) == after2)
+
+        // vlm generate --chat on the trained folder answers as the library does for the question
+        // encoded as vlm train encodes it (the Llama 3 chat format, the image as the user's first part).
+        let tokenizer = try Tokenizer(checkpointFile: stage2.appendingPathComponent("tokenizer.json"), extraSpecialTokens: ["<|image|>": 512])
+        let chatIDs = try Llama3ChatFormat(tokenizer: tokenizer).encode(
+            [ChatMessage(role: .user, parts: [.image, .text("What colour is the square?")])], addGenerationPrompt: true).ids
+        let generation = try GenerationConfig.load(from: stage2.appendingPathComponent("generation_config.json"))
+        let stops = Set((generation.eosTokenIds ?? []) + [try #require(tokenizer.specialTokenID("<|eot_id|>"))])
+        let tokens = generate(with: model.conditioned(pixelValues: pixels), prompts: [expandImageTokens(chatIDs, imageTokenID: 512, count: 16)],
+                              maxNewTokens: 6, stopTokens: stops)[0].filter { !stops.contains($0) }
+        let text = try generatedText(["--model", stage2.path, "--chat", "--image", Fixtures.url("mllama/processor/coffee_crop_120x50.png").path,
+                                      "--prompt", "What colour is the square?", "--max-tokens", "6"])
+        #expect(text == tokenizer.decode(tokens) + "\n", "\(tokens)")
     }
 }
 

@@ -65,7 +65,7 @@ private func libraryInputs(_ folder: URL, prompt: String, images: [String]) thro
 }
 
 /// The text `vlm generate` streams, caught on this thread only.
-private func generatedText(_ arguments: [String]) throws -> String {
+func generatedText(_ arguments: [String]) throws -> String {
     let sink = GenerateCommand.TextSink()
     Thread.current.threadDictionary[GenerateCommand.TextSink.key] = sink
     defer { Thread.current.threadDictionary.removeObject(forKey: GenerateCommand.TextSink.key) }
