@@ -134,38 +134,17 @@ struct GenerateCommand: ParsableCommand {
             let text = llavaConfig.textConfig
             let processor = try llavaProcessor(directory: directory, config: llavaConfig, tokenizer: tokenizer)
             let loaded = try images.map { try loadImageFile($0) }
-            let ids: [Int], pixels: Tensor?
-            if chat {
-                // A LLaVA on a Llama 3 (as `vlm adapters init` builds and `vlm train` trains it) reads the
-                // Llama 3 chat format with the images as the user's parts; llava-hf's own checkpoints each
-                // have their own template instead.
-                guard tokenizer.specialTokenID("<|start_header_id|>") != nil, let eot = tokenizer.specialTokenID("<|eot_id|>") else {
-                    throw CommandFailure("--chat is not supported for llava checkpoints without the Llama 3 chat format's tokens "
-                                         + "(llava-hf's use their own conversation templates): write the conversation into --prompt, "
-                                         + "e.g. \"USER: <image>\\nWhat is this? ASSISTANT:\"")
-                }
-                stop.insert(eot)
-                let chatTokenizer = try loadTokenizer(path: try tokenizerPath(in: directory),
-                                                      extraSpecialTokens: ["<|image|>": llavaConfig.imageTokenIndex])
-                let marked = prompt.replacingOccurrences(of: "<image>", with: "<|image|>")
-                let chatIDs = try chatPromptIds(marked, imageCount: images.count, tokenizer: chatTokenizer)
-                let markers = chatIDs.count(where: { $0 == llavaConfig.imageTokenIndex })
-                guard markers == images.count else {
-                    throw CommandFailure("the prompt holds \(markers) <image> marker\(markers == 1 ? "" : "s") but \(images.count) "
-                                         + "image\(images.count == 1 ? " was" : "s were") given (--image)")
-                }
-                ids = expandImageTokens(chatIDs, imageTokenID: llavaConfig.imageTokenIndex, count: llava.imageTokensPerImage)
-                pixels = loaded.isEmpty ? nil : try processor.imageProcessor.preprocess(loaded)
-            } else {
-                let batch = try processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [loaded])
-                (ids, pixels) = (batch.tokenIDs[0], batch.pixelValues)
-            }
+            let batch = try chat
+                ? llavaChatBatch(prompt, images: loaded, tokenizerPath: tokenizerPath(in: directory), config: llavaConfig, processor: processor)
+                : processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [loaded])
+            if chat, let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
+            let (ids, pixels) = (batch.tokenIDs[0], batch.pixelValues)
             try checkPrompt(ids, vocabulary: text.vocabSize, maximumLength: text.maxPositionEmbeddings)
             guard let pixels else {
                 stream(llava, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options, maximumLength: text.maxPositionEmbeddings)
                 return
             }
-            try checkLlavaImages(pixels, inputIds: Tensor(indices: ids, shape: [1, ids.count]), model: llava,
+            try checkLlavaImages(pixels, inputIds: batch.inputIDs, model: llava,
                                  source: "\(directory.appendingPathComponent(CLIPImageProcessorConfig.fileName).path) with \(model)/config.json")
             stream(llava.conditioned(pixelValues: pixels), prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
                    maximumLength: text.maxPositionEmbeddings)

@@ -145,14 +145,14 @@ struct PreprocessCommand: ParsableCommand {
             report("wrote pixel_values \(pixels.shape) to \(out)", dataPath: out)
             return
         }
-        guard !chat else { throw CommandFailure("--chat is not supported for llava checkpoints (they use their own conversation templates)") }
         let config = try LlavaConfig.load(from: directory.appendingPathComponent(LlavaConfig.fileName))
         let tokenizerFile = ["tokenizer.json", "tokenizer.json.zst"].map { directory.appendingPathComponent($0) }
             .first { FileManager.default.fileExists(atPath: $0.path) }
         guard let tokenizerFile else { throw CommandFailure("\(model): no tokenizer.json or tokenizer.json.zst") }
         let tokenizer = try loadTokenizer(path: tokenizerFile.path, extraSpecialTokens: ["<image>": config.imageTokenIndex])
         let processor = try llavaProcessor(directory: directory, config: config, tokenizer: tokenizer)
-        let batch = try processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [images])
+        let batch = try chat ? llavaChatBatch(prompt, images: images, tokenizerPath: tokenizerFile.path, config: config, processor: processor)
+            : processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [images])
         var tensors: [(String, Tensor)] = [("input_ids", batch.inputIDs), ("attention_mask", batch.attentionMask)]
         if let pixels = batch.pixelValues { tensors.append(("pixel_values", pixels)) }
         try writeSafetensors(tensors: tensors, to: outputURL(out))

@@ -160,6 +160,12 @@ struct LlavaTrainingTests {
         let text = try generatedText(["--model", stage2.path, "--chat", "--image", Fixtures.url("mllama/processor/coffee_crop_120x50.png").path,
                                       "--prompt", "What colour is the square?", "--max-tokens", "6"])
         #expect(text == tokenizer.decode(tokens) + "\n", "\(tokens)")
+        let chatInputs = scratch.path("chat-inputs.safetensors")
+        try runVLM(["preprocess", "--model", stage2.path, "--chat", "--image", Fixtures.url("mllama/processor/coffee_crop_120x50.png").path,
+                    "--prompt", "What colour is the square?", "--out", chatInputs])
+        let chatFile = try SafetensorsFile(path: chatInputs)
+        #expect(try chatFile.tensor("input_ids").integers() == expandImageTokens(chatIDs, imageTokenID: 512, count: 16))
+        #expect(try chatFile.tensor("pixel_values").floats() == pixels.floats())
     }
 }
 
