@@ -60,8 +60,7 @@ enum BatchCollation {
 
     /// Pads and stacks prepared samples into a batch; padding images are all zero, with tile 0
     /// unmasked as transformers' processor leaves them. CLIP pixel values (LLaVA) are stacked
-    /// instead, every image of the batch in row order — the order of their tokens — with no padding.
-    /// (I, C, S, S)
+    /// instead, `(I, C, S, S)`: every image of the batch in row order — the order of their tokens — with no padding.
     static func collate(_ samples: [PreparedSample], processor: MllamaProcessor) -> TrainingBatch {
         let b = samples.count
         let t = samples.map(\.sample.tokenIDs.count).max() ?? 0
