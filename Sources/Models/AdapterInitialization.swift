@@ -79,11 +79,7 @@ public enum AdapterInitialization {
         try replace("language_model.model.norm.weight", with: try text("model.norm.weight"), in: &tensors, source: textModel.path)
         let head = checkpoint.contains("lm_head.weight") ? try text("lm_head.weight") : embedding
         try replace("language_model.lm_head.weight", with: head, in: &tensors, source: textModel.path)
-        tensors[MllamaForConditionalGeneration.embeddingTableName] = withNoGrad {
-            let mean = embedding.converted(to: .float32).mean(axes: [0], keepingDimensions: true)     // (1, D)
-            let extra = mean.expanded(to: [MllamaTokenEmbedding.extraRowCount, embedding.shape[1]]).contiguous()
-            return Tensor.concatenate([embedding, extra.converted(to: embedding.dtype)], axis: 0)      // (V + 8, D)
-        }
+        tensors[MllamaForConditionalGeneration.embeddingTableName] = withMeanRows(embedding, count: MllamaTokenEmbedding.extraRowCount)
 
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try writeSafetensors(tensors: tensors, metadata: ["format": "pt"], to: output.appendingPathComponent("model.safetensors"))
@@ -99,10 +95,25 @@ public enum AdapterInitialization {
         let processor = MllamaImageProcessorConfig.published(tileSize: layout.vision.imageSize,
                                                              maxImageTiles: layout.vision.maxNumTiles)
         try AtomicFile.write(try processor.jsonData(), to: output.appendingPathComponent(MllamaImageProcessorConfig.fileName))
+        try copyCompanions(textModel: textModel, output: output)
+    }
+
+    /// Copies the text model's ``companionFiles`` (those it has) into `output`.
+    static func copyCompanions(textModel: URL, output: URL) throws {
         for name in companionFiles {
             let source = textModel.appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: source.path) else { continue }
             try AtomicFile.write(try Data(contentsOf: source), to: output.appendingPathComponent(name))
+        }
+    }
+
+    /// `table` `[V, D]` with `count` rows appended at the mean of its rows (in its dtype): the
+    /// neutral start of a token no text has used.
+    static func withMeanRows(_ table: Tensor, count: Int) -> Tensor {
+        withNoGrad {
+            let mean = table.converted(to: .float32).mean(axes: [0], keepingDimensions: true)      // (1, D)
+            let extra = mean.expanded(to: [count, table.shape[1]]).contiguous()
+            return Tensor.concatenate([table, extra.converted(to: table.dtype)], axis: 0)         // (V + count, D)
         }
     }
 

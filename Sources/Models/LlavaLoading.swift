@@ -94,6 +94,8 @@ public enum LlavaParameterGroup: String, CaseIterable, Sendable {
     case projector
     /// The Llama text model: embeddings, decoder layers, final norm, head (trained in stage 2).
     case languageModel
+    // Stage 2's LoRA choice goes here as one more group (the LoRA weights of `languageModel`'s
+    // linear layers) once the Llama text model has LoRA; nothing else in training changes.
 }
 
 extension LlavaForConditionalGeneration {

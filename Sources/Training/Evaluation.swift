@@ -47,10 +47,14 @@ public struct QuestionAnswering {
     public let chatFormat: Llama3ChatFormat
     public var maxNewTokens: Int
     public var batchSize: Int
+    /// A LLaVA model's image processor (its images are CLIP pixel values, not Mllama tiles).
+    public var clipImageProcessor: CLIPImageProcessor?
 
-    public init(model: any TrainableLanguageModel, processor: MllamaProcessor, maxNewTokens: Int = 16, batchSize: Int = 8) throws {
+    public init(model: any TrainableLanguageModel, processor: MllamaProcessor, maxNewTokens: Int = 16, batchSize: Int = 8,
+                clipImageProcessor: CLIPImageProcessor? = nil) throws {
         self.model = model
         self.processor = processor
+        self.clipImageProcessor = clipImageProcessor
         chatFormat = try Llama3ChatFormat(tokenizer: processor.tokenizer)
         self.maxNewTokens = maxNewTokens
         self.batchSize = batchSize
@@ -79,6 +83,7 @@ public struct QuestionAnswering {
         for start in stride(from: 0, to: questions.count, by: batchSize) {
             let group = Array(questions[start..<min(start + batchSize, questions.count)])
             let readsImages = model is MllamaForConditionalGeneration || model is TokenStreamModel
+                || (model is LlavaForConditionalGeneration && clipImageProcessor != nil)
             let usesImages = readsImages && group.allSatisfy { !$0.images.isEmpty }
             var prompts: [[Int]] = []
             for question in group {
@@ -96,6 +101,17 @@ public struct QuestionAnswering {
                     outputs = generate(with: decoder, prompts: expanded, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
                 } else {
                     outputs = generate(with: stream, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
+                }
+            } else if let llava = model as? LlavaForConditionalGeneration {
+                if usesImages, let clip = clipImageProcessor {
+                    // Every image of the group in the order of its tokens: row by row.
+                    let pixels = try clip.preprocess(group.flatMap { question in
+                        question.images.map { blankImages ? Image.black(like: $0) : $0 } })                    // (I, C, S, S)
+                    let expanded = prompts.map { expandImageTokens($0, imageTokenID: processor.imageTokenID, count: llava.imageTokensPerImage) }
+                    outputs = generate(with: llava.conditioned(pixelValues: pixels), prompts: expanded, maxNewTokens: maxNewTokens,
+                                       stopTokens: stops, padToken: processor.padTokenID)
+                } else {
+                    outputs = generate(with: llava, prompts: prompts, maxNewTokens: maxNewTokens, stopTokens: stops, padToken: processor.padTokenID)
                 }
             } else if usesImages, let mllama = model as? MllamaForConditionalGeneration {
                 let images = group.map { question in question.images.map { blankImages ? Image.black(like: $0) : $0 } }
@@ -169,7 +185,8 @@ struct Evaluation {
     func run() throws -> [String: Double] {
         var metrics: [String: Double] = [:]
         let questions = try self.questions()
-        let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens)
+        let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens,
+                                       clipImageProcessor: encoder.clipImageProcessor)
         // Blanking means nothing to a model that reads no images.
         for blank in try ModelDataLayout(model).readsImages ? [false, true] : [false] {
             let suffix = blank ? "_blank_images" : ""
@@ -262,7 +279,8 @@ func openForEvaluation(directory: URL, maxLength: Int) throws -> (model: any Tra
     let loaded = try LoadedModel.load(directory: directory)
     let layout = try ModelDataLayout(loaded.model)
     let processor = try loadProcessor(directory: directory, imageTokenID: layout.imageTokenID)
-    return (loaded.model, try layout.sampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16))
+    return (loaded.model, try layout.sampleEncoder(processor: processor, maxLength: maxLength, maxImages: 16,
+                                                   clipImages: try loadCLIPImageProcessor(directory: directory)))
 }
 
 /// `count` questions with reference answers from `dataset` — every `stride`-th in file order, so
@@ -274,6 +292,7 @@ public func sampleAnswers(directory: URL, dataset: URL, count: Int, stride: Int 
     let evaluation = Evaluation(model: model, encoder: encoder, datasets: [try Dataset(path: dataset.path)],
                                 maxSamples: count * max(stride, 1), maxNewTokens: maxNewTokens)
     let questions = try evaluation.questions().enumerated().filter { $0.offset % max(stride, 1) == 0 }.map(\.element)
-    let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens)
+    let qa = try QuestionAnswering(model: model, processor: encoder.processor, maxNewTokens: maxNewTokens,
+                                   clipImageProcessor: encoder.clipImageProcessor)
     return zip(questions, try qa.answers(to: questions)).map { ($0, $1) }
 }

@@ -19,6 +19,9 @@ struct ModelDataLayout {
         case let mllama as MllamaForConditionalGeneration:
             self.init(textVocabulary: mllama.config.textConfig.llama.vocabSize, imageTokenID: mllama.config.imageTokenIndex,
                       readsImages: true, imageTokensPerImage: 1)
+        case let llava as LlavaForConditionalGeneration:
+            self.init(textVocabulary: llava.config.textConfig.vocabSize, imageTokenID: llava.config.imageTokenIndex,
+                      readsImages: true, imageTokensPerImage: llava.imageTokensPerImage)
         case let stream as TokenStreamModel:
             self.init(textVocabulary: stream.config.textConfig.vocabSize, imageTokenID: stream.config.imageTokenIndex,
                       readsImages: true, imageTokensPerImage: stream.imageTokensPerImage)
@@ -37,10 +40,13 @@ struct ModelDataLayout {
         self.imageTokensPerImage = imageTokensPerImage
     }
 
-    /// A sample encoder for this model with the processor of its folder.
-    func sampleEncoder(processor: MllamaProcessor, maxLength: Int, maxImages: Int) throws -> SampleEncoder {
+    /// A sample encoder for this model with the processor of its folder (and, for LLaVA, its CLIP
+    /// image processor: ``loadCLIPImageProcessor(directory:)``).
+    func sampleEncoder(processor: MllamaProcessor, maxLength: Int, maxImages: Int,
+                       clipImages: CLIPImageProcessor? = nil) throws -> SampleEncoder {
         var encoder = try SampleEncoder(processor: processor, maxLength: maxLength, maxImages: maxImages, ignoresImages: !readsImages)
         encoder.imageTokensPerImage = imageTokensPerImage
+        encoder.clipImageProcessor = clipImages
         return encoder
     }
 }

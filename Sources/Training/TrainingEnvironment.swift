@@ -46,13 +46,30 @@ public func loadProcessor(directory: URL, imageTokenID: Int) throws -> MllamaPro
     // With the tokenizer_config.json beside it: the files decide BOS, as in transformers.
     let tokenizer = try Tokenizer(checkpointFile: tokenizerURL, extraSpecialTokens: ["<|image|>": imageTokenID])
     let configURL = directory.appendingPathComponent(MllamaImageProcessorConfig.fileName)
-    let config = FileManager.default.fileExists(atPath: configURL.path) ? try MllamaImageProcessorConfig.load(from: configURL)
-        : MllamaImageProcessorConfig.published()
+    // A LLaVA folder's image processor is CLIP's (``loadCLIPImageProcessor(directory:)``); this
+    // processor then only tokenizes.
+    let clip = try loadCLIPImageProcessor(directory: directory)
+    let isMllama = FileManager.default.fileExists(atPath: configURL.path) && clip == nil
+    let config = isMllama ? try MllamaImageProcessorConfig.load(from: configURL) : MllamaImageProcessorConfig.published()
     var processor = try MllamaProcessor(imageProcessor: MllamaImageProcessor(config: config), tokenizer: tokenizer)
     // Padding is masked out, but its id must be a row of the embedding table.
     processor.padTokenID = tokenizer.specialTokenID("<|finetune_right_pad_id|>")
         ?? (try? GenerationConfig.load(from: directory.appendingPathComponent(GenerationConfig.fileName)))?.padTokenId ?? 0
     return processor
+}
+
+/// The CLIP image processor of a LLaVA model folder: its `preprocessor_config.json` when that is
+/// a `CLIPImageProcessor` or `LlavaImageProcessor` one, else nil.
+/// - Throws: ``CheckpointError`` naming the file when it says CLIP but cannot be used.
+public func loadCLIPImageProcessor(directory: URL) throws -> CLIPImageProcessor? {
+    let url = directory.appendingPathComponent(CLIPImageProcessorConfig.fileName)
+    guard let data = FileManager.default.contents(atPath: url.path),
+          let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+          let type = object["image_processor_type"] as? String,
+          type.hasPrefix("CLIPImageProcessor") || type.hasPrefix("LlavaImageProcessor") else { return nil }
+    do { return try CLIPImageProcessor(config: try CLIPImageProcessorConfig.load(from: url)) } catch let error as ProcessingError {
+        throw CheckpointError(file: url.path, reason: error.message)
+    }
 }
 
 /// Builds what a stage of `vlm train` runs on: the model from the stage's input folder, its data
@@ -83,7 +100,13 @@ public enum TrainingEnvironment {
         do { layout = try ModelDataLayout(model) } catch { throw TrainingError("\(input.path): \(error)") }
         let processor = try loadProcessor(directory: input, imageTokenID: layout.imageTokenID)
         // A text model reads every record without its images: the no-vision baseline.
-        let encoder = try layout.sampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages)
+        // LLaVA's images go through its CLIP processor.
+        let clipImages = try model is LlavaForConditionalGeneration ? loadCLIPImageProcessor(directory: input) : nil
+        if model is LlavaForConditionalGeneration && clipImages == nil {
+            throw TrainingError("\(input.path): a llava model needs a CLIP preprocessor_config.json (image_processor_type CLIPImageProcessor or LlavaImageProcessor)")
+        }
+        let encoder = try layout.sampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages,
+                                               clipImages: clipImages)
         let training = try datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
         let held = try datasets(stage.evalDatasets, recipe: recipe, field: "eval_datasets", stage: stage)
 
@@ -98,8 +121,8 @@ public enum TrainingEnvironment {
             try Evaluation(model: model, encoder: encoder, datasets: held.map(\.dataset), maxSamples: settings.evalSamples,
                            maxNewTokens: settings.evalMaxNewTokens, group: group).run()
         }
-        // The drop-in promise holds for a vision model whose text model stays frozen.
-        let keepsTextModel = layout.readsImages && !stage.trainable.contains("textModel")
+        // The drop-in promise holds for a vision model whose text model stays frozen (LLaVA calls it `languageModel`).
+        let keepsTextModel = layout.readsImages && !stage.trainable.contains("textModel") && !stage.trainable.contains("languageModel")
         let probe = textProbe(processor: processor, vocabularySize: layout.textVocabulary)
         return StageEnvironment(
             model: model, makeData: makeData,

@@ -61,7 +61,8 @@ public final class TrainingStepper {
                                 images: 0, isFinite: true, sampleIDs: microBatches.flatMap(\.sampleIDs))
         for batch in microBatches {
             report.tokens += batch.inputs.attentionMask.map { $0.integers().reduce(0, +) } ?? batch.inputs.inputIDs.elementCount
-            report.images += batch.inputs.pixelValues.map { $0.shape[0] * $0.shape[1] } ?? 0
+            // LLaVA's pixel values are (I, C, S, S), Mllama's (B, N, G, C, t, t).
+            report.images += batch.inputs.pixelValues.map { $0.rank == 4 ? $0.shape[0] : $0.shape[0] * $0.shape[1] } ?? 0
         }
         guard learned > 0 else {
             report.isFinite = false

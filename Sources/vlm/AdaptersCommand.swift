@@ -15,7 +15,7 @@ struct AdaptersCommand: ParsableCommand {
     struct Initialize: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "init",
-            abstract: "Turn a Llama 3.1 checkpoint into an mllama checkpoint with fresh adapters (gates at 0: a drop-in).",
+            abstract: "Turn a Llama 3.1 checkpoint into an mllama checkpoint with fresh adapters (gates at 0: a drop-in), a token-stream model, or LLaVA.",
             discussion: """
                 The model folder appears whole or not at all: it is built in a hidden temporary folder \
                 beside --out and renamed into place when complete (an interrupted run removes it; one \
@@ -26,10 +26,10 @@ struct AdaptersCommand: ParsableCommand {
         @Option(help: "The Llama checkpoint directory.")
         var textModel: String
 
-        @Option(help: "An adapter layout (adapters/*.yaml; '-' reads standard input). Its 'architecture' (cross-attention, llava-linear, llava-mlp2x) picks the fusion.")
+        @Option(help: "An adapter layout (adapters/*.yaml; '-' reads standard input). Its 'architecture' (cross-attention, llava-linear, llava-mlp2x, or llava for LLaVA proper with a CLIP tower) picks the fusion.")
         var adapter: String
 
-        @Option(help: "The directory to create for the mllama checkpoint.")
+        @Option(help: "The directory to create for the new checkpoint.")
         var out: String
 
         @Option(help: "Seed for the fresh weights.")
@@ -42,20 +42,13 @@ struct AdaptersCommand: ParsableCommand {
         var force = false
 
         func run() throws {
-            let layout = try loadAdapterLayout(path: adapter)
-            _ = try modelFolder(textModel)
+            let layout: AdapterLayout
+            switch try loadModelLayout(path: adapter) {
+            case .adapters(let adapters): layout = adapters
+            case .llava(let llava): return try build(llava)
+            }
+            let (output, exists) = try checkedOutput()
             let input = URL(fileURLWithPath: textModel).resolvingSymlinksInPath().standardizedFileURL
-            let output = URL(fileURLWithPath: out).resolvingSymlinksInPath().standardizedFileURL
-            func folderPrefix(_ url: URL) -> String { url.path.hasSuffix("/") ? url.path : url.path + "/" }
-            guard !folderPrefix(input).hasPrefix(folderPrefix(output)) else {
-                throw CommandFailure("--out \(out) is the text model's folder \(textModel)\(input.path == output.path ? "" : " or holds it"): "
-                                     + "writing there would destroy the input; choose another folder")
-            }
-            let exists = FileManager.default.fileExists(atPath: output.path)
-            if exists && !force {
-                throw CommandFailure("\(out) already exists; pass --force to replace it, or choose another --out")
-            }
-            try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
             let building = try TemporarySibling.makeFolder(beside: output)
             defer { TemporarySibling.releaseFolder(building) }
             if layout.architecture != .crossAttention {
@@ -91,6 +84,45 @@ struct AdaptersCommand: ParsableCommand {
                   + "\(config.visionConfig.numGlobalLayers) layers, <|image|> = \(config.imageTokenIndex)")
         }
 
+        /// LLaVA proper: a fresh CLIP tower and projector on the Llama, written whole or not at all.
+        private func build(_ layout: LlavaLayout) throws {
+            let (output, exists) = try checkedOutput()
+            let building = try TemporarySibling.makeFolder(beside: output)
+            defer { TemporarySibling.releaseFolder(building) }
+            let config: LlavaConfig
+            do {
+                config = try AdapterInitialization.initializeLlava(textModel: URL(fileURLWithPath: textModel), layout: layout,
+                                                                  output: building, seed: seed)
+                try replace(output, with: building, exists: exists)
+            } catch {
+                try? FileManager.default.removeItem(at: building)
+                throw error
+            }
+            let v = config.visionConfig
+            print("wrote \(out): llava — CLIP tower \(v.hiddenSize) wide with \(v.numHiddenLayers) layers (\(v.imageSize) px, "
+                  + "patch \(v.patchSize)), projector \(config.projectorType), each image as \(config.imageSeqLength) tokens at "
+                  + "<image> = \(config.imageTokenIndex) of the \(config.textConfig.numHiddenLayers)-layer Llama")
+        }
+
+        /// The output folder, checked: never the text model's folder or one holding it, and an
+        /// existing one only with --force. Its parent is created.
+        private func checkedOutput() throws -> (url: URL, exists: Bool) {
+            _ = try modelFolder(textModel)
+            let input = URL(fileURLWithPath: textModel).resolvingSymlinksInPath().standardizedFileURL
+            let output = URL(fileURLWithPath: out).resolvingSymlinksInPath().standardizedFileURL
+            func folderPrefix(_ url: URL) -> String { url.path.hasSuffix("/") ? url.path : url.path + "/" }
+            guard !folderPrefix(input).hasPrefix(folderPrefix(output)) else {
+                throw CommandFailure("--out \(out) is the text model's folder \(textModel)\(input.path == output.path ? "" : " or holds it"): "
+                                     + "writing there would destroy the input; choose another folder")
+            }
+            let exists = FileManager.default.fileExists(atPath: output.path)
+            if exists && !force {
+                throw CommandFailure("\(out) already exists; pass --force to replace it, or choose another --out")
+            }
+            try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
+            return (output, exists)
+        }
+
         /// Renames the finished folder into place; an existing output (with --force) is first moved
         /// aside under a temporary name and removed once the new one is in place.
         private func replace(_ output: URL, with building: URL, exists: Bool) throws {
@@ -116,13 +148,41 @@ struct AdaptersCommand: ParsableCommand {
     }
 }
 
+/// A layout file of either kind: adapters for a Llama (cross-attention or the token stream), or LLaVA proper.
+enum ModelLayout {
+    case adapters(AdapterLayout)
+    case llava(LlavaLayout)
+}
+
+/// Reads a layout file; `architecture: llava` makes it a ``LlavaLayout``, anything else an
+/// ``AdapterLayout``. Errors name the file and the field; unknown keys are errors.
+func loadModelLayout(path: String) throws -> ModelLayout {
+    let (text, source) = try layoutText(path: path)
+    let architecture = (try? Yams.load(yaml: text) as? [String: Any])?["architecture"] as? String
+    if architecture == LlavaLayout.architectureName {
+        return .llava(try decodeLayout(LlavaLayout.self, text: text, source: source, example: "adapters/world-llava-clip.yaml"))
+    }
+    return .adapters(try decodeLayout(AdapterLayout.self, text: text, source: source))
+}
+
 /// Reads an adapter layout, naming the file and the field in errors; keys the layout does not
 /// know are errors, not silently ignored.
 func loadAdapterLayout(path: String) throws -> AdapterLayout {
+    let (text, source) = try layoutText(path: path)
+    return try decodeLayout(AdapterLayout.self, text: text, source: source)
+}
+
+/// A layout file's text and the name errors give it.
+private func layoutText(path: String) throws -> (text: String, source: String) {
     let source = path == "-" ? "standard input" : path
     guard let text = String(data: try readInput(path), encoding: .utf8) else { throw CommandFailure("\(source): not UTF-8 text") }
-    let layout: AdapterLayout
-    do { layout = try YAMLDecoder().decode(AdapterLayout.self, from: text) } catch let error as DecodingError {
+    return (text, source)
+}
+
+private func decodeLayout<Layout: Codable>(_ type: Layout.Type, text: String, source: String,
+                                           example: String = "adapters/tiny.yaml") throws -> Layout {
+    let layout: Layout
+    do { layout = try YAMLDecoder().decode(Layout.self, from: text) } catch let error as DecodingError {
         throw CommandFailure("\(source): not a valid adapter layout: \(describe(error))")
     } catch {
         throw CommandFailure("\(source): not valid YAML: \(error)")
@@ -133,7 +193,7 @@ func loadAdapterLayout(path: String) throws -> AdapterLayout {
     let unknown = unknownKeys(given, known: known, at: "")
     guard unknown.isEmpty else {
         throw CommandFailure("\(source): unknown key\(unknown.count == 1 ? "" : "s") \(unknown.map { "'\($0)'" }.joined(separator: ", ")) "
-                             + "(misspelled? see adapters/tiny.yaml for the fields a layout has)")
+                             + "(misspelled? see \(example) for the fields a layout has)")
     }
     return layout
 }

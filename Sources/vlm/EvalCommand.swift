@@ -17,7 +17,7 @@ struct EvalCommand: ParsableCommand {
             answers that match the reference and that do not.
             """)
 
-    @Option(help: "A model folder (mllama or llama).")
+    @Option(help: "A model folder (mllama, vlmkit_token_stream, llava, or llama).")
     var model: String
 
     @Option(name: .customLong("data"), help: "A held-out file (questions JSONL, pairs, conversations); repeat for several.")

@@ -16,8 +16,11 @@ struct ForwardCommand: ParsableCommand {
             processor's pixel_values [B, N, tiles, 3, H, W], aspect_ratio_ids [B, N], \
             aspect_ratio_mask [B, N, tiles] and cross_attention_mask [B, T, N, tiles]; for llava \
             checkpoints, pixel_values [I, 3, H, W] (every image of the batch, in the order of their \
-            image tokens, which input_ids holds already expanded, as LlavaProcessor makes them). OUT \
-            receives logits [B, T, V] (float32).
+            image tokens, which input_ids holds already expanded, as LlavaProcessor makes them); for \
+            vlmkit_token_stream checkpoints, pixel_values [B, N, tiles, 3, H, W], aspect_ratio_ids [B, N] \
+            and aspect_ratio_mask [B, N, tiles] as for mllama, with each <|image|> of input_ids already \
+            expanded to the model's image tokens per image (`vlm preprocess --prompt` writes them so). \
+            OUT receives logits [B, T, V] (float32).
             """)
 
     @Option(help: "A Hugging Face checkpoint directory (config.json + safetensors).")
@@ -40,7 +43,12 @@ struct ForwardCommand: ParsableCommand {
         let directory = try modelFolder(model)
         let config = try ModelConfig.load(from: directory.appendingPathComponent("config.json"))
         let tensors = try openSafetensorsInput(inputs)
-        let known = config.modelType == "mllama" ? Self.mllamaInputs : config.modelType == "llava" ? Self.llavaInputs : Self.textInputs
+        let known = switch config {
+        case .llama: Self.textInputs
+        case .mllama: Self.mllamaInputs
+        case .llava: Self.llavaInputs
+        case .tokenStream: Self.tokenStreamInputs
+        }
         let unknown = tensors.names.filter { !known.contains($0) }
         guard unknown.isEmpty else {
             throw CommandFailure("\(inputs): unknown tensor\(unknown.count == 1 ? "" : "s") \(unknown.map { "'\($0)'" }.joined(separator: ", ")) "
@@ -84,6 +92,19 @@ struct ForwardCommand: ParsableCommand {
             let pixels = try optional("pixel_values")
             try checkLlavaImages(pixels, inputIds: ids, model: llava, source: inputs)
             logits = withNoGrad { llava(inputIds: ids, attentionMask: mask, pixelValues: pixels) }
+        case .tokenStream(let streamConfig):
+            let stream = try TokenStreamModel.load(directory: directory)
+            try checkTokenStreamIds(ids.integers(), config: streamConfig, source: "\(inputs): input_ids")
+            let images = try MllamaImageInputs(
+                pixelValues: try optional("pixel_values"), aspectRatioIds: try optional("aspect_ratio_ids"),
+                aspectRatioMask: try optional("aspect_ratio_mask"), crossAttentionMask: nil,
+                inputIds: ids, vision: streamConfig.visionConfig, source: inputs)
+            try checkTokenStreamImages(images, inputIds: ids, config: streamConfig, source: inputs)
+            logits = withNoGrad {
+                stream.logits(hiddenStates: stream.hiddenStates(
+                    inputIds: ids, attentionMask: mask, pixelValues: images.pixelValues,
+                    aspectRatioIds: images.aspectRatioIds, aspectRatioMask: images.aspectRatioMask))
+            }
         }
         try writeSafetensors(tensors: [("logits", logits)], to: outputURL(out))
         report("wrote logits \(logits.shape) to \(out)", dataPath: out)
@@ -93,6 +114,7 @@ struct ForwardCommand: ParsableCommand {
     static let textInputs = ["input_ids", "attention_mask", "position_ids"]
     static let mllamaInputs = textInputs + ["pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"]
     static let llavaInputs = textInputs + ["pixel_values"]
+    static let tokenStreamInputs = textInputs + ["pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"]
 
     /// Positions are derived from the attention mask (each real token's position is the number of
     /// real tokens before it); a `position_ids` tensor is accepted when it says the same at every

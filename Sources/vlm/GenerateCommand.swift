@@ -7,20 +7,20 @@ import Processing
 import TensorCore
 import Tokenization
 
-/// `vlm generate`: text continuation or chat replies, with images for mllama and llava checkpoints, streamed
+/// `vlm generate`: text continuation or chat replies, with images for mllama, llava and token-stream checkpoints, streamed
 /// to standard output.
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text from a prompt (and images, for mllama and llava models) with a KV cache, streaming tokens.")
+        abstract: "Generate text from a prompt (and images, for mllama, llava and vlmkit_token_stream models) with a KV cache, streaming tokens.")
 
     @Option(help: "A Hugging Face checkpoint directory (config.json, safetensors, tokenizer; preprocessor_config.json for images).")
     var model: String
 
-    @Option(help: "The prompt text ('-': read it from standard input). With images, <|image|> (mllama) or <image> (llava) marks where each goes (default: all before the text).")
+    @Option(help: "The prompt text ('-': read it from standard input). With images, <|image|> (mllama, vlmkit_token_stream) or <image> (llava) marks where each goes (default: all before the text).")
     var prompt: String
 
-    @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for an mllama or llava model; repeat for several.")
+    @Option(name: .customLong("image"), help: "An image (PNG or JPEG) for an mllama, llava or vlmkit_token_stream model; repeat for several.")
     var images: [String] = []
 
     @Flag(help: "Wrap the prompt as a user message in the Llama 3 chat format and answer as the assistant.")
@@ -47,6 +47,20 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "mllama only: 'meta' (text that sees no image gets no cross-attention, as Meta's reference) or 'huggingface' (transformers: only the MLP output is zeroed).")
     var crossAttentionMasking: ForwardCommand.MaskingOption = .meta
 
+    /// Collects the generated text instead of standard output, for an in-process caller (a test)
+    /// that puts one in its thread's dictionary under ``TextSink/key``: only that thread's runs write
+    /// to it, so parallel tests never read each other's output.
+    final class TextSink: NSObject {
+        static let key = "vlm.generate.textSink"
+        private(set) var data = Data()
+        func append(_ more: Data) { data.append(more) }
+    }
+
+    private func writeText(_ data: Data) {
+        if let sink = Thread.current.threadDictionary[TextSink.key] as? TextSink { sink.append(data) }
+        else { FileHandle.standardOutput.write(data) }
+    }
+
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
@@ -65,7 +79,7 @@ struct GenerateCommand: ParsableCommand {
         let options = SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
         switch config {
         case .llama:
-            guard images.isEmpty else { throw CommandFailure("\(model) is a text-only llama checkpoint: --image needs an mllama or llava model") }
+            guard images.isEmpty else { throw CommandFailure("\(model) is a text-only llama checkpoint: --image needs an mllama, llava or vlmkit_token_stream model") }
             let llama = try LlamaForCausalLM.load(directory: directory)
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory), extraSpecialTokens: [:])
             var stop = Set(generation?.eosTokenIds ?? llama.config.eosTokenIds ?? [])
@@ -112,22 +126,21 @@ struct GenerateCommand: ParsableCommand {
             stream(decoder, prompt: batch.tokenIDs[0], tokenizer: tokenizer, stop: stop, pad: pad, options: options,
                    maximumLength: text.maxPositionEmbeddings)
         case .llava(let llavaConfig):
-            guard !chat else {
-                throw CommandFailure("--chat is not supported for llava checkpoints (they use their own conversation templates): "
-                                     + "write the conversation into --prompt, e.g. \"USER: <image>\\nWhat is this? ASSISTANT:\"")
-            }
             let llava = try LlavaForConditionalGeneration.load(directory: directory)
             let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory),
                                               extraSpecialTokens: ["<image>": llavaConfig.imageTokenIndex])
-            let stop = Set(generation?.eosTokenIds ?? llavaConfig.textConfig.eosTokenIds ?? [])
+            var stop = Set(generation?.eosTokenIds ?? llavaConfig.textConfig.eosTokenIds ?? [])
             let pad = generation?.padTokenId ?? 0
             let text = llavaConfig.textConfig
             let processor = try llavaProcessor(directory: directory, config: llavaConfig, tokenizer: tokenizer)
-            let batch = try processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)],
-                                              images: [try images.map { try loadImageFile($0) }])
-            let ids = batch.tokenIDs[0]
+            let loaded = try images.map { try loadImageFile($0) }
+            let batch = try chat
+                ? llavaChatBatch(prompt, images: loaded, tokenizerPath: tokenizerPath(in: directory), config: llavaConfig, processor: processor)
+                : processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [loaded])
+            if chat, let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
+            let (ids, pixels) = (batch.tokenIDs[0], batch.pixelValues)
             try checkPrompt(ids, vocabulary: text.vocabSize, maximumLength: text.maxPositionEmbeddings)
-            guard let pixels = batch.pixelValues else {
+            guard let pixels else {
                 stream(llava, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options, maximumLength: text.maxPositionEmbeddings)
                 return
             }
@@ -135,6 +148,24 @@ struct GenerateCommand: ParsableCommand {
                                  source: "\(directory.appendingPathComponent(CLIPImageProcessorConfig.fileName).path) with \(model)/config.json")
             stream(llava.conditioned(pixelValues: pixels), prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
                    maximumLength: text.maxPositionEmbeddings)
+        case .tokenStream(let streamConfig):
+            let streamModel = try TokenStreamModel.load(directory: directory)
+            let tokenizer = try loadTokenizer(path: try tokenizerPath(in: directory),
+                                              extraSpecialTokens: ["<|image|>": streamConfig.imageTokenIndex])
+            var stop = Set(generation?.eosTokenIds ?? streamConfig.textConfig.eosTokenIds ?? [])
+            if chat, let eot = tokenizer.specialTokenID("<|eot_id|>") { stop.insert(eot) }
+            let pad = generation?.padTokenId ?? 0
+            let text = streamConfig.textConfig
+            let processor = try tokenStreamProcessor(directory: directory, config: streamConfig, tokenizer: tokenizer)
+            let (ids, batch) = try tokenStreamPrompt(prompt, images: images, chat: chat, processor: processor, config: streamConfig)
+            try checkPrompt(ids, vocabulary: text.vocabSize, maximumLength: text.maxPositionEmbeddings, imageTokenID: streamConfig.imageTokenIndex)
+            guard let batch else {
+                stream(streamModel, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options, maximumLength: text.maxPositionEmbeddings)
+                return
+            }
+            let decoder = streamModel.conditioned(pixelValues: batch.pixelValues, aspectRatioIds: batch.aspectRatioIDs,
+                                            aspectRatioMask: batch.aspectRatioMask)
+            stream(decoder, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options, maximumLength: text.maxPositionEmbeddings)
         }
     }
 
@@ -155,9 +186,10 @@ struct GenerateCommand: ParsableCommand {
     }
 
     /// Refuses a prompt the model cannot take: ids past its embedding table (a tokenizer that does
-    /// not belong to the model) or more tokens than its maximum length.
-    private func checkPrompt(_ ids: [Int], vocabulary: Int, maximumLength: Int) throws {
-        if let bad = ids.first(where: { $0 < 0 || $0 >= vocabulary }) {
+    /// not belong to the model) or more tokens than its maximum length. `imageTokenID`, when given,
+    /// is allowed beyond the vocabulary (a token-stream model's `<|image|>`, never embedded).
+    private func checkPrompt(_ ids: [Int], vocabulary: Int, maximumLength: Int, imageTokenID: Int? = nil) throws {
+        if let bad = ids.first(where: { ($0 < 0 || $0 >= vocabulary) && $0 != imageTokenID }) {
             throw CommandFailure("the tokenizer gives token id \(bad), outside the model's vocabulary of \(vocabulary): "
                                  + "the tokenizer (\(tokenizer ?? "found in --model")) does not belong to \(model)")
         }
@@ -174,8 +206,8 @@ struct GenerateCommand: ParsableCommand {
         let budget = min(maxTokens, maximumLength - ids.count)
         let start = Date()
         let produced = streamGeneration(decoder, prompt: ids, tokenizer: tokenizer, stop: stop, pad: pad, options: options,
-                                        maxNewTokens: budget) { FileHandle.standardOutput.write(Data($0)) }
-        FileHandle.standardOutput.write(Data([0x0A]))
+                                        maxNewTokens: budget) { writeText(Data($0)) }
+        writeText(Data([0x0A]))
         let limit = budget < maxTokens ? ", stopped at the model's maximum length of \(maximumLength) tokens" : ""
         let seconds = String(format: "%.2f", Date().timeIntervalSince(start))
         FileHandle.standardError.write(Data("[\(ids.count) prompt tokens, \(produced.count) new tokens, \(seconds) s\(limit)]\n".utf8))

@@ -114,6 +114,13 @@ struct InspectCommand: ParsableCommand {
                 let v = c.visionConfig
                 print("  vision: hidden \(v.hiddenSize), layers \(v.numHiddenLayers), heads \(v.numAttentionHeads), "
                       + "image \(v.imageSize), patch \(v.patchSize)")
+            case .tokenStream(let c):
+                print("  model_type \(TokenStreamConfig.modelType), image_token_index \(c.imageTokenIndex), projector \(c.projectorType.rawValue), "
+                      + "\(c.imageTokensPerImage) text positions per image")
+                print("  text:   " + describe(text: c.textConfig))
+                let v = c.visionConfig
+                print("  vision: hidden \(v.hiddenSize), layers \(v.numHiddenLayers) + \(v.numGlobalLayers) global, heads \(v.attentionHeads), "
+                      + "image \(v.imageSize), patch \(v.patchSize), tiles \(v.maxNumTiles), output \(v.visionOutputDim)")
             }
         } catch {
             print("  cannot read: \(error)")

@@ -1,5 +1,6 @@
 import Checkpoint
 import Foundation
+import Media
 import Models
 import Processing
 import TensorCore
@@ -55,5 +56,26 @@ func checkLlavaImages(_ pixelValues: Tensor?, inputIds: Tensor, model: LlavaForC
     guard imageTokens == expected else {
         throw CommandFailure("\(source): input_ids holds \(imageTokens) image tokens (id \(model.config.imageTokenIndex)); "
                              + "\(pixelValues.shape[0]) images need \(model.imageTokensPerImage) each = \(expected)")
+    }
+}
+
+/// `prompt` as one user message of the Llama 3 chat format ready for the assistant's reply, with its
+/// images, through the processor: for a LLaVA built on a Llama 3 (as `vlm adapters init` builds it
+/// and `vlm train` trains it), each `<image>` (none: every image first) an image part expanded to the
+/// model's image tokens. llava-hf's own checkpoints each have their own conversation template instead.
+/// - Throws: ``CommandFailure`` when the tokenizer lacks the chat format's tokens; the processor's
+///   error when the number of `<image>` markers is not the number of images.
+func llavaChatBatch(_ prompt: String, images: [Image], tokenizerPath: String, config: LlavaConfig,
+                    processor: LlavaProcessor) throws -> LlavaBatch {
+    guard processor.tokenizer.specialTokenID("<|start_header_id|>") != nil, processor.tokenizer.specialTokenID("<|eot_id|>") != nil else {
+        throw CommandFailure("--chat is not supported for llava checkpoints without the Llama 3 chat format's tokens "
+                             + "(llava-hf's use their own conversation templates): write the conversation into --prompt, "
+                             + "e.g. \"USER: <image>\\nWhat is this? ASSISTANT:\"")
+    }
+    // The chat format writes an image part as <|image|>: given <image>'s id.
+    let tokenizer = try loadTokenizer(path: tokenizerPath, extraSpecialTokens: ["<|image|>": config.imageTokenIndex])
+    let ids = try chatPromptIds(prompt.replacingOccurrences(of: "<image>", with: "<|image|>"), imageCount: images.count, tokenizer: tokenizer)
+    do { return try processor.process(tokenIDs: [ids], images: [images]) } catch let error as ProcessingError {
+        throw CommandFailure(error.message)
     }
 }

@@ -23,7 +23,9 @@ struct PreprocessCommand: ParsableCommand {
             For a llava checkpoint (config.json model_type llava, or a CLIP / LLaVA preprocessor_config.json) \
             OUT receives pixel_values [N, 3, H, W] (float32); with --prompt (each <image> expanded to the \
             model's image tokens; default: one <image> line per image first) also input_ids and \
-            attention_mask [1, T], the inputs `vlm forward` reads.
+            attention_mask [1, T], the inputs `vlm forward` reads. For a vlmkit_token_stream checkpoint \
+            with --prompt, each <|image|> is expanded to the model's image tokens per image and no \
+            cross_attention_mask is written.
             """)
 
     @Option(help: "A checkpoint directory holding preprocessor_config.json.")
@@ -48,6 +50,7 @@ struct PreprocessCommand: ParsableCommand {
 
     func run() throws {
         if isLlava { return try runLlava() }
+        if let prompt, modelType == TokenStreamConfig.modelType { return try writeTokenStreamInputs(prompt: prompt) }
         if let prompt { return try writeTextInputs(prompt: prompt) }
         let configURL = URL(fileURLWithPath: model).appendingPathComponent(MllamaImageProcessorConfig.fileName)
         try requireFile(configURL.path)
@@ -87,18 +90,45 @@ struct PreprocessCommand: ParsableCommand {
         print("wrote input_ids \(batch.inputIDs.shape)\(batch.crossAttentionMask.map { " and cross_attention_mask \($0.shape)" } ?? "") to \(out)")
     }
 
+    /// A string field of a JSON file in the model folder (nil when absent or unreadable).
+    private func field(_ file: String, _ key: String) -> String? {
+        let url = URL(fileURLWithPath: model).appendingPathComponent(file)
+        guard let data = FileManager.default.contents(atPath: url.path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        return object[key] as? String
+    }
+
+    /// `config.json`'s `model_type`, when there is one.
+    private var modelType: String? { field("config.json", "model_type") }
+
     /// Whether the folder is a LLaVA checkpoint (`config.json`) or holds a CLIP / LLaVA image processor.
     private var isLlava: Bool {
-        func field(_ file: String, _ key: String) -> String? {
-            let url = URL(fileURLWithPath: model).appendingPathComponent(file)
-            guard let data = FileManager.default.contents(atPath: url.path),
-                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-            return object[key] as? String
-        }
-        if let type = field("config.json", "model_type") { return type == "llava" }
+        if let type = modelType { return type == "llava" }
         return ["CLIPImageProcessor", "LlavaImageProcessor"].contains {
             field(CLIPImageProcessorConfig.fileName, "image_processor_type")?.hasPrefix($0) == true
         }
+    }
+
+    /// A token-stream model's inputs, as `vlm generate` builds them: each `<|image|>` of the prompt
+    /// expanded to the model's image tokens, and Mllama's tile tensors (no cross-attention mask).
+    private func writeTokenStreamInputs(prompt: String) throws {
+        let directory = URL(fileURLWithPath: model)
+        let config = try TokenStreamConfig.load(from: directory.appendingPathComponent(TokenStreamConfig.fileName))
+        let tokenizerFile = ["tokenizer.json", "tokenizer.json.zst"].map { directory.appendingPathComponent($0) }
+            .first { FileManager.default.fileExists(atPath: $0.path) }
+        guard let tokenizerFile else { throw CommandFailure("\(model): no tokenizer.json or tokenizer.json.zst") }
+        let tokenizer = try loadTokenizer(path: tokenizerFile.path, extraSpecialTokens: ["<|image|>": config.imageTokenIndex])
+        let processor = try tokenStreamProcessor(directory: directory, config: config, tokenizer: tokenizer)
+        let (ids, batch) = try tokenStreamPrompt(prompt, images: image, chat: chat, processor: processor, config: config)
+        var tensors: [(String, Tensor)] = [("input_ids", Tensor(indices: ids, shape: [1, ids.count])),
+                                           ("attention_mask", Tensor(indices: Array(repeating: 1, count: ids.count), shape: [1, ids.count]))]
+        if let batch {
+            tensors += [("pixel_values", batch.pixelValues), ("aspect_ratio_ids", batch.aspectRatioIDs),
+                        ("aspect_ratio_mask", batch.aspectRatioMask)]
+        }
+        try writeSafetensors(tensors: tensors, to: outputURL(out))
+        report("wrote input_ids [1, \(ids.count)] (each <|image|> as \(config.imageTokensPerImage) tokens)"
+               + "\(batch.map { " and pixel_values \($0.pixelValues.shape)" } ?? "") to \(out)", dataPath: out)
     }
 
     /// LLaVA's inputs: the CLIP processor's pixel values and, with a prompt, the expanded ids.
@@ -115,14 +145,14 @@ struct PreprocessCommand: ParsableCommand {
             report("wrote pixel_values \(pixels.shape) to \(out)", dataPath: out)
             return
         }
-        guard !chat else { throw CommandFailure("--chat is not supported for llava checkpoints (they use their own conversation templates)") }
         let config = try LlavaConfig.load(from: directory.appendingPathComponent(LlavaConfig.fileName))
         let tokenizerFile = ["tokenizer.json", "tokenizer.json.zst"].map { directory.appendingPathComponent($0) }
             .first { FileManager.default.fileExists(atPath: $0.path) }
         guard let tokenizerFile else { throw CommandFailure("\(model): no tokenizer.json or tokenizer.json.zst") }
         let tokenizer = try loadTokenizer(path: tokenizerFile.path, extraSpecialTokens: ["<image>": config.imageTokenIndex])
         let processor = try llavaProcessor(directory: directory, config: config, tokenizer: tokenizer)
-        let batch = try processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [images])
+        let batch = try chat ? llavaChatBatch(prompt, images: images, tokenizerPath: tokenizerFile.path, config: config, processor: processor)
+            : processor.process(prompts: [llavaMarkedPrompt(prompt, imageCount: images.count)], images: [images])
         var tensors: [(String, Tensor)] = [("input_ids", batch.inputIDs), ("attention_mask", batch.attentionMask)]
         if let pixels = batch.pixelValues { tensors.append(("pixel_values", pixels)) }
         try writeSafetensors(tensors: tensors, to: outputURL(out))

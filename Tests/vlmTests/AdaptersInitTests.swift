@@ -84,7 +84,7 @@ struct AdaptersInitSafetyTests {
         #expect(scratch.contents == ["bad.yaml", "missing.yaml"])
         for name in try FileManager.default.contentsOfDirectory(atPath: Fixtures.repositoryRoot.appendingPathComponent("adapters").path)
         where name.hasSuffix(".yaml") {
-            _ = try loadAdapterLayout(path: Fixtures.repositoryRoot.appendingPathComponent("adapters/\(name)").path)
+            _ = try loadModelLayout(path: Fixtures.repositoryRoot.appendingPathComponent("adapters/\(name)").path)
         }
     }
 }

@@ -115,7 +115,8 @@ final class BatchProducer: @unchecked Sendable {
         do {
             let record = try entry.get()
             let sample = try encoder.encode(record)
-            return .sample(try BatchCollation.prepare(sample, processor: encoder.processor, blankImages: blankImages))
+            return .sample(try BatchCollation.prepare(sample, processor: encoder.processor, blankImages: blankImages,
+                                                      clipImages: encoder.clipImageProcessor))
         } catch let issue as DataIssue {
             return .skip(issue)
         } catch {

@@ -44,6 +44,9 @@ public struct SampleEncoder: Sendable {
     /// cross-attention; a token-stream model's image tokens per image). The repeats are not learned
     /// and count towards `maxLength`.
     public var imageTokensPerImage = 1
+    /// LLaVA's image processor: when set, a sample's images become CLIP pixel values `[n, 3, S, S]`
+    /// (``TrainingBatch`` stacks every image of the batch in token order), not Mllama tiles.
+    public var clipImageProcessor: CLIPImageProcessor? = nil
 
     public init(processor: MllamaProcessor, maxLength: Int, maxImages: Int, ignoresImages: Bool = false) throws {
         guard let endOfText = processor.tokenizer.specialTokenID("<|end_of_text|>") else {

@@ -35,11 +35,15 @@ struct PreparedSample: @unchecked Sendable {
     var sample: EncodedSample
     /// The image processor's output for this sample alone ((1, N, G, C, t, t)…); nil without images.
     var images: MllamaImageBatch?
+    /// LLaVA's: the CLIP processor's pixel values of this sample's images (N, C, S, S); nil otherwise.
+    var clipPixels: Tensor? = nil
 }
 
 enum BatchCollation {
-    /// Decodes (or blanks) a sample's images and runs the image processor on them.
-    static func prepare(_ sample: EncodedSample, processor: MllamaProcessor, blankImages: Bool) throws -> PreparedSample {
+    /// Decodes (or blanks) a sample's images and runs the image processor on them: CLIP's when
+    /// `clipImages` is given (LLaVA), else the Mllama processor's.
+    static func prepare(_ sample: EncodedSample, processor: MllamaProcessor, blankImages: Bool,
+                        clipImages: CLIPImageProcessor? = nil) throws -> PreparedSample {
         guard !sample.images.isEmpty else { return PreparedSample(sample: sample, images: nil) }
         var images: [Image] = []
         for source in sample.images {
@@ -47,6 +51,7 @@ enum BatchCollation {
             images.append(blankImages ? Image.black(like: image) : image)
         }
         do {
+            if let clipImages { return PreparedSample(sample: sample, images: nil, clipPixels: try clipImages.preprocess(images)) }
             return PreparedSample(sample: sample, images: try processor.imageProcessor.preprocess([images]))
         } catch {
             throw DataIssue(.undecodableImage, at: sample.location, "\(error)")
@@ -54,7 +59,8 @@ enum BatchCollation {
     }
 
     /// Pads and stacks prepared samples into a batch; padding images are all zero, with tile 0
-    /// unmasked as transformers' processor leaves them.
+    /// unmasked as transformers' processor leaves them. CLIP pixel values (LLaVA) are stacked
+    /// instead, `(I, C, S, S)`: every image of the batch in row order — the order of their tokens — with no padding.
     static func collate(_ samples: [PreparedSample], processor: MllamaProcessor) -> TrainingBatch {
         let b = samples.count
         let t = samples.map(\.sample.tokenIDs.count).max() ?? 0
@@ -73,6 +79,10 @@ enum BatchCollation {
         }
         var inputs = ModelInputs(inputIDs: Tensor(indices: ids, shape: [b, t]),          // (B, T)
                                  attentionMask: Tensor(indices: attention, shape: [b, t]))   // (B, T)
+        let clipPixels = samples.compactMap(\.clipPixels)
+        if !clipPixels.isEmpty {
+            inputs.pixelValues = clipPixels.count == 1 ? clipPixels[0] : Tensor.concatenate(clipPixels, axis: 0)   // (I, C, S, S)
+        }
         let n = samples.map { $0.images?.numTiles[0].count ?? 0 }.max() ?? 0
         if n > 0 {
             let g = processor.imageProcessor.config.maxImageTiles, side = processor.imageProcessor.tileSize
