@@ -113,7 +113,10 @@ public enum TrainingEnvironment {
                     guard let tower = model as? any LlamaTextTower else {
                         throw TrainingError("\(stage.name): \(type(of: model)) has no Llama text tower to write a PEFT adapter for")
                     }
-                    try PEFTAdapter.write(from: tower, configuration: stage.languageModelTraining.lora, baseModel: input.path, to: folder)
+                    // base_model_name_or_path must be a folder transformers loads as the Llama: only
+                    // a text model's input is; a vision model's Llama is not a folder of its own.
+                    try PEFTAdapter.write(from: tower, configuration: stage.languageModelTraining.lora,
+                                          baseModel: model is LlamaForCausalLM ? input.path : nil, to: folder)
                     model.mergeLowRankAdapters()
                 }
                 try loaded.save(to: folder)
