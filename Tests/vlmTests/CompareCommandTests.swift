@@ -1,8 +1,10 @@
 import Checkpoint
 import Foundation
 import Models
+import TensorCore
 import Testing
 import Training
+import _TestSupport
 @testable import vlm
 
 @Suite("vlm compare: the fusion designs on the same data, scaled down", .serialized)
@@ -127,6 +129,16 @@ struct CompareCommandTests {
             let names = try SafetensorsFile(path: adapterFile).names
             #expect(names.count == 16 && names.allSatisfy { $0.hasPrefix("base_model.model.model.layers.0.") || $0.hasPrefix("base_model.model.model.layers.1.") },
                     "\(design): \(names.sorted())")
+            // Those files on the base Llama give the saved (merged) model's text-only logits: the
+            // layer numbers map back right (Mllama's cross-attention layers sit between the Llama's).
+            let folder = URL(fileURLWithPath: adapterFile).deletingLastPathComponent()
+            let llama = try LlamaForCausalLM.load(directory: TinyVisionSetup.folder.appendingPathComponent("llama"))
+            try PEFTAdapter.load(directory: folder, into: llama)
+            let probe = Tensor(indices: [1, 40, 41, 42, 43, 44, 45, 46], shape: [1, 8])
+            let adapted = withNoGrad { llama(probe) }.doubles()
+            let savedModel = try LoadedModel.load(directory: folder).model
+            let saved = withNoGrad { savedModel.logits(ModelInputs(inputIDs: probe)) }.doubles()
+            #expect(errors(saved, adapted).relativeL2 <= 1e-5, "\(design)")
         }
     }
 

@@ -66,6 +66,26 @@ struct LoRATrainTests {
         #expect(summary.textOnlyLogitsUnchanged == nil, "the drop-in check does not apply once the text model trains")
     }
 
+    @Test("language_model: full trains every weight of the text model and writes no adapter files")
+    func fullLanguageModel() throws {
+        let scratch = try Scratch()
+        try runVLM(["adapters", "init", "--text-model", TinyVisionSetup.folder.appendingPathComponent("llama").path,
+                    "--adapter", repositoryFile("adapters/world-llava-linear.yaml").path, "--out", scratch.path("init")])
+        try """
+            stages:
+              - {name: sft, kind: sft, datasets: [qa-train.jsonl], trainable: [projector], language_model: full,
+                 micro_batch_size: 4, max_length: 400, learning_rate: 0.001, steps: 1, checkpoint_every: 100}
+            """.write(toFile: scratch.path("full.yaml"), atomically: true, encoding: .utf8)
+        try runVLM(["train", scratch.path("full.yaml"), "--base", scratch.path("init"), "--out", scratch.path("run"),
+                    "--data-root", TinyVisionSetup.world.path])
+        let output = scratch.url.appendingPathComponent("run/sft/model")
+        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("adapter_model.safetensors").path))
+        let model = try TokenStreamModel.load(directory: output)
+        let expected = model.parameters().filter { !$0.name.hasPrefix("vision_model.") }.reduce(0) { $0 + $1.tensor.elementCount }
+        let summary = try JSONDecoder().decode(StageSummary.self, from: Data(contentsOf: scratch.url.appendingPathComponent("run/sft/summary.json")))
+        #expect(summary.trainableParameters == expected && summary.textOnlyLogitsUnchanged == nil)
+    }
+
     @Test("a rerun restores the adapters from the run checkpoint and writes the same adapter files")
     func resumeIsExact() throws {
         let scratch = try Scratch()
