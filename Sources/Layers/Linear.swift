@@ -5,6 +5,9 @@ import TensorCore
 public final class Linear: Module {
     @Param public var weight: Tensor
     @Param public var bias: Tensor?
+    /// LoRA's low-rank update added to the output (``LowRankAdapter``), or `nil`. Its tensors are
+    /// named `lora_A.weight` and `lora_B.weight` beside `weight`, as PEFT saves them.
+    public var adapter: LowRankAdapter?
 
     /// A layer initialised as `nn.Linear` does: weight and bias uniform in `±1/√inFeatures`.
     public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, generator: inout RandomGenerator) {
@@ -34,8 +37,13 @@ public final class Linear: Module {
     public var inFeatures: Int { weight.shape[1] }
     public var outFeatures: Int { weight.shape[0] }
 
-    /// `[..., in] → [..., out]`.
+    /// The adapter's layers, named as PEFT names them (`lora_A`, `lora_B`), directly below this one.
+    override public func namedChildren() -> [(String, Module)] { adapter?.namedChildren() ?? [] }
+
+    /// `[..., in] → [..., out]`, plus the adapter's update when there is one.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        x.linear(weight: weight, bias: bias)
+        let output = x.linear(weight: weight, bias: bias)
+        guard let adapter else { return output }
+        return output + adapter(x, training: isTraining)
     }
 }

@@ -198,6 +198,7 @@ struct RecipeParser {
     typealias Setter = (RecipeParser, inout StageSettings, Node, String) throws -> Void
 
     static let setters: [String: Setter] = baseSetters.merging(postTrainingSetters) { base, _ in base }
+        .merging(languageModelSetters) { base, _ in base }
 
     static let baseSetters: [String: Setter] = [
         "datasets": datasets(\.datasets),

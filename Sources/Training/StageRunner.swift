@@ -95,7 +95,7 @@ public final class StageRunner {
         }
         try parallelism?.group.barrier()
         try environment.prepare?()
-        try makeTrainable(model, groups: settings.trainable)
+        try makeTrainable(model, groups: settings.trainingGroups)
         let optimizer = AdamW(module: model, learningRate: settings.learningRate, betas: (settings.beta1, settings.beta2),
                               epsilon: settings.epsilon, weightDecay: settings.weightDecay)
         optimizer.learningRateScales = try learningRateScales(settings.learningRateMultipliers, model: model,
@@ -151,6 +151,7 @@ public final class StageRunner {
             onEvent(.checkpoint(stage: settings.name, step: progress.step))
         }
 
+        let usesDropout = settings.languageModelTraining.mode == .lora && settings.languageModelTraining.lora.dropout > 0
         // The loop's full period per step (data, step, metrics, progress, checkpoints): what a user
         // waits for, compared with `vlm bench train`'s bare step in Docs/benchmarks.md.
         var previousStepEnd = Date()
@@ -165,11 +166,14 @@ public final class StageRunner {
             for _ in 0..<settings.gradientAccumulation { batches.append(try data.nextBatch()) }
             let learningRate = schedule.learningRate(at: progress.step)
             let report: StepReport
+            // Only LoRA's dropout reads the training flag; evaluation and saving see the model in inference mode.
+            if usesDropout { model.train() }
             if let parallelism {
                 report = try inPrecision { try stepper.step(batches, learningRate: learningRate, across: parallelism) }
             } else {
                 report = inPrecision { stepper.step(batches, learningRate: learningRate) }
             }
+            if usesDropout { model.eval() }
             progress.step += 1
             stepper.didFinishStep(progress.step)
             let seconds = Date().timeIntervalSince(started)
@@ -265,6 +269,10 @@ public final class StageRunner {
 public func makeTrainable(_ model: any TrainableLanguageModel, groups: [String]) throws -> [String] {
     var patterns: [String] = []
     for group in groups {
+        if group == LanguageModelTraining.adapterGroup {
+            patterns += LanguageModelTraining.adapterPatterns
+            continue
+        }
         guard let groupPatterns = model.parameterPatterns(forGroup: group) else {
             throw TrainingError("'\(group)' is not a parameter group of this model; groups: \(model.parameterGroupNames.joined(separator: ", "))")
         }

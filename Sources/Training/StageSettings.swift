@@ -104,6 +104,9 @@ public struct StageSettings: Codable, Sendable, Equatable {
     public var inputStage: String?
     /// The keys of the post-training stages (nil for pretraining and SFT, so their digests are unchanged).
     public var postTraining: PostTrainingSettings?
+    /// `language_model` and the `lora_*` keys (``LanguageModelTraining``); nil: frozen, and the
+    /// digests of recipes written before the keys existed are unchanged.
+    public var languageModel: LanguageModelTraining?
 
     /// The post-training keys, with defaults when the recipe set none.
     public var post: PostTrainingSettings { postTraining ?? PostTrainingSettings() }
@@ -133,6 +136,7 @@ public struct StageSettings: Codable, Sendable, Equatable {
         if !(0...1).contains(maxSkipShare) { problems.append(("max_skip_share", "must be between 0 and 1")) }
         if !(0..<1).contains(beta1) || !(0..<1).contains(beta2) { problems.append(("beta1", "betas must be in [0, 1)")) }
         if [.reward, .rejection, .dpo].contains(kind) { problems += post.validationProblems(kind: kind) }
+        if let languageModel { problems += languageModel.problems(kind: kind, trainable: trainable) }
         if kind == .reward && !trainable.contains(VisionRewardModel.headGroup) {
             problems.append(("trainable", "a reward stage trains its scalar head: add \(VisionRewardModel.headGroup) (Meta also trained the image encoder and the cross-attention layers)"))
         }

@@ -1,6 +1,7 @@
 import Checkpoint
 import Collectives
 import Foundation
+import Layers
 import Media
 import Models
 import Processing
@@ -95,6 +96,7 @@ public enum TrainingEnvironment {
         }
         let loaded = try LoadedModel.load(directory: input)
         let model = loaded.model
+        let adapted = try attachLanguageModelAdapters(to: model, stage: stage)
         let mllama = model as? MllamaForConditionalGeneration
         let layout: ModelDataLayout
         do { layout = try ModelDataLayout(model) } catch { throw TrainingError("\(input.path): \(error)") }
@@ -122,13 +124,25 @@ public enum TrainingEnvironment {
                            maxNewTokens: settings.evalMaxNewTokens, group: group).run()
         }
         // The drop-in promise holds for a vision model whose text model stays frozen (LLaVA calls it `languageModel`).
-        let keepsTextModel = layout.readsImages && !stage.trainable.contains("textModel") && !stage.trainable.contains("languageModel")
+        let keepsTextModel = layout.readsImages && !stage.trainingGroups.contains("textModel") && !stage.trainingGroups.contains("languageModel")
+            && adapted.isEmpty
         let probe = textProbe(processor: processor, vocabularySize: layout.textVocabulary)
         return StageEnvironment(
             model: model, makeData: makeData,
             trainingSampleCount: { _ in training.reduce(0) { $0 + $1.dataset.count } },
             evaluate: evaluate,
             saveModel: { folder in
+                if !adapted.isEmpty {
+                    // PEFT's files for the text tower, then a plain checkpoint with the adapters merged.
+                    guard let tower = model as? any LlamaTextTower else {
+                        throw TrainingError("\(stage.name): \(type(of: model)) has no Llama text tower to write a PEFT adapter for")
+                    }
+                    // base_model_name_or_path must be a folder transformers loads as the Llama: only
+                    // a text model's input is; a vision model's Llama is not a folder of its own.
+                    try PEFTAdapter.write(from: tower, configuration: stage.languageModelTraining.lora,
+                                          baseModel: model is LlamaForCausalLM ? input.path : nil, to: folder)
+                    model.mergeLowRankAdapters()
+                }
                 try loaded.save(to: folder)
                 // A vision checkpoint gets the files transformers' AutoProcessor needs (the tokenizer
                 // with <|image|>, its config and chat template, the image processor's config).

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import Media
 import Models
 import Training
+import World
 
 /// `vlm compare`: the fusion designs trained and measured side by side.
 struct CompareCommand: ParsableCommand {
@@ -17,7 +19,10 @@ struct CompareCommand: ParsableCommand {
             'trainable'. Writes OUT/comparison.md and OUT/comparison.json: per design, mean and spread over seeds \
             of held-out exact match by question type, held-out loss, text-only drift against the base Llama, \
             trainable parameters, training images/s and tokens/s, prefill latency and decode speed with 1, 2 and 4 \
-            images, and peak memory. Finished runs are reused and an interrupted one resumes. See Docs/llava.md.
+            images, and peak memory; with the world's world.json in the data root, caption accuracy of greedy \
+            descriptions of its held-out scenes. --language-model frozen,lora runs Idefics2's grid: each design \
+            once with the language model frozen and once with LoRA adapters on it (in --lora-stages, default the \
+            last stage), as separate columns. Finished runs are reused and an interrupted one resumes. See Docs/llava.md.
             """)
 
     @Argument(help: "A recipe (its compare: section gives the defaults of --archs, --stages and --seeds).")
@@ -50,12 +55,22 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "The folder dataset paths are relative to (default: the recipe's data_root).")
     var dataRoot: String?
 
+    @Option(help: "Language-model modes, comma-separated: frozen, lora, full; each design runs once per mode (default: the compare: section's language_model, else frozen).")
+    var languageModel: String?
+
+    @Option(help: "The stages the language-model mode applies to, comma-separated (default: the compare: section's lora_stages, else the last stage).")
+    var loraStages: String?
+
+    @Option(help: "Held-out scenes described per run for caption accuracy (0: all; needs world.json in the data root).")
+    var captionSamples = 100
+
     @Option(help: "Without a terminal, print a progress line every N steps.")
     var progressEvery = 50
 
     func validate() throws {
         if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1") }
         guard progressEvery > 0 else { throw ValidationError("--progress-every must be positive") }
+        guard captionSamples >= 0 else { throw ValidationError("--caption-samples must not be negative") }
     }
 
     func run() throws {
@@ -75,11 +90,27 @@ struct CompareCommand: ParsableCommand {
             }
         }
         if let seeds { settings.seeds = seeds }
+        if let languageModel {
+            settings.languageModels = try languageModel.split(separator: ",").map { name in
+                let name = name.trimmingCharacters(in: .whitespaces)
+                guard let mode = LanguageModelTraining.Mode(rawValue: name) else {
+                    throw ValidationError("--language-model: '\(name)' is not one of \(LanguageModelTraining.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return mode
+            }
+            guard Set(settings.languageModels).count == settings.languageModels.count else { throw ValidationError("--language-model: name each mode once") }
+        }
+        if let loraStages { settings.languageModelStages = loraStages.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         if let stages { settings.stages = stages.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         let progress = ProgressPrinter(plainEvery: progressEvery)
         var comparison = FusionComparison(recipe: recipe, settings: settings, baseLlama: URL(fileURLWithPath: base),
                                           layout: try loadAdapterLayout(path: adapter), output: URL(fileURLWithPath: out))
         comparison.firstSeed = seed
+        comparison.captionSampleLimit = captionSamples
+        let worldRecord = recipe.dataRoot.appendingPathComponent(WorldDataset.FileName.record)
+        if FileManager.default.fileExists(atPath: worldRecord.path) {
+            comparison.captionSamples = { try Self.captionSamples(world: worldRecord) }
+        }
         comparison.onEvent = progress.handle
         comparison.onProgress = { message in
             progress.finish()
@@ -102,6 +133,25 @@ struct CompareCommand: ParsableCommand {
         } catch let error as TrainingError {
             progress.finish()
             throw CommandFailure("\(error)")
+        } catch let error as WorldError {
+            progress.finish()
+            throw CommandFailure("\(error)")
+        }
+    }
+
+    /// The world's held-out scenes, each asked for a detailed description (the world's first
+    /// description prompt) and scored against its record with ``CaptionScore``.
+    static func captionSamples(world: URL) throws -> [CaptionSample] {
+        let folder = world.deletingLastPathComponent()
+        let prompt = WorldDataset.descriptionPrompts[0]
+        return try WorldDataset.recordedScenes(from: world, split: .heldout).map { scene in
+            let file = folder.appendingPathComponent(scene.imagePath)
+            guard let data = FileManager.default.contents(atPath: file.path) else { throw WorldError("\(file.path): missing (a held-out scene's image)") }
+            let image = try decodeImage(data: data, source: file.path)
+            return CaptionSample(id: scene.id, image: image, prompt: prompt) { description in
+                let score = CaptionScore(caption: description, scene: scene)
+                return (score.accuracy, score.recall)
+            }
         }
     }
 }

@@ -64,4 +64,31 @@ struct ComparisonSettingsTests {
             "\($0)".contains("hq.trainable") && "\($0)".contains("nothing left to train")
         }
     }
+
+    @Test("language_model [frozen, lora] makes an arm per design and mode; the mode goes to the last stage unless lora_stages names others")
+    func languageModelGrid() throws {
+        let yaml = Self.recipe.replacingOccurrences(of: "  seeds: 3", with: "  seeds: 3\n  language_model: [frozen, lora]")
+        let recipe = try parse(yaml)
+        let settings = try #require(recipe.comparison)
+        #expect(settings.languageModels == [.frozen, .lora] && settings.languageModelStages.isEmpty)
+        #expect(settings.arms.map(\.description) == ["cross-attention", "cross-attention + LoRA LM", "llava-mlp2x", "llava-mlp2x + LoRA LM"])
+        #expect(settings.arms.map(\.folderName) == ["cross-attention", "cross-attention-lora", "llava-mlp2x", "llava-mlp2x-lora"])
+        let lora = try recipe.forComparison(design: .llavaMLP2x, stages: settings.stages, overrides: ["sft.lora_r=2"], seed: 1, languageModel: .lora)
+        #expect(lora.stages.map(\.languageModelTraining.mode) == [.frozen, .lora])
+        #expect(lora.stages[1].languageModelTraining.lora.rank == 2)
+        #expect(lora.stages[1].trainingGroups == ["visionModel", "projector", LanguageModelTraining.adapterGroup])
+        let frozen = try recipe.forComparison(design: .llavaMLP2x, stages: settings.stages, overrides: [], seed: 1, languageModel: .frozen)
+        #expect(frozen.stages.allSatisfy { $0.languageModel == nil }, "the frozen arm's recipe is the plain comparison's (same digests)")
+        let both = try recipe.forComparison(design: .crossAttention, stages: settings.stages, overrides: [], seed: 1, languageModel: .lora,
+                                            languageModelStages: ["hq", "sft"])
+        #expect(both.stages.map(\.languageModelTraining.mode) == [.lora, .lora])
+        #expect { try recipe.forComparison(design: .crossAttention, stages: settings.stages, overrides: [], seed: 1, languageModel: .lora,
+                                           languageModelStages: ["noisy"]) } throws: { error in
+            (error as? RecipeError)?.field == "compare.lora_stages"
+        }
+        #expect { try parse(Self.recipe.replacingOccurrences(of: "  seeds: 3", with: "  seeds: 3\n  language_model: [frozen, adapters]")) } throws: { error in
+            let error = error as! RecipeError
+            return error.field == "compare.language_model" && error.line == 12 && error.reason.contains("frozen, full, lora")
+        }
+    }
 }

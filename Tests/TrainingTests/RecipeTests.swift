@@ -1,4 +1,5 @@
 import Foundation
+import Layers
 import Testing
 @testable import Training
 
@@ -116,6 +117,54 @@ struct RecipeTests {
         } catch let error as RecipeError {
             if let line { #expect(error.line == line, "\(error)") }
             #expect(error.field?.hasSuffix(field) == true, "\(error)")
+        }
+    }
+
+    @Test("language_model and the lora_* keys are read; a recipe without them keeps its digest")
+    func languageModelKeys() throws {
+        let plain = try parse(Self.twoStages)
+        #expect(plain.stages.allSatisfy { $0.languageModel == nil && $0.languageModelTraining.mode == .frozen })
+        let lora = try parse(Self.twoStages, overrides: ["sft.language_model=lora", "sft.lora_r=16", "sft.lora_alpha=32",
+                                                         "sft.lora_dropout=0.05", "sft.lora_target_modules=[q_proj, v_proj]"])
+        let training = lora.stages[1].languageModelTraining
+        #expect(training == LanguageModelTraining(mode: .lora, lora: LoRAConfiguration(rank: 16, alpha: 32, dropout: 0.05, targetModules: ["q_proj", "v_proj"])))
+        #expect(lora.stages[1].trainingGroups == ["projector", "crossAttentionLayers", LanguageModelTraining.adapterGroup])
+        #expect(lora.stages[1].digest != plain.stages[1].digest && lora.stages[0].digest == plain.stages[0].digest)
+        // PEFT's defaults: r 8, alpha 8, no dropout, the four attention projections.
+        let defaults = try parse(Self.twoStages, overrides: ["sft.language_model=lora"]).stages[1].languageModelTraining.lora
+        #expect(defaults == LoRAConfiguration(rank: 8, alpha: 8, dropout: 0, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"]))
+        let full = try parse(Self.twoStages, overrides: ["sft.language_model=full"])
+        #expect(full.stages[1].trainingGroups == ["projector", "crossAttentionLayers", "textModel"])
+        // PEFT also accepts target_modules as one comma-separated string.
+        let text = try parse(Self.twoStages, overrides: ["sft.language_model=lora", "sft.lora_target_modules=q_proj,o_proj"])
+        #expect(text.stages[1].languageModelTraining.lora.targetModules == ["q_proj", "o_proj"])
+    }
+
+    @Test("bad language-model keys name the file, line and field",
+          arguments: [("language_model: partial", "language_model", "frozen, full, lora"),
+                      ("lora_r: 0", "lora_r", "≥ 1"),
+                      ("lora_alpha: -2", "lora_alpha", "positive"),
+                      ("lora_dropout: 1.5", "lora_dropout", "[0, 1)"),
+                      ("lora_target_modules: [q_proj, qkv]", "lora_target_modules", "'qkv' is not a linear layer")])
+    func badLanguageModelKeys(line: String, field: String, message: String) throws {
+        let yaml = Self.twoStages.replacingOccurrences(of: "    schedule: linear", with: "    schedule: linear\n    \(line)")
+        do {
+            _ = try parse(yaml)
+            Issue.record("'\(line)' was accepted")
+        } catch let error as RecipeError {
+            #expect(error.line == 19, "\(error)")
+            #expect(error.field == "stages[1] 'sft'.\(field)", "\(error)")
+            #expect(error.description.hasPrefix("r.yaml:19: ") && error.description.contains(message), "\(error)")
+        }
+    }
+
+    @Test("LoRA with textModel in trainable, or on a reward stage, is refused naming the stage")
+    func languageModelConflicts() throws {
+        let yaml = Self.twoStages.replacingOccurrences(of: "    trainable: [projector, crossAttentionLayers]",
+                                                       with: "    trainable: [projector, textModel]\n    language_model: lora")
+        #expect { try parse(yaml) } throws: { error in
+            let error = error as! RecipeError
+            return error.field == "stages[1] 'sft'.trainable" && error.line == 12 && error.reason.contains("language_model: full")
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Models
 import Testing
 @testable import Training
 
@@ -30,6 +31,37 @@ struct ReportTests {
         #expect(svg.components(separatedBy: "<polyline").count == 2)
         let points = svg.components(separatedBy: "points=\"")[1].prefix { $0 != "\"" }.split(separator: " ")
         #expect(points.count == 3)
+    }
+
+    @Test("a comparison with the language-model grid gets a column per arm, a caption accuracy row and the grid chart")
+    func comparisonGrid() throws {
+        func run(_ design: AdapterLayout.Architecture, _ mode: LanguageModelTraining.Mode?, exactMatch: Double, caption: Double) -> ComparisonRun {
+            ComparisonRun(design: design, languageModel: mode, seed: 0, evaluation: ["exact_match": exactMatch, "loss": 0.5],
+                          textDrift: TextDrift(basePerplexity: 2, perplexity: mode == nil ? 2 : 1.9, klDivergence: mode == nil ? 0 : 0.01, positions: 10),
+                          trainableParameters: 100, steps: 3, trainingImages: 12, trainingTokens: 400, trainingSeconds: 2, positionsPerImage: 1,
+                          generation: [], peakMemoryMB: 100, captionAccuracy: caption, captionRecall: 0.5)
+        }
+        let arms = [ComparisonArm(design: .crossAttention), ComparisonArm(design: .crossAttention, languageModel: .lora),
+                    ComparisonArm(design: .llavaLinear), ComparisonArm(design: .llavaLinear, languageModel: .lora)]
+        let comparison = ComparisonReport(runs: [run(.crossAttention, nil, exactMatch: 0.3, caption: 0.61), run(.crossAttention, .lora, exactMatch: 0.35, caption: 0.62),
+                                                 run(.llavaLinear, nil, exactMatch: 0.2, caption: 0.41), run(.llavaLinear, .lora, exactMatch: 0.45, caption: 0.73)],
+                                          arms: arms, stages: ["sft"], seconds: 1)
+        #expect(comparison.designs == [.crossAttention, .llavaLinear])
+        let markdown = comparison.markdown
+        #expect(markdown.contains("| | cross-attention | cross-attention + LoRA LM | llava-linear | llava-linear + LoRA LM |"))
+        #expect(markdown.contains("| caption accuracy (held-out descriptions) | 61.0 % | 62.0 % | 41.0 % | 73.0 % |"))
+        #expect(markdown.contains("| exact match, overall | 30.0 % | 35.0 % | 20.0 % | 45.0 % |"))
+        // The JSON names each arm's mode and reads back into the same columns.
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("grid-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try comparison.json.write(to: url)
+        let again = try ComparisonReport.load(from: url)
+        #expect(again.arms == arms && again.markdown == markdown)
+        var page = RunReport(evaluations: [], summaries: [], samples: [], seconds: 1)
+        page.comparison = comparison
+        let html = page.html
+        #expect(html.contains("Idefics2") && html.contains("language model lora") && html.contains("llava-linear: caption accuracy"))
+        #expect(html.contains("<th>llava-linear + LoRA LM</th>"))
     }
 
     @Test("the page shows every model's answers, marks them right or wrong, and embeds the picture")

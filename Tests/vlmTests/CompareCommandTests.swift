@@ -1,8 +1,10 @@
 import Checkpoint
 import Foundation
 import Models
+import TensorCore
 import Testing
 import Training
+import _TestSupport
 @testable import vlm
 
 @Suite("vlm compare: the fusion designs on the same data, scaled down", .serialized)
@@ -93,6 +95,51 @@ struct CompareCommandTests {
         #expect(try FileManager.default.attributesOfItem(atPath: result)[.modificationDate] as! Date == modified)
         #expect(try ComparisonReport.load(from: URL(fileURLWithPath: out + "/comparison.json")).runs.map(\.trainableParameters)
                 == report.runs.map(\.trainableParameters))
+    }
+
+    /// Idefics2's grid on the tiny setting: cross-attention and llava-linear, each with the
+    /// language model frozen and with LoRA in the sft stage, one seed.
+    @Test("--language-model frozen,lora gives a LoRA column per design: text drift measured above 0, adapters counted, caption accuracy per column")
+    func languageModelGrid() throws {
+        let scratch = try Scratch()
+        let out = scratch.path("grid")
+        try runVLM(["compare", try Self.recipe(in: scratch), "--base", TinyVisionSetup.folder.appendingPathComponent("llama").path,
+                    "--adapter", repositoryFile("adapters/world.yaml").path, "--out", out, "--data-root", TinyVisionSetup.world.path,
+                    "--archs", "cross-attention,llava-linear", "--seeds", "1", "--language-model", "frozen,lora", "--caption-samples", "8",
+                    "--set", "sft.lora_r=4"])
+        let report = try ComparisonReport.load(from: URL(fileURLWithPath: out + "/comparison.json"))
+        #expect(report.arms.map(\.description) == ["cross-attention", "cross-attention + LoRA LM", "llava-linear", "llava-linear + LoRA LM"])
+        let markdown = try String(contentsOfFile: out + "/comparison.md", encoding: .utf8)
+        #expect(markdown.contains("| cross-attention | cross-attention + LoRA LM | llava-linear | llava-linear + LoRA LM |"))
+        #expect(markdown.contains("caption accuracy"))
+        for design in [AdapterLayout.Architecture.crossAttention, .llavaLinear] {
+            let frozen = report.runs.first { $0.arm == ComparisonArm(design: design) }!
+            let lora = report.runs.first { $0.arm == ComparisonArm(design: design, languageModel: .lora) }!
+            #expect(frozen.textDrift.klDivergence == 0 && lora.textDrift.klDivergence > 0, "\(design): LoRA moves the text path, measured")
+            #expect(lora.textDrift.perplexity != lora.textDrift.basePerplexity)
+            // LoRA r 4 on q/k/v/o of the Llama's 2 layers (width 32, k and v 16): 1,792 more trainable parameters.
+            #expect(lora.trainableParameters - frozen.trainableParameters == 1792, "\(design)")
+            #expect(lora.steps == frozen.steps && lora.trainingImages == frozen.trainingImages)
+            for run in [frozen, lora] {
+                #expect(run.captionAccuracy.map { (0...1).contains($0) } == true && run.captionRecall != nil)
+                #expect(report.statistics(of: run.arm)["caption_accuracy"]?.values.count == 1)
+            }
+            // The LoRA stage wrote PEFT's files for the base Llama: its 2 layers, whatever the design's layer numbering.
+            let adapterFile = out + "/\(ComparisonArm(design: design, languageModel: .lora).folderName)/seed-0/run/sft/model/adapter_model.safetensors"
+            let names = try SafetensorsFile(path: adapterFile).names
+            #expect(names.count == 16 && names.allSatisfy { $0.hasPrefix("base_model.model.model.layers.0.") || $0.hasPrefix("base_model.model.model.layers.1.") },
+                    "\(design): \(names.sorted())")
+            // Those files on the base Llama give the saved (merged) model's text-only logits: the
+            // layer numbers map back right (Mllama's cross-attention layers sit between the Llama's).
+            let folder = URL(fileURLWithPath: adapterFile).deletingLastPathComponent()
+            let llama = try LlamaForCausalLM.load(directory: TinyVisionSetup.folder.appendingPathComponent("llama"))
+            try PEFTAdapter.load(directory: folder, into: llama)
+            let probe = Tensor(indices: [1, 40, 41, 42, 43, 44, 45, 46], shape: [1, 8])
+            let adapted = withNoGrad { llama(probe) }.doubles()
+            let savedModel = try LoadedModel.load(directory: folder).model
+            let saved = withNoGrad { savedModel.logits(ModelInputs(inputIDs: probe)) }.doubles()
+            #expect(errors(saved, adapted).relativeL2 <= 1e-5, "\(design)")
+        }
     }
 
     @Test("a stage the token-stream model cannot train is named before any work")

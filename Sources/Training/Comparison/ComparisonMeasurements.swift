@@ -39,7 +39,39 @@ public struct GenerationTiming: Codable, Sendable, Equatable {
     }
 }
 
+/// A held-out image to describe, with the prompt that asks for the description and the scorer of
+/// the description (the world's ``CaptionScore``: accuracy of the stated attributes, recall of the
+/// scene's objects).
+public struct CaptionSample: Sendable {
+    public var id: String
+    public var image: Image
+    public var prompt: String
+    public var score: @Sendable (String) -> (accuracy: Double, recall: Double)
+
+    public init(id: String, image: Image, prompt: String, score: @escaping @Sendable (String) -> (accuracy: Double, recall: Double)) {
+        self.id = id
+        self.image = image
+        self.prompt = prompt
+        self.score = score
+    }
+}
+
 enum ComparisonMeasurements {
+    /// Longest description generated for caption accuracy, in tokens.
+    static let captionTokens = 64
+
+    /// Mean accuracy and recall of the model's greedy descriptions of `samples` (one chat turn: the
+    /// image, then the sample's prompt).
+    static func captionScores(model: any TrainableLanguageModel, processor: MllamaProcessor,
+                              samples: [CaptionSample]) throws -> (accuracy: Double, recall: Double) {
+        guard !samples.isEmpty else { throw TrainingError("caption accuracy: no held-out scenes to describe") }
+        let qa = try QuestionAnswering(model: model, processor: processor, maxNewTokens: captionTokens)
+        let questions = samples.map { QuestionAnswering.Question(id: $0.id, prompt: $0.prompt, answer: "", type: "caption", images: [$0.image]) }
+        let scores = zip(try qa.answers(to: questions), samples).map { $1.score($0) }
+        let count = Double(scores.count)
+        return (scores.map(\.accuracy).reduce(0, +) / count, scores.map(\.recall).reduce(0, +) / count)
+    }
+
     /// Text drift over the records of `datasets` read without their images (up to `maxSamples`; 0: all).
     static func textDrift(model: any TrainableLanguageModel, base: LlamaForCausalLM, processor: MllamaProcessor,
                           datasets: [Dataset], maxSamples: Int) throws -> TextDrift {

@@ -1,8 +1,8 @@
 import Foundation
 import Models
 
-/// The comparison's result: per design, the mean and spread over seeds of every figure
-/// (``ComparisonRun/figures``), as Markdown and JSON.
+/// The comparison's result: per arm (a design, and how its language model trained), the mean and
+/// spread over seeds of every figure (``ComparisonRun/figures``), as Markdown and JSON.
 public struct ComparisonReport: Sendable {
     /// A figure over seeds: the mean, the sample standard deviation (0 for one seed) and the values.
     public struct Statistic: Sendable, Equatable {
@@ -19,23 +19,27 @@ public struct ComparisonReport: Sendable {
     }
 
     public var runs: [ComparisonRun]
+    /// The columns: each design with each language-model mode, in the order asked for.
+    public var arms: [ComparisonArm]
     /// The designs, in the order asked for.
-    public var designs: [AdapterLayout.Architecture]
+    public var designs: [AdapterLayout.Architecture] {
+        arms.map(\.design).reduce(into: []) { if !$0.contains($1) { $0.append($1) } }
+    }
     /// The recipe stages every design trained.
     public var stages: [String]
     /// Wall-clock seconds of this invocation (finished runs reused cost nothing).
     public var seconds: Double
 
-    public init(runs: [ComparisonRun], designs: [AdapterLayout.Architecture], stages: [String], seconds: Double) {
+    public init(runs: [ComparisonRun], arms: [ComparisonArm], stages: [String], seconds: Double) {
         self.runs = runs
-        self.designs = designs
+        self.arms = arms
         self.stages = stages
         self.seconds = seconds
     }
 
-    /// Every figure of a design over its seeds.
-    public func statistics(of design: AdapterLayout.Architecture) -> [String: Statistic] {
-        let figures = runs.filter { $0.design == design }.map(\.figures)
+    /// Every figure of an arm over its seeds.
+    public func statistics(of arm: ComparisonArm) -> [String: Statistic] {
+        let figures = runs.filter { $0.arm == arm }.map(\.figures)
         let keys = Set(figures.flatMap(\.keys))
         return Dictionary(uniqueKeysWithValues: keys.map { key in (key, Statistic(figures.compactMap { $0[key] })) })
     }
@@ -48,7 +52,7 @@ public struct ComparisonReport: Sendable {
     /// The image counts generation was timed with.
     public var timedImageCounts: [Int] { Array(Set(runs.flatMap { $0.generation.map(\.images) })).sorted() }
 
-    public var seeds: Int { designs.map { d in runs.filter { $0.design == d }.count }.min() ?? 0 }
+    public var seeds: Int { arms.map { arm in runs.filter { $0.arm == arm }.count }.min() ?? 0 }
 
     /// The table's rows: a label, the figure's key, and how to print it.
     var rows: [(label: String, key: String, format: (Double) -> String)] {
@@ -57,6 +61,8 @@ public struct ComparisonReport: Sendable {
         var rows: [(String, String, (Double) -> String)] = [("exact match, overall", "exact_match", percent)]
         rows += questionTypes.map { ("exact match, \($0)", "exact_match/\($0)", percent) }
         rows += [("exact match, image blanked", "exact_match_blank_images", percent),
+                 ("caption accuracy (held-out descriptions)", "caption_accuracy", percent),
+                 ("caption object recall", "caption_recall", percent),
                  ("held-out loss", "held_out_loss", plain("%.4f")),
                  ("held-out loss, image blanked", "held_out_loss_blank_images", plain("%.4f")),
                  ("text-only KL to the base Llama (nats/token)", "text_kl", plain("%.3g")),
@@ -89,15 +95,17 @@ public struct ComparisonReport: Sendable {
     }
 
     public var markdown: String {
-        let statistics = designs.map { self.statistics(of: $0) }
+        let statistics = arms.map { self.statistics(of: $0) }
+        let trainsLanguageModel = arms.contains { $0.languageModel != .frozen }
         var lines = ["# Fusion designs compared", "",
                      "Each design trained the stages \(stages.joined(separator: ", ")) of one recipe on the same data, steps and seeds, "
-                     + "from the same frozen base Llama and the same image encoder initialisation; \(seeds) seed\(seeds == 1 ? "" : "s") each "
+                     + "from the same base Llama and the same image encoder initialisation; \(seeds) seed\(seeds == 1 ? "" : "s") each "
                      + "(mean ± sample standard deviation over seeds). "
+                     + (trainsLanguageModel ? "Columns marked LoRA LM (full LM) also trained the language model with LoRA adapters (in full); the others kept it frozen. " : "")
                      + String(format: "Training steps: %.0f s in all runs; this invocation: %.0f s (finished runs are reused).",
                               runs.map(\.trainingSeconds).reduce(0, +), seconds), "",
-                     "| | " + designs.map(\.rawValue).joined(separator: " | ") + " |",
-                     "|---|" + designs.map { _ in "---|" }.joined()]
+                     "| | " + arms.map(\.description).joined(separator: " | ") + " |",
+                     "|---|" + arms.map { _ in "---|" }.joined()]
         for row in rows {
             var label = row.label
             if row.key == "text_perplexity", let base = statistics.first?["base_text_perplexity"] {
@@ -111,8 +119,9 @@ public struct ComparisonReport: Sendable {
 
     /// `comparison.json`: the statistics per design, then every run (numbers round-trip exactly).
     public var json: Data {
-        let file = File(stages: stages, seconds: seconds, seeds: seeds, designs: designs.map { design in
-            File.Design(design: design, figures: statistics(of: design).mapValues { File.Figure(mean: $0.mean, spread: $0.spread, values: $0.values) })
+        let file = File(stages: stages, seconds: seconds, seeds: seeds, designs: arms.map { arm in
+            File.Design(design: arm.design, languageModel: arm.languageModel == .frozen ? nil : arm.languageModel,
+                        figures: statistics(of: arm).mapValues { File.Figure(mean: $0.mean, spread: $0.spread, values: $0.values) })
         }, runs: runs)
         return (try? ComparisonRun.encoder().encode(file)) ?? Data()
     }
@@ -120,7 +129,12 @@ public struct ComparisonReport: Sendable {
     /// The layout of `comparison.json`.
     struct File: Codable {
         struct Figure: Codable { var mean: Double, spread: Double, values: [Double] }
-        struct Design: Codable { var design: AdapterLayout.Architecture, figures: [String: Figure] }
+        struct Design: Codable {
+            var design: AdapterLayout.Architecture
+            var languageModel: LanguageModelTraining.Mode?
+            var figures: [String: Figure]
+            enum CodingKeys: String, CodingKey { case design, languageModel = "language_model", figures }
+        }
         var stages: [String]
         var seconds: Double
         var seeds: Int
@@ -134,6 +148,7 @@ public struct ComparisonReport: Sendable {
         do { file = try ComparisonRun.decoder().decode(File.self, from: Data(contentsOf: url)) } catch {
             throw TrainingError("\(url.path): not a comparison.json (\(error))")
         }
-        return ComparisonReport(runs: file.runs, designs: file.designs.map(\.design), stages: file.stages, seconds: file.seconds)
+        return ComparisonReport(runs: file.runs, arms: file.designs.map { ComparisonArm(design: $0.design, languageModel: $0.languageModel ?? .frozen) },
+                                stages: file.stages, seconds: file.seconds)
     }
 }

@@ -12,6 +12,8 @@ import Yams
 ///   stages: [pretrain-hq, sft]      # default: every stage
 ///   seeds: 1
 ///   set: [sft.steps=200]            # overrides for the comparison only
+///   language_model: [frozen, lora]  # Idefics2's grid: each design with each (default: [frozen])
+///   lora_stages: [sft]              # the stages those modes apply to (default: the last one)
 /// ```
 public struct ComparisonSettings: Codable, Sendable, Equatable {
     public var archs: [AdapterLayout.Architecture]
@@ -20,14 +22,50 @@ public struct ComparisonSettings: Codable, Sendable, Equatable {
     public var seeds: Int
     /// `STAGE.KEY=VALUE` overrides applied to the comparison's stages only.
     public var overrides: [String]
+    /// How the language model trains, one column per design and mode (the `lora` and `full` modes
+    /// take the stage's `lora_*` keys); `[frozen]` is the plain comparison.
+    public var languageModels: [LanguageModelTraining.Mode]
+    /// The stages the language-model mode applies to (empty: the last compared stage — LLaVA's
+    /// stage 2); the others keep their recipe's `language_model`.
+    public var languageModelStages: [String]
 
     public init(archs: [AdapterLayout.Architecture] = AdapterLayout.Architecture.allCases, stages: [String] = [], seeds: Int = 1,
-                overrides: [String] = []) {
+                overrides: [String] = [], languageModels: [LanguageModelTraining.Mode] = [.frozen], languageModelStages: [String] = []) {
         self.archs = archs
         self.stages = stages
         self.seeds = seeds
         self.overrides = overrides
+        self.languageModels = languageModels
+        self.languageModelStages = languageModelStages
     }
+
+    /// Every design with every language-model mode, design by design.
+    public var arms: [ComparisonArm] {
+        archs.flatMap { design in languageModels.map { ComparisonArm(design: design, languageModel: $0) } }
+    }
+}
+
+/// One column of the comparison: a fusion design and how its language model trains.
+public struct ComparisonArm: Hashable, Sendable, CustomStringConvertible {
+    public var design: AdapterLayout.Architecture
+    public var languageModel: LanguageModelTraining.Mode
+
+    public init(design: AdapterLayout.Architecture, languageModel: LanguageModelTraining.Mode = .frozen) {
+        self.design = design
+        self.languageModel = languageModel
+    }
+
+    /// `llava-linear`, `llava-linear + LoRA LM`, `cross-attention + full LM`.
+    public var description: String {
+        switch languageModel {
+        case .frozen: design.rawValue
+        case .lora: design.rawValue + " + LoRA LM"
+        case .full: design.rawValue + " + full LM"
+        }
+    }
+
+    /// The arm's folder name under the comparison's output (`llava-linear`, `llava-linear-lora`).
+    public var folderName: String { languageModel == .frozen ? design.rawValue : "\(design.rawValue)-\(languageModel.rawValue)" }
 }
 
 extension RecipeParser {
@@ -56,8 +94,22 @@ extension RecipeParser {
             case "set":
                 guard let list = value.sequence else { throw error(value, field, "expected a list of STAGE.KEY=VALUE strings") }
                 settings.overrides = try list.map { try string($0, field: field) }
+            case "language_model":
+                guard let list = value.sequence else { throw error(value, field, "expected a list, e.g. [frozen, lora]") }
+                settings.languageModels = try list.map { item in
+                    guard let mode = LanguageModelTraining.Mode(rawValue: item.string ?? "") else {
+                        throw error(item, field, "'\(item.string ?? "")' is not one of \(LanguageModelTraining.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    return mode
+                }
+                guard !settings.languageModels.isEmpty, Set(settings.languageModels).count == settings.languageModels.count else {
+                    throw error(value, field, "name each mode once, at least one")
+                }
+            case "lora_stages":
+                guard let list = value.sequence else { throw error(value, field, "expected a list of stage names") }
+                settings.languageModelStages = try list.map { try string($0, field: field) }
             default:
-                throw unknownKey(key, in: ["archs", "stages", "seeds", "set"], field: "compare")
+                throw unknownKey(key, in: ["archs", "stages", "seeds", "set", "language_model", "lora_stages"], field: "compare")
             }
         }
         return settings
@@ -73,7 +125,8 @@ extension Recipe {
     /// - Throws: ``RecipeError`` for an unknown stage, a bad override, a stage kind the
     ///   token-stream model cannot train (post-training needs the cross-attention model), or a
     ///   stage left with nothing to train.
-    public func forComparison(design: AdapterLayout.Architecture, stages names: [String], overrides: [String], seed: UInt64) throws -> Recipe {
+    public func forComparison(design: AdapterLayout.Architecture, stages names: [String], overrides: [String], seed: UInt64,
+                              languageModel: LanguageModelTraining.Mode = .frozen, languageModelStages: [String] = []) throws -> Recipe {
         var recipe = self
         recipe.comparison = nil
         if !names.isEmpty {
@@ -85,8 +138,19 @@ extension Recipe {
         let parser = RecipeParser(file: file)
         for override in overrides { try parser.apply(override: override, to: &recipe.stages) }
         let groups = design == .crossAttention ? nil : Set(TokenStreamParameterGroup.allCases.map(\.rawValue))
+        for name in languageModelStages where !recipe.stages.contains(where: { $0.name == name }) {
+            throw RecipeError(file: file, field: "compare.lora_stages", reason: "'\(name)' is not a compared stage; they are \(recipe.stages.map(\.name).joined(separator: ", "))")
+        }
+        let modeStages = languageModelStages.isEmpty ? [recipe.stages.last!.name] : languageModelStages
         for index in recipe.stages.indices {
             var stage = recipe.stages[index]
+            if modeStages.contains(stage.name) {
+                stage.languageModel = languageModel == .frozen && stage.languageModel == nil ? nil
+                    : LanguageModelTraining(mode: languageModel, lora: stage.languageModelTraining.lora)
+                if let problem = stage.validationProblems().first {
+                    throw RecipeError(file: file, field: "\(stage.name).\(problem.field)", reason: "\(problem.reason) (language model \(languageModel.rawValue) in the comparison)")
+                }
+            }
             if let source = stage.inputStage, !recipe.stages[..<index].contains(where: { $0.name == source }) { stage.inputStage = nil }
             stage.seed = seed
             stage.logEvery = 1

@@ -8,6 +8,9 @@ import TensorCore
 /// One design trained with one seed, and what was measured of it.
 public struct ComparisonRun: Codable, Sendable {
     public var design: AdapterLayout.Architecture
+    /// How the language model trained in the comparison's language-model stages (nil: frozen, as
+    /// in results written before the grid existed).
+    public var languageModel: LanguageModelTraining.Mode? = nil
     public var seed: UInt64
     /// Held-out metrics of the last stage's model, as ``evaluateModel(directory:datasets:maxSamples:maxNewTokens:maxLength:)``
     /// gives them (`exact_match`, `exact_match/TYPE`, `loss`, and `…_blank_images`).
@@ -27,9 +30,17 @@ public struct ComparisonRun: Codable, Sendable {
     /// Peak resident memory while training, evaluating and timing this run (the training's peak is
     /// the one measured when its stages ran).
     public var peakMemoryMB: Double
+    /// Mean ``CaptionScore`` accuracy of greedy descriptions of held-out scenes (nil: not measured).
+    public var captionAccuracy: Double? = nil
+    /// Mean share of a held-out scene's objects its description mentions.
+    public var captionRecall: Double? = nil
+
+    /// The column this run belongs to.
+    public var arm: ComparisonArm { ComparisonArm(design: design, languageModel: languageModel ?? .frozen) }
 
     enum CodingKeys: String, CodingKey {
-        case design, seed, evaluation, textDrift = "text_drift", trainableParameters = "trainable_parameters", steps
+        case design, languageModel = "language_model", captionAccuracy = "caption_accuracy", captionRecall = "caption_recall"
+        case seed, evaluation, textDrift = "text_drift", trainableParameters = "trainable_parameters", steps
         case trainingImages = "training_images", trainingTokens = "training_tokens", trainingSeconds = "training_seconds"
         case positionsPerImage = "positions_per_image", generation, peakMemoryMB = "peak_memory_mb"
     }
@@ -53,6 +64,8 @@ public struct ComparisonRun: Codable, Sendable {
             figures["prompt_tokens/\(timing.images)"] = Double(timing.promptTokens)
         }
         figures["peak_memory_mb"] = peakMemoryMB
+        figures["caption_accuracy"] = captionAccuracy
+        figures["caption_recall"] = captionRecall
         // A figure that could not be measured (no held-out tokens, say) is left out, not averaged.
         return figures.filter { $0.value.isFinite }
     }
@@ -99,6 +112,11 @@ public struct FusionComparison {
     public var onProgress: (String) -> Void = { _ in }
     public var shouldStop: () -> Bool = { false }
     public var warn: @Sendable (String) -> Void = { _ in }
+    /// The held-out scenes to describe for caption accuracy, each an image and a scorer of a
+    /// description (``CaptionScore`` lives in the World module, which the CLI brings); nil: not measured.
+    public var captionSamples: (() throws -> [CaptionSample])? = nil
+    /// Descriptions generated per run for caption accuracy (0: every sample).
+    public var captionSampleLimit = 100
 
     public init(recipe: Recipe, settings: ComparisonSettings, baseLlama: URL, layout: AdapterLayout, output: URL) {
         self.recipe = recipe
@@ -114,39 +132,46 @@ public struct FusionComparison {
         guard layout.architecture == .crossAttention else {
             throw TrainingError("the comparison's layout must be a cross-attention one (the token-stream designs take its encoder); it is \(layout.architecture.rawValue)")
         }
-        // Every design's recipe is checked before any work starts.
-        var recipes: [AdapterLayout.Architecture: Recipe] = [:]
-        for design in settings.archs {
-            recipes[design] = try recipe.forComparison(design: design, stages: settings.stages, overrides: settings.overrides, seed: firstSeed)
-        }
-        guard let last = recipes[settings.archs[0]]!.stages.last, !last.evalDatasets.isEmpty else {
+        // Every arm's recipe is checked before any work starts.
+        var recipes: [ComparisonArm: Recipe] = [:]
+        let arms = settings.arms
+        for arm in arms { recipes[arm] = try recipe(for: arm, seed: firstSeed) }
+        guard let last = recipes[arms[0]]!.stages.last, !last.evalDatasets.isEmpty else {
             throw TrainingError("\(recipe.file): the comparison's last stage needs eval_datasets (held-out questions) to measure the designs")
         }
+        let captions = try captionSamples?().prefix(captionSampleLimit > 0 ? captionSampleLimit : .max).map { $0 }
         let started = Date()
         var runs: [ComparisonRun] = []
-        for design in settings.archs {
+        for arm in arms {
             for offset in 0..<UInt64(settings.seeds) {
-                runs.append(try run(design: design, seed: firstSeed + offset))
+                runs.append(try run(arm: arm, seed: firstSeed + offset, captions: captions))
             }
         }
-        let report = ComparisonReport(runs: runs, designs: settings.archs, stages: recipes[settings.archs[0]]!.stages.map(\.name),
+        let report = ComparisonReport(runs: runs, arms: arms, stages: recipes[arms[0]]!.stages.map(\.name),
                                       seconds: Date().timeIntervalSince(started))
         try AtomicFile.write(report.json, to: output.appendingPathComponent("comparison.json"))
         try AtomicFile.write(Data(report.markdown.utf8), to: output.appendingPathComponent("comparison.md"))
         return report
     }
 
-    func run(design: AdapterLayout.Architecture, seed: UInt64) throws -> ComparisonRun {
-        let folder = output.appendingPathComponent(design.rawValue).appendingPathComponent("seed-\(seed)")
+    func recipe(for arm: ComparisonArm, seed: UInt64) throws -> Recipe {
+        try recipe.forComparison(design: arm.design, stages: settings.stages, overrides: settings.overrides, seed: seed,
+                                 languageModel: arm.languageModel, languageModelStages: settings.languageModelStages)
+    }
+
+    func run(arm: ComparisonArm, seed: UInt64, captions: [CaptionSample]?) throws -> ComparisonRun {
+        let design = arm.design, label = arm.description
+        let folder = output.appendingPathComponent(arm.folderName).appendingPathComponent("seed-\(seed)")
         let resultURL = folder.appendingPathComponent("result.json")
-        if let data = FileManager.default.contents(atPath: resultURL.path), let done = try? ComparisonRun.decoder().decode(ComparisonRun.self, from: data) {
-            onProgress("\(design.rawValue) seed \(seed): finished earlier (\(resultURL.path))")
+        if let data = FileManager.default.contents(atPath: resultURL.path), let done = try? ComparisonRun.decoder().decode(ComparisonRun.self, from: data),
+           captions == nil || done.captionAccuracy != nil {
+            onProgress("\(label) seed \(seed): finished earlier (\(resultURL.path))")
             return done
         }
-        let recipe = try self.recipe.forComparison(design: design, stages: settings.stages, overrides: settings.overrides, seed: seed)
+        let recipe = try self.recipe(for: arm, seed: seed)
         let initial = folder.appendingPathComponent("init")
         if !FileManager.default.fileExists(atPath: initial.appendingPathComponent("config.json").path) {
-            onProgress("\(design.rawValue) seed \(seed): the initial model")
+            onProgress("\(label) seed \(seed): the initial model")
             var designLayout = layout
             designLayout.architecture = design
             try DirectoryCommit.write(initial) { building in
@@ -159,7 +184,7 @@ public struct FusionComparison {
             }
         }
         ProcessMemory.resetPeak()
-        onProgress("\(design.rawValue) seed \(seed): training \(recipe.stages.map(\.name).joined(separator: ", "))")
+        onProgress("\(label) seed \(seed): training \(recipe.stages.map(\.name).joined(separator: ", "))")
         let runFolder = folder.appendingPathComponent("run")
         let warn = self.warn
         let pipeline = Pipeline(recipe: recipe, base: initial, runFolder: runFolder) { stage, input in
@@ -175,7 +200,7 @@ public struct FusionComparison {
         }
         let trainingPeak = (try? String(contentsOf: trainingPeakURL, encoding: .utf8)).flatMap { Double($0) } ?? 0
 
-        onProgress("\(design.rawValue) seed \(seed): measuring")
+        onProgress("\(label) seed \(seed): measuring")
         let last = recipe.stages.last!
         let final = runFolder.appendingPathComponent(last.name).appendingPathComponent("model")
         let evalURLs = last.evalDatasets.map { recipe.url(of: $0) }
@@ -208,10 +233,13 @@ public struct FusionComparison {
         guard let question else { throw TrainingError("the held-out data has no question with an image to time generation on") }
         let timings = try ComparisonMeasurements.generationTimings(model: model, processor: processor, image: question.images[0],
                                                                    question: question.prompt, imageCounts: timedImageCounts)
-        let result = ComparisonRun(design: design, seed: seed, evaluation: evaluation, textDrift: drift,
+        let captionScores = try captions.map { try ComparisonMeasurements.captionScores(model: model, processor: processor, samples: $0) }
+        let result = ComparisonRun(design: design, languageModel: arm.languageModel == .frozen ? nil : arm.languageModel,
+                                   seed: seed, evaluation: evaluation, textDrift: drift,
                                    trainableParameters: summary.trainableParameters, steps: steps, trainingImages: images,
                                    trainingTokens: tokens, trainingSeconds: seconds, positionsPerImage: dataLayout.imageTokensPerImage,
-                                   generation: timings, peakMemoryMB: max(trainingPeak, ProcessMemory.peakResidentMegabytes()))
+                                   generation: timings, peakMemoryMB: max(trainingPeak, ProcessMemory.peakResidentMegabytes()),
+                                   captionAccuracy: captionScores?.accuracy, captionRecall: captionScores?.recall)
         try AtomicFile.write(try ComparisonRun.encoder().encode(result), to: resultURL)
         return result
     }

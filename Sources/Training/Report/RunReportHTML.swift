@@ -109,22 +109,41 @@ extension RunReport {
         let types = comparison.questionTypes
         let categories = ["overall"] + types + ["overall, image blanked"]
         let keys = ["exact_match"] + types.map { "exact_match/\($0)" } + ["exact_match_blank_images"]
-        let series = comparison.designs.map { design -> (name: String, values: [Double?]) in
-            let statistics = comparison.statistics(of: design)
-            return (design.rawValue, keys.map { statistics[$0]?.mean })
+        let series = comparison.arms.map { arm -> (name: String, values: [Double?]) in
+            let statistics = comparison.statistics(of: arm)
+            return (arm.description, keys.map { statistics[$0]?.mean })
         }
         let seeds = comparison.seeds
         var section = "<h2>Fusion designs compared: cross-attention and the token stream</h2>\n"
-        section += "<p class=\"muted\">\(SVGChart.escape("The same frozen base Llama, image encoder initialisation, data and steps (stages \(comparison.stages.joined(separator: ", ")); \(seeds) seed\(seeds == 1 ? "" : "s"), mean shown). Docs/llava.md explains the table."))</p>\n"
+        section += "<p class=\"muted\">\(SVGChart.escape("The same base Llama (frozen unless the column says LoRA LM or full LM), image encoder initialisation, data and steps (stages \(comparison.stages.joined(separator: ", ")); \(seeds) seed\(seeds == 1 ? "" : "s"), mean shown). Docs/llava.md explains the table."))</p>\n"
         section += SVGChart.bars(categories: categories, series: series, title: "Held-out exact match by question type, per fusion design",
                                  yLabel: "exact match", width: 940, height: 320) + "\n"
-        section += "<table><tr><th></th>" + comparison.designs.map { "<th>\(SVGChart.escape($0.rawValue))</th>" }.joined() + "</tr>\n"
-        let statistics = comparison.designs.map { comparison.statistics(of: $0) }
+        section += captionChart(comparison)
+        section += "<table><tr><th></th>" + comparison.arms.map { "<th>\(SVGChart.escape($0.description))</th>" }.joined() + "</tr>\n"
+        let statistics = comparison.arms.map { comparison.statistics(of: $0) }
         for row in comparison.rows {
             section += "<tr><td>\(SVGChart.escape(row.label))</td>"
                 + comparison.cells(row, statistics).map { "<td>\(SVGChart.escape($0))</td>" }.joined() + "</tr>\n"
         }
         return section + "</table>\n"
+    }
+
+    /// Idefics2's grid at a glance: held-out exact match and caption accuracy per design, one bar
+    /// per language-model mode (empty when the comparison has neither the grid nor captions).
+    private func captionChart(_ comparison: ComparisonReport) -> String {
+        let modes = comparison.arms.map(\.languageModel).reduce(into: [LanguageModelTraining.Mode]()) { if !$0.contains($1) { $0.append($1) } }
+        let hasCaptions = comparison.runs.contains { $0.captionAccuracy != nil }
+        guard modes.count > 1 || hasCaptions else { return "" }
+        let categories = comparison.designs.flatMap { ["\($0.rawValue): exact match", "\($0.rawValue): caption accuracy"] }
+        let series = modes.map { mode -> (name: String, values: [Double?]) in
+            let values = comparison.designs.flatMap { design -> [Double?] in
+                let statistics = comparison.statistics(of: ComparisonArm(design: design, languageModel: mode))
+                return [statistics["exact_match"]?.mean, statistics["caption_accuracy"]?.mean]
+            }
+            return ("language model \(mode.rawValue)", values)
+        }
+        return SVGChart.bars(categories: categories, series: series, title: "Each design with the language model frozen and trained (Idefics2's grid)",
+                             yLabel: "share", width: 940, height: 320) + "\n"
     }
 
     private var samplesSection: String {
