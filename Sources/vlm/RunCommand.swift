@@ -4,6 +4,7 @@ import Foundation
 import Media
 import TensorCore
 import Training
+import World
 
 /// `vlm run`: the main job, from nothing — the built-in world, its tokenizer and small base Llama
 /// (trained on text only), the Llama 3.2 Vision adapters, the staged vision recipe, and a report.
@@ -106,6 +107,14 @@ struct RunCommand: ParsableCommand {
         if comparison != nil && !noCompare {
             report.comparison = try ComparisonReport.load(from: root.appendingPathComponent("compare/comparison.json"))
         }
+        // The captioning stages' own metric: held-out scenes described by every model, scored against their records.
+        let captions = Array(try CompareCommand.captionSamples(world: URL(fileURLWithPath: path("world/\(WorldDataset.FileName.record)")))
+            .prefix(Self.describedScenes))
+        for (index, (_, directory)) in models.enumerated() {
+            let scores = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions)
+            report.evaluations[index].metrics["caption_accuracy"] = scores.accuracy
+            report.evaluations[index].metrics["caption_recall"] = scores.recall
+        }
         if let rewardStage = recipeStages.first(where: { $0.kind == .reward }) {
             // What the policies say, scored by the job's reward model: before (SFT) and after rejection sampling and DPO.
             let rewardModel = URL(fileURLWithPath: path("run/\(rewardStage.name)/model"))
@@ -138,6 +147,9 @@ struct RunCommand: ParsableCommand {
 
     /// Held-out questions whose answers, from each policy, the reward model scores for the report.
     static let rewardScoredQuestions = 400
+
+    /// Held-out scenes every model describes for caption accuracy.
+    static let describedScenes = 100
 
     /// A stage's training loss by step, from its `metrics.jsonl` (evaluation lines have no loss).
     private func lossCurve(_ file: URL) throws -> [(step: Int, loss: Double)] {

@@ -242,6 +242,10 @@ struct RunCommandTests {
         let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch.path("job/metrics.json")))) as! [String: Any]
         let evaluations = metrics["evaluations"] as! [[String: Any]]
         #expect(evaluations.map { $0["model"] as! String } == ["base Llama (no image)", "pretrain", "sft", "dpo"])
+        // Every model describes held-out pictures (the captioning stages' metric).
+        let captions = evaluations.map { ($0["metrics"] as! [String: Double])["caption_accuracy"] }
+        #expect(captions.allSatisfy { $0 != nil && (0...1).contains($0!) })
+        #expect(report.contains("## Held-out scene descriptions") && report.contains(String(format: "%.1f %%", 100 * captions.last!!)))
         // The policies' answers, scored by the job's reward model: before and after DPO.
         let rewards = evaluations.compactMap { ($0["metrics"] as! [String: Double])["held_out_reward"] }
         #expect(rewards.count == 2 && rewards.allSatisfy(\.isFinite))

@@ -89,6 +89,12 @@ public struct RunReport {
                          + types.map { Self.percent(metrics["exact_match/\($0)"]) }.joined(separator: " | ")
                          + " | \(Self.percent(metrics["exact_match_blank_images"])) |")
         }
+        if evaluations.contains(where: { $0.metrics["caption_accuracy"] != nil }) {
+            lines += ["", "## Held-out scene descriptions", "", "| model | attribute accuracy | objects mentioned |", "|---|---|---|"]
+            for evaluation in evaluations {
+                lines.append("| \(evaluation.name) | \(Self.percent(evaluation.metrics["caption_accuracy"])) | \(Self.percent(evaluation.metrics["caption_recall"])) |")
+            }
+        }
         lines += ["", "## Stages", "", "| stage | kind | steps | loss first → last | tokens/s | seconds | text-only logits = base |",
                   "|---|---|---|---|---|---|---|"]
         for s in summaries {

@@ -25,6 +25,7 @@ extension RunReport {
 
             """
         page += accuracySection
+        page += captionSection
         page += lossSection
         page += stagesSection
         page += rewardSection
@@ -54,6 +55,21 @@ extension RunReport {
                 + entry.values.map { "<td>\(Self.percent($0))</td>" }.joined() + "</tr>\n"
         }
         return section + "</table>\n"
+    }
+
+    private var captionSection: String {
+        guard evaluations.contains(where: { $0.metrics["caption_accuracy"] != nil }) else { return "" }
+        let series: [(name: String, values: [Double?])] = [
+            ("attribute accuracy", evaluations.map { $0.metrics["caption_accuracy"] }),
+            ("objects mentioned", evaluations.map { $0.metrics["caption_recall"] }),
+        ]
+        return "<h2>Held-out scene descriptions</h2>\n"
+            + SVGChart.bars(categories: evaluations.map(\.name), series: series,
+                            title: "Descriptions of held-out pictures, scored against their scene records", yLabel: "share",
+                            width: 940, height: 280) + "\n"
+            + "<p class=\"muted\">Each model describes held-out pictures; a description's attribute accuracy is the share of the "
+            + "colours, sizes, shapes and positions it states that are true of the object it names, and objects mentioned the "
+            + "share of the scene's objects it names (the world's CaptionScore).</p>\n"
     }
 
     private var lossSection: String {
