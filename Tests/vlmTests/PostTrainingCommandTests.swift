@@ -211,12 +211,7 @@ struct PostTrainingCommandTests {
     @Test("vlm reward scores every response of a preference file and reports pairwise accuracy")
     func rewardCommand() throws {
         let scratch = try Scratch()
-        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
-        // Only the SFT and reward stages, shorter.
-        let short = recipe.components(separatedBy: "  # Sample 4 answers")[0].replacingOccurrences(of: "steps: 12", with: "steps: 3")
-        try short.write(toFile: scratch.path("reward.yaml"), atomically: true, encoding: .utf8)
-        try runVLM(["train", scratch.path("reward.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
-                    "--data-root", TinyVisionSetup.world.path])
+        try trainSFTAndReward(in: scratch)
         let data = TinyVisionSetup.world.appendingPathComponent("preferences-heldout.jsonl")
         try runVLM(["reward", "--model", scratch.path("run/reward/model"), "--data", data.path, "--out", scratch.path("scores.jsonl")])
         let lines = try String(contentsOfFile: scratch.path("scores.jsonl"), encoding: .utf8).split(separator: "\n")
@@ -232,11 +227,7 @@ struct PostTrainingCommandTests {
     @Test("the held-out reward of a policy's answers is what vlm reward gives those answers, and vlm eval reports it")
     func heldOutReward() throws {
         let scratch = try Scratch()
-        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
-        let short = recipe.components(separatedBy: "  # Sample 4 answers")[0].replacingOccurrences(of: "steps: 12", with: "steps: 3")
-        try short.write(toFile: scratch.path("reward.yaml"), atomically: true, encoding: .utf8)
-        try runVLM(["train", scratch.path("reward.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
-                    "--data-root", TinyVisionSetup.world.path])
+        try trainSFTAndReward(in: scratch)
         let heldOut = TinyVisionSetup.world.appendingPathComponent("qa-heldout.jsonl")
         let policy = URL(fileURLWithPath: scratch.path("run/sft/model")), rewardModel = URL(fileURLWithPath: scratch.path("run/reward/model"))
         let scored = try scoreHeldOutAnswers(policy: policy, rewardModel: rewardModel, dataset: heldOut, maxSamples: 6, maxNewTokens: 6)
@@ -260,6 +251,15 @@ struct PostTrainingCommandTests {
                                                      "--max-new-tokens", "6", "--reward-model", rewardModel.path]) as? EvalCommand)
         let mean = try #require(try eval.metrics()["held_out_reward"])
         #expect(abs(mean - scored.map(\.reward).reduce(0, +) / 6) < 1e-12)
+    }
+
+    /// The recipe's SFT and reward stages only, shorter, into `run/` of `scratch`.
+    private func trainSFTAndReward(in scratch: Scratch) throws {
+        let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
+        let short = recipe.components(separatedBy: "  # Sample 4 answers")[0].replacingOccurrences(of: "steps: 12", with: "steps: 3")
+        try short.write(toFile: scratch.path("reward.yaml"), atomically: true, encoding: .utf8)
+        try runVLM(["train", scratch.path("reward.yaml"), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                    "--data-root", TinyVisionSetup.world.path])
     }
 
     @Test("post-training recipe mistakes are named by file, line and field")

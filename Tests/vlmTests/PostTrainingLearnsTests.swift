@@ -12,23 +12,7 @@ struct PostTrainingLearnsTests {
     @Test("the reward model reads the image, rejection sampling raises exact match and held-out reward, DPO holds them")
     func postTrainingOnColour() throws {
         let scratch = try Scratch()
-        let world = scratch.path("world")
-        try runVLM(["data", "synth", "--out", world, "--size", "tiny", "--scenes", "200", "--heldout", "64",
-                    "--max-objects", "1", "--image-size", "48", "--seed", "3", "--question-types", "color"])
-        try runVLM(["tokenizer", "train", "--corpus", world + "/corpus.txt", "--vocab-size", "512", "--out", scratch.path("tokenizer")])
-        try runVLM(["llama", "init", "--tokenizer", scratch.path("tokenizer"), "--out", scratch.path("llama"), "--hidden-size", "64",
-                    "--intermediate-size", "192", "--layers", "4", "--heads", "4", "--kv-heads", "2"])
-        try runVLM(["train", repositoryFile("pipelines/world-base-llama.yaml").path, "--base", scratch.path("llama"),
-                    "--out", scratch.path("base"), "--data-root", world, "--set", "text.steps=200", "--set", "questions.steps=100"])
-        try """
-            cross_attention: {every: 1, first: 0}
-            vision: {hidden_size: 64, num_hidden_layers: 2, num_global_layers: 1, attention_heads: 4, intermediate_size: 128,
-                     image_size: 48, patch_size: 16, max_num_tiles: 1, intermediate_layers_indices: [0, 1], vision_output_dim: 192}
-            initializer_range: 0.02
-            gate_init: 0.5
-            """.write(toFile: scratch.path("adapter.yaml"), atomically: true, encoding: .utf8)
-        try runVLM(["adapters", "init", "--text-model", scratch.path("base/questions/model"), "--adapter", scratch.path("adapter.yaml"),
-                    "--out", scratch.path("vision")])
+        let world = try SingleObjectWorldSetup.make(in: scratch, extraSynthArguments: ["--question-types", "color"])
         try runVLM(["train", repositoryFile("pipelines/post-training-colour.yaml").path, "--base", scratch.path("vision"),
                     "--out", scratch.path("run"), "--data-root", world])
 

@@ -12,37 +12,7 @@ struct TrainingLearnsTests {
     @Test("pretrain → SFT answers held-out colour questions far above chance, and not with the image blanked")
     func learnsColour() throws {
         let scratch = try Scratch()
-        let world = scratch.path("world")
-        try runVLM(["data", "synth", "--out", world, "--size", "tiny", "--scenes", "200", "--heldout", "64",
-                    "--max-objects", "1", "--image-size", "48", "--seed", "3"])
-        try runVLM(["tokenizer", "train", "--corpus", world + "/corpus.txt", "--vocab-size", "512", "--out", scratch.path("tokenizer")])
-        try runVLM(["llama", "init", "--tokenizer", scratch.path("tokenizer"), "--out", scratch.path("llama"), "--hidden-size", "64",
-                    "--intermediate-size", "192", "--layers", "4", "--heads", "4", "--kv-heads", "2"])
-        try runVLM(["train", repositoryFile("pipelines/world-base-llama.yaml").path, "--base", scratch.path("llama"),
-                    "--out", scratch.path("base"), "--data-root", world, "--set", "text.steps=200", "--set", "questions.steps=100"])
-
-        // One 48-pixel tile of 16-pixel patches (one patch per grid cell) and gates opened at 0.5:
-        // measured, gates at Meta's 0 leave this budget at 18 % (Docs/training.md).
-        try """
-            cross_attention:
-              every: 1
-              first: 0
-            vision:
-              hidden_size: 64
-              num_hidden_layers: 2
-              num_global_layers: 1
-              attention_heads: 4
-              intermediate_size: 128
-              image_size: 48
-              patch_size: 16
-              max_num_tiles: 1
-              intermediate_layers_indices: [0, 1]
-              vision_output_dim: 192
-            initializer_range: 0.02
-            gate_init: 0.5
-            """.write(toFile: scratch.path("adapter.yaml"), atomically: true, encoding: .utf8)
-        try runVLM(["adapters", "init", "--text-model", scratch.path("base/questions/model"), "--adapter", scratch.path("adapter.yaml"),
-                    "--out", scratch.path("vision")])
+        let world = try SingleObjectWorldSetup.make(in: scratch)
 
         let colour = try String(contentsOfFile: world + "/qa-heldout.jsonl", encoding: .utf8).split(separator: "\n")
             .filter { $0.contains("\"type\": \"color\"") }
@@ -79,5 +49,35 @@ struct TrainingLearnsTests {
         #expect(blanked <= 0.4, "with the images blanked \(blanked): the answers come from the image")
         #expect(evaluation["loss"]! < evaluation["loss_blank_images"]!)
         #expect(summary["textOnlyLogitsUnchanged"] as? Bool == true)
+    }
+}
+
+/// A small world of single coloured shapes at 48 pixels (200 training and 64 held-out scenes, seed
+/// 3), a 64-wide 4-layer base Llama trained on its text (`pipelines/world-base-llama.yaml`, 200 + 100
+/// steps), and adapters with one 16-pixel patch per grid cell and the gates opened at 0.5 (measured:
+/// gates at Meta's 0 leave a few hundred steps at 18 %; Docs/training.md): `world`, `base` and
+/// `vision` in `scratch`.
+enum SingleObjectWorldSetup {
+    /// Makes them; `extraSynthArguments` go to `vlm data synth` (e.g. `--question-types color`).
+    /// Returns the world's folder.
+    static func make(in scratch: Scratch, extraSynthArguments: [String] = []) throws -> String {
+        let world = scratch.path("world")
+        try runVLM(["data", "synth", "--out", world, "--size", "tiny", "--scenes", "200", "--heldout", "64",
+                    "--max-objects", "1", "--image-size", "48", "--seed", "3"] + extraSynthArguments)
+        try runVLM(["tokenizer", "train", "--corpus", world + "/corpus.txt", "--vocab-size", "512", "--out", scratch.path("tokenizer")])
+        try runVLM(["llama", "init", "--tokenizer", scratch.path("tokenizer"), "--out", scratch.path("llama"), "--hidden-size", "64",
+                    "--intermediate-size", "192", "--layers", "4", "--heads", "4", "--kv-heads", "2"])
+        try runVLM(["train", repositoryFile("pipelines/world-base-llama.yaml").path, "--base", scratch.path("llama"),
+                    "--out", scratch.path("base"), "--data-root", world, "--set", "text.steps=200", "--set", "questions.steps=100"])
+        try """
+            cross_attention: {every: 1, first: 0}
+            vision: {hidden_size: 64, num_hidden_layers: 2, num_global_layers: 1, attention_heads: 4, intermediate_size: 128,
+                     image_size: 48, patch_size: 16, max_num_tiles: 1, intermediate_layers_indices: [0, 1], vision_output_dim: 192}
+            initializer_range: 0.02
+            gate_init: 0.5
+            """.write(toFile: scratch.path("adapter.yaml"), atomically: true, encoding: .utf8)
+        try runVLM(["adapters", "init", "--text-model", scratch.path("base/questions/model"), "--adapter", scratch.path("adapter.yaml"),
+                    "--out", scratch.path("vision")])
+        return world
     }
 }
