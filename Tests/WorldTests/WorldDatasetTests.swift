@@ -20,6 +20,23 @@ struct WorldDatasetTests {
                 "\(differing.prefix(5))")
     }
 
+    @Test("a world of chosen question types asks only those, in questions and preference pairs, and records them")
+    func chosenQuestionTypes() throws {
+        var configuration = WorldConfiguration(size: .tiny, seed: 5)
+        configuration.questionTypes = [.color, .size]
+        let world = try WorldDataset(configuration: configuration)
+        let asked = Set((world.trainQuestions + world.heldoutQuestions).map(\.qa.type))
+        #expect(asked == [.color, .size])
+        #expect(Set((world.trainPreferences + world.heldoutPreferences).map(\.type)).isSubset(of: [.color, .size]))
+        #expect(!world.trainPreferences.isEmpty)
+        let record = try #require(world.files().first { $0.path == WorldDataset.FileName.record })
+        #expect(String(decoding: record.contents, as: UTF8.self).contains("\"question_types\": [\"color\", \"size\"]"))
+        // The default world asks every type.
+        #expect(Set(Self.small.trainQuestions.map(\.qa.type)) == Set(QuestionType.allCases))
+        configuration.questionTypes = []
+        #expect(throws: WorldError.self) { try WorldDataset(configuration: configuration) }
+    }
+
     @Test("every box lies inside the image and no two boxes of a scene overlap, at several image sizes",
           arguments: [24, 33, 64, 100])
     func boxesInsideAndDisjoint(imageSize: Int) throws {
