@@ -126,13 +126,13 @@ func chooseToken(_ logits: [Float], _ options: SamplingOptions, _ generator: ino
         // Keep the smallest set of most likely tokens whose probability reaches top_p.
         let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }
         var cumulative = 0.0
-        var keep = Set<Int>()
+        var keep = [Bool](repeating: false, count: probabilities.count)
         for index in order {
-            keep.insert(index)
+            keep[index] = true
             cumulative += probabilities[index]
             if cumulative >= options.topP { break }
         }
-        for i in probabilities.indices where !keep.contains(i) { probabilities[i] = 0 }
+        for i in probabilities.indices where !keep[i] { probabilities[i] = 0 }
         let kept = probabilities.reduce(0, +)
         probabilities = probabilities.map { $0 / kept }
     }
