@@ -81,27 +81,15 @@ struct CompareCommand: ParsableCommand {
         } catch let error as RecipeError { throw CommandFailure("\(error)") }
         var settings = recipe.comparison ?? ComparisonSettings()
         if let archs {
-            settings.archs = try archs.split(separator: ",").map { name in
-                let name = name.trimmingCharacters(in: .whitespaces)
-                guard let arch = AdapterLayout.Architecture(rawValue: name) else {
-                    throw ValidationError("--archs: '\(name)' is not a design; one of \(AdapterLayout.Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                return arch
-            }
+            settings.archs = try commaSeparated(archs, option: "--archs", noun: "a design")
         }
         if let seeds { settings.seeds = seeds }
         if let languageModel {
-            settings.languageModels = try languageModel.split(separator: ",").map { name in
-                let name = name.trimmingCharacters(in: .whitespaces)
-                guard let mode = LanguageModelTraining.Mode(rawValue: name) else {
-                    throw ValidationError("--language-model: '\(name)' is not one of \(LanguageModelTraining.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                return mode
-            }
+            settings.languageModels = try commaSeparated(languageModel, option: "--language-model", noun: "a language-model mode")
             guard Set(settings.languageModels).count == settings.languageModels.count else { throw ValidationError("--language-model: name each mode once") }
         }
-        if let loraStages { settings.languageModelStages = loraStages.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        if let stages { settings.stages = stages.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        if let loraStages { settings.languageModelStages = commaSeparated(loraStages) }
+        if let stages { settings.stages = commaSeparated(stages) }
         let progress = ProgressPrinter(plainEvery: progressEvery)
         var comparison = FusionComparison(recipe: recipe, settings: settings, baseLlama: URL(fileURLWithPath: base),
                                           layout: try loadAdapterLayout(path: adapter), output: URL(fileURLWithPath: out))

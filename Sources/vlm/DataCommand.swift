@@ -64,14 +64,7 @@ struct DataCommand: ParsableCommand {
             configuration.maxObjectsPerScene = maxObjects
             configuration.placementJitter = jitter
             if let questionTypes {
-                let named = try questionTypes.split(separator: ",").map { name in
-                    let word = name.trimmingCharacters(in: .whitespaces)
-                    guard let type = QuestionType(rawValue: word) else {
-                        throw ValidationError("--question-types: '\(word)' is not a question type; use "
-                                              + QuestionType.allCases.map(\.rawValue).joined(separator: ", "))
-                    }
-                    return type
-                }
+                let named: [QuestionType] = try commaSeparated(questionTypes, option: "--question-types", noun: "a question type")
                 guard !named.isEmpty else { throw ValidationError("--question-types: give at least one type") }
                 configuration.questionTypes = QuestionType.allCases.filter(named.contains)
             }
