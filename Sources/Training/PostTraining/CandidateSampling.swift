@@ -270,7 +270,8 @@ struct CandidateSampler {
         }
         var rewards = [Double?](repeating: nil, count: candidates.count)
         guard !samples.isEmpty else { return rewards }
-        let batch = BatchCollation.collate(samples, processor: processor)
+        // Every candidate shows the prompt's images: encoded once for all of them.
+        let batch = BatchCollation.collate(samples, processor: processor).sharingImages(acrossGroups: samples.count)
         let scores = withNoGrad { rewardModel.rewards(batch.inputs).doubles() }
         for (row, score) in zip(rows, scores) { rewards[row] = score }
         return rewards

@@ -37,9 +37,10 @@ public struct RewardScorer {
         } else {
             rows = [("response", try samples.encode(record))]
         }
-        // Every response of a record shows the same images: decode and process them once.
+        // Every response of a record shows the same images: decoded, processed and encoded once.
         let first = try BatchCollation.prepare(rows[0].1, processor: processor, blankImages: blankImages)
         let batch = BatchCollation.collate(rows.map { PreparedSample(sample: $0.1, images: first.images) }, processor: processor)
+            .sharingImages(acrossGroups: rows.count)
         let rewards = withNoGrad { model.rewards(batch.inputs).doubles() }
         return Dictionary(uniqueKeysWithValues: zip(rows.map(\.0), rewards))
     }
