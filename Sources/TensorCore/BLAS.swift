@@ -166,6 +166,7 @@ public enum BLAS {
         /// once no region runs and no other thread's GEMM does.
         @inline(__always)
         static func call<Result>(_ body: () -> Result) -> Result {
+            _ = OpenBLASIdleSpin.applied
             if isInsideRegion { return body() }
             pthread_mutex_lock(lock)
             defer { pthread_mutex_unlock(lock) }
@@ -175,6 +176,7 @@ public enum BLAS {
         /// Runs `body` with OpenBLAS on one thread and no GEMM of another thread running; `body`
         /// spreads its work over threads that each wrap their part in ``asRegionWorker(_:)``.
         static func singleThreaded(_ body: () -> Void) {
+            _ = OpenBLASIdleSpin.applied
             pthread_mutex_lock(lock)
             defer { pthread_mutex_unlock(lock) }
             let threads = openblas_get_num_threads()
@@ -195,7 +197,9 @@ public enum BLAS {
     /// OpenBLAS's description of itself (build options and the kernel family it chose).
     public static var configuration: String {
         guard let text = openblas_get_config() else { return "unknown" }
-        return String(cString: text) + " core=" + coreName
+        _ = OpenBLASIdleSpin.applied
+        let spin = OpenBLASIdleSpin.currentExponent
+        return String(cString: text) + " core=" + coreName + " idle_spin=2^\(spin > 0 ? spin : 28)"
     }
 
     /// The kernel set OpenBLAS is running ("Haswell", "SkylakeX", "Cooperlake", "Prescott", …).
