@@ -72,6 +72,19 @@ struct PreferenceLossTests {
         }
     }
 
+    @Test("the policy's and the reference's own preference accuracies count pairs whose chosen response has the higher log-probability")
+    func ownPreferenceAccuracies() {
+        var statistics = PreferenceStatistics(beta: 0.1)
+        statistics.add(policyChosen: -1, policyRejected: -5, referenceChosen: -2, referenceRejected: -1)
+        statistics.add(policyChosen: -3, policyRejected: -2, referenceChosen: -4, referenceRejected: -6)
+        statistics.add(policyChosen: -1, policyRejected: -4, referenceChosen: -3, referenceRejected: -2)
+        let metrics = statistics.metrics
+        #expect(metrics["logps/accuracies"] == 2.0 / 3)
+        #expect(metrics["reference/logps/accuracies"] == 1.0 / 3)
+        // Implicit rewards (chosen, rejected): (0.1, −0.4), (0.1, 0.4), (0.2, −0.2): chosen ahead in two.
+        #expect(metrics["rewards/accuracies"] == 2.0 / 3)
+    }
+
     @Test("the EMA update of the reference equals TRL's SyncRefModelCallback")
     func emaMatchesTRL() throws {
         let ema = try TRLFixture.load().ema

@@ -131,7 +131,10 @@ public func directPreferenceLoss(tokenLogProbabilities: Tensor, referenceSums: [
 /// The figures of DPO pairs, as TRL's `DPOTrainer` logs them (`rewards/chosen`, `rewards/rejected`,
 /// `rewards/accuracies`, `rewards/margins`, `logps/chosen`, `logps/rejected`), where a response's
 /// implicit reward is `β · (π − ρ)`; plus the mean log-ratio to the reference over both responses
-/// (`log_ratio`), the drift from the reference on the preference data.
+/// (`log_ratio`), the drift from the reference on the preference data, and how often the policy and
+/// the reference themselves give the chosen response the higher log-probability
+/// (`logps/accuracies`, `reference/logps/accuracies`): the implicit-reward accuracy starts at 0
+/// whatever the input, these say whether the model ranks the pairs better than its input did.
 public struct PreferenceStatistics: Sendable, Equatable, Codable {
     public var beta: Double
     public var policyChosen: [Double] = []
@@ -165,6 +168,8 @@ public struct PreferenceStatistics: Sendable, Equatable, Codable {
             "rewards/accuracies": mean(zip(chosen, rejected).map { $0 > $1 ? 1 : 0 }),
             "rewards/margins": mean(zip(chosen, rejected).map { $0 - $1 }),
             "logps/chosen": mean(policyChosen), "logps/rejected": mean(policyRejected),
+            "logps/accuracies": mean(zip(policyChosen, policyRejected).map { $0 > $1 ? 1 : 0 }),
+            "reference/logps/accuracies": mean(zip(referenceChosen, referenceRejected).map { $0 > $1 ? 1 : 0 }),
             "log_ratio": mean(zip(policyChosen + policyRejected, referenceChosen + referenceRejected).map { $0 - $1 }),
         ]
     }
