@@ -17,7 +17,7 @@ ROUNDS=${1:-3}
 STEPS=${STEPS:-3}
 PEER_PYTHON=${PEER_PYTHON:-python3}
 PEER_DIR=$(cd "${PEER_DIR:-../shared/bench}" && pwd)
-LOG=${LOG:-$(mktemp /tmp/vlmkit-compare.XXXXXX)}
+LOG=${LOG:-$(mktemp -t vlmkit-compare.XXXXXX)}
 
 swift build -c release --product vlm >&2
 VLM=$(swift build -c release --show-bin-path)/vlm

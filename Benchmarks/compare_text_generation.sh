@@ -3,7 +3,7 @@
 # the same checkpoint, float32 and bfloat16, alternating rounds; prints medians and ratios.
 #
 #   Benchmarks/compare_text_generation.sh [rounds]     # default 3
-#   PEER_PYTHON=path/to/venv/bin/python MODEL=/tmp/vlmkit-bench-llama Benchmarks/compare_text_generation.sh 5
+#   PEER_PYTHON=path/to/venv/bin/python MODEL=some/dir Benchmarks/compare_text_generation.sh 5
 #
 # The peer creates each checkpoint on first use (a seeded random 190M-parameter Llama; the bf16
 # directory holds the same model rounded to bf16). Decoding is bound by memory bandwidth, which
@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 PEER_PYTHON=${PEER_PYTHON:-python3}
-MODEL=${MODEL:-/tmp/vlmkit-bench-llama}
-LOG=${LOG:-$(mktemp /tmp/vlmkit-compare-text.XXXXXX)}
+MODEL=${MODEL:-${TMPDIR:-/tmp}/vlmkit-bench-llama}   # kept between runs: the peer builds it once
+LOG=${LOG:-$(mktemp -t vlmkit-compare-text.XXXXXX)}
 
 swift build -c release --product vlm >&2
 VLM=$(swift build -c release --show-bin-path)/vlm
