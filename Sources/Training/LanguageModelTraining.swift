@@ -59,8 +59,9 @@ public struct LanguageModelTraining: Codable, Sendable, Equatable {
             if !unknown.isEmpty {
                 problems.append(("lora_target_modules", "\(unknown.joined(separator: ", ")) is not a linear layer of the Llama text model; one of \(Self.knownTargets.joined(separator: ", "))"))
             }
-            if trainable.contains("textModel") {
-                problems.append(("trainable", "textModel trains the whole text model, language_model: lora only adapters; use language_model: full, or drop textModel"))
+            // LLaVA calls its text model languageModel.
+            for group in ["textModel", "languageModel"] where trainable.contains(group) {
+                problems.append(("trainable", "\(group) trains the whole text model, language_model: lora only adapters; use language_model: full, or drop \(group)"))
             }
         }
         return problems
@@ -76,7 +77,7 @@ extension StageSettings {
     public var trainingGroups: [String] {
         switch languageModelTraining.mode {
         case .frozen: trainable
-        case .full: trainable.contains("textModel") ? trainable : trainable + ["textModel"]
+        case .full: trainable.contains("textModel") || trainable.contains("languageModel") ? trainable : trainable + ["textModel"]   // LLaVA's name for it
         case .lora: trainable + [LanguageModelTraining.adapterGroup]
         }
     }
