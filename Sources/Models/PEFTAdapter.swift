@@ -190,6 +190,10 @@ public enum PEFTAdapter {
     public static let configFile = "adapter_config.json"
     /// What PEFT's `PeftModelForCausalLM` puts before the base model's own names.
     public static let keyPrefix = "base_model.model."
+    /// Where a LoRA stage writes its PEFT files, inside the stage's model folder: beside `config.json`,
+    /// transformers' `from_pretrained(folder)` would load the merged weights and apply the adapter on
+    /// top of them again (measured with transformers 5.24).
+    public static let stageSubfolder = "peft"
 
     /// The adapter tensors of `model` under PEFT's names (``PEFTAdaptable/peftModuleName(of:)``), and
     /// every parameter of the modules `savedModules` names (this model's names, e.g.

@@ -19,7 +19,8 @@ import Yams
 /// `full` trains the text model's own weights (the `textModel` group); `lora` attaches PEFT-style
 /// adapters (``LowRankAdapter``) to the text model's target linear layers and trains them alone.
 /// A LoRA stage's output model has the adapters merged into its weights, and beside it PEFT's
-/// `adapter_model.safetensors` and `adapter_config.json` for the Llama text model it started from.
+/// `peft/adapter_model.safetensors` and `peft/adapter_config.json` for the Llama text model it started
+/// from (for LLaVA, for the LLaVA model).
 public struct LanguageModelTraining: Codable, Sendable, Equatable {
     /// What trains in the language model.
     public enum Mode: String, Codable, Sendable, CaseIterable {

@@ -146,8 +146,9 @@ public enum TrainingEnvironment {
                     let savedModules = model is LlavaForConditionalGeneration
                         ? stage.trainable.flatMap { model.parameterPatterns(forGroup: $0) ?? [] }.map { $0.replacingOccurrences(of: ".**", with: "") }
                         : []
+                    let adapterFolder = folder.appendingPathComponent(PEFTAdapter.stageSubfolder)
                     try PEFTAdapter.write(from: tower, configuration: stage.languageModelTraining.lora,
-                                          baseModel: wrapsInput ? input.path : nil, savedModules: savedModules, to: folder)
+                                          baseModel: wrapsInput ? input.path : nil, savedModules: savedModules, to: adapterFolder)
                     model.mergeLowRankAdapters()
                 }
                 try loaded.save(to: folder)

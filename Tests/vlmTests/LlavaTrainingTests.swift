@@ -171,7 +171,7 @@ struct LlavaTrainingTests {
 }
 
 extension LlavaTrainingTests {
-    @Test("pipelines/llava-two-stage.yaml with language_model: lora: PEFT's LLaVA files beside the merged model, which gives the adapted model's logits")
+    @Test("pipelines/llava-two-stage.yaml with language_model: lora: PEFT's LLaVA files in the merged model's peft/, which give the adapted model's logits")
     func loraStageTwo() throws {
         let scratch = try Scratch()
         let layout = scratch.path("llava.yaml")
@@ -186,10 +186,13 @@ extension LlavaTrainingTests {
                     "--set", "instructions.language_model=lora", "--set", "instructions.lora_r=2", "--set", "instructions.lora_alpha=4"])
 
         let stage1 = run.appendingPathComponent("projector/model"), stage2 = run.appendingPathComponent("instructions/model")
-        let config = try JSONDecoder().decode(PEFTAdapterConfig.self, from: Data(contentsOf: stage2.appendingPathComponent(PEFTAdapter.configFile)))
+        let peft = stage2.appendingPathComponent(PEFTAdapter.stageSubfolder)
+        #expect(!FileManager.default.fileExists(atPath: stage2.appendingPathComponent(PEFTAdapter.configFile).path),
+                "beside config.json, transformers would load base + adapter instead of the merged model")
+        let config = try JSONDecoder().decode(PEFTAdapterConfig.self, from: Data(contentsOf: peft.appendingPathComponent(PEFTAdapter.configFile)))
         #expect(config.baseModelNameOrPath == stage1.path, "PEFT wraps the stage's input LLaVA")
         #expect(config.targetModules == .pattern(#"model\.language_model\.layers\.\d+\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj)"#))
-        let adapter = try SafetensorsFile(path: stage2.appendingPathComponent(PEFTAdapter.weightsFile).path)
+        let adapter = try SafetensorsFile(path: peft.appendingPathComponent(PEFTAdapter.weightsFile).path)
         let layers = try LlavaForConditionalGeneration.load(directory: stage1).config.textConfig.numHiddenLayers
         // The LoRA pairs of q/k/v/o in every layer, and the projector stage 2 trained in full (PEFT's modules_to_save).
         #expect(config.modulesToSave == ["model.multi_modal_projector"])
@@ -208,7 +211,7 @@ extension LlavaTrainingTests {
 
         // Stage 1's model with the written adapter (unmerged, and stage 2's projector) gives the merged folder's logits.
         let unmerged = try LlavaForConditionalGeneration.load(directory: stage1)
-        try PEFTAdapter.load(directory: stage2, into: unmerged)
+        try PEFTAdapter.load(directory: peft, into: unmerged)
         let merged = try LlavaForConditionalGeneration.load(directory: stage2)
         let clip = try #require(try loadCLIPImageProcessor(directory: stage2))
         let pixels = try clip.preprocess([try loadImage(path: Fixtures.url("mllama/processor/coffee_crop_120x50.png").path)])
