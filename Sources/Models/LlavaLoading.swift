@@ -93,9 +93,12 @@ public enum LlavaParameterGroup: String, CaseIterable, Sendable {
     /// The multi-modal projector (trained in both stages).
     case projector
     /// The Llama text model: embeddings, decoder layers, final norm, head (trained in stage 2).
+    /// The trainer also asks for it as `textModel`, the name every vision model gives its Llama
+    /// (a stage's `language_model: full` trains it, `lora` puts adapters on its linear layers).
     case languageModel
-    // Stage 2's LoRA choice goes here as one more group (the LoRA weights of `languageModel`'s
-    // linear layers) once the Llama text model has LoRA; nothing else in training changes.
+
+    /// The group name the trainer uses for any model's Llama text model.
+    public static let textModelAlias = "textModel"
 }
 
 extension LlavaForConditionalGeneration {
@@ -130,8 +133,10 @@ extension LlavaForConditionalGeneration: TrainableLanguageModel {
 
     public var parameterGroupNames: [String] { LlavaParameterGroup.allCases.map(\.rawValue) }
 
+    /// Also answers `textModel` (``LlavaParameterGroup/textModelAlias``) with `languageModel`'s patterns.
     public func parameterPatterns(forGroup name: String) -> [String]? {
-        LlavaParameterGroup(rawValue: name).map { patterns(for: $0) }
+        if name == LlavaParameterGroup.textModelAlias { return patterns(for: .languageModel) }
+        return LlavaParameterGroup(rawValue: name).map { patterns(for: $0) }
     }
 
     public func setActivationCheckpointing(_ enabled: Bool) {

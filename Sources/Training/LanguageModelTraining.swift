@@ -19,7 +19,8 @@ import Yams
 /// `full` trains the text model's own weights (the `textModel` group); `lora` attaches PEFT-style
 /// adapters (``LowRankAdapter``) to the text model's target linear layers and trains them alone.
 /// A LoRA stage's output model has the adapters merged into its weights, and beside it PEFT's
-/// `adapter_model.safetensors` and `adapter_config.json` for the Llama text model it started from.
+/// `peft/adapter_model.safetensors` and `peft/adapter_config.json` for the Llama text model it started
+/// from (for LLaVA, for the LLaVA model).
 public struct LanguageModelTraining: Codable, Sendable, Equatable {
     /// What trains in the language model.
     public enum Mode: String, Codable, Sendable, CaseIterable {
@@ -59,8 +60,9 @@ public struct LanguageModelTraining: Codable, Sendable, Equatable {
             if !unknown.isEmpty {
                 problems.append(("lora_target_modules", "\(unknown.joined(separator: ", ")) is not a linear layer of the Llama text model; one of \(Self.knownTargets.joined(separator: ", "))"))
             }
-            if trainable.contains("textModel") {
-                problems.append(("trainable", "textModel trains the whole text model, language_model: lora only adapters; use language_model: full, or drop textModel"))
+            // LLaVA calls its text model languageModel.
+            for group in ["textModel", "languageModel"] where trainable.contains(group) {
+                problems.append(("trainable", "\(group) trains the whole text model, language_model: lora only adapters; use language_model: full, or drop \(group)"))
             }
         }
         return problems
@@ -76,7 +78,7 @@ extension StageSettings {
     public var trainingGroups: [String] {
         switch languageModelTraining.mode {
         case .frozen: trainable
-        case .full: trainable.contains("textModel") ? trainable : trainable + ["textModel"]
+        case .full: trainable.contains("textModel") || trainable.contains("languageModel") ? trainable : trainable + ["textModel"]   // LLaVA's name for it
         case .lora: trainable + [LanguageModelTraining.adapterGroup]
         }
     }

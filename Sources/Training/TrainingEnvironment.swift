@@ -134,13 +134,21 @@ public enum TrainingEnvironment {
             saveModel: { folder in
                 if !adapted.isEmpty {
                     // PEFT's files for the text tower, then a plain checkpoint with the adapters merged.
-                    guard let tower = model as? any LlamaTextTower else {
+                    guard let tower = model as? any PEFTAdaptable else {
                         throw TrainingError("\(stage.name): \(type(of: model)) has no Llama text tower to write a PEFT adapter for")
                     }
-                    // base_model_name_or_path must be a folder transformers loads as the Llama: only
-                    // a text model's input is; a vision model's Llama is not a folder of its own.
+                    // base_model_name_or_path must be a folder transformers loads as the model PEFT
+                    // wraps: a Llama's input, or LLaVA's (its adapters are keyed by the LLaVA model);
+                    // the token-stream and Mllama models' Llama is not a folder of its own.
+                    let wrapsInput = model is LlamaForCausalLM || model is LlavaForConditionalGeneration
+                    // LLaVA's stage 2 trains its projector beside the adapters: PEFT's modules_to_save,
+                    // so that base + adapter is the trained model.
+                    let savedModules = model is LlavaForConditionalGeneration
+                        ? stage.trainable.flatMap { model.parameterPatterns(forGroup: $0) ?? [] }.map { $0.replacingOccurrences(of: ".**", with: "") }
+                        : []
+                    let adapterFolder = folder.appendingPathComponent(PEFTAdapter.stageSubfolder)
                     try PEFTAdapter.write(from: tower, configuration: stage.languageModelTraining.lora,
-                                          baseModel: model is LlamaForCausalLM ? input.path : nil, to: folder)
+                                          baseModel: wrapsInput ? input.path : nil, savedModules: savedModules, to: adapterFolder)
                     model.mergeLowRankAdapters()
                 }
                 try loaded.save(to: folder)

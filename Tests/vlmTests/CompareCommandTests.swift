@@ -125,7 +125,7 @@ struct CompareCommandTests {
                 #expect(report.statistics(of: run.arm)["caption_accuracy"]?.values.count == 1)
             }
             // The LoRA stage wrote PEFT's files for the base Llama: its 2 layers, whatever the design's layer numbering.
-            let adapterFile = out + "/\(ComparisonArm(design: design, languageModel: .lora).folderName)/seed-0/run/sft/model/adapter_model.safetensors"
+            let adapterFile = out + "/\(ComparisonArm(design: design, languageModel: .lora).folderName)/seed-0/run/sft/model/peft/adapter_model.safetensors"
             let names = try SafetensorsFile(path: adapterFile).names
             #expect(names.count == 16 && names.allSatisfy { $0.hasPrefix("base_model.model.model.layers.0.") || $0.hasPrefix("base_model.model.model.layers.1.") },
                     "\(design): \(names.sorted())")
@@ -136,7 +136,7 @@ struct CompareCommandTests {
             try PEFTAdapter.load(directory: folder, into: llama)
             let probe = Tensor(indices: [1, 40, 41, 42, 43, 44, 45, 46], shape: [1, 8])
             let adapted = withNoGrad { llama(probe) }.doubles()
-            let savedModel = try LoadedModel.load(directory: folder).model
+            let savedModel = try LoadedModel.load(directory: folder.deletingLastPathComponent()).model
             let saved = withNoGrad { savedModel.logits(ModelInputs(inputIDs: probe)) }.doubles()
             #expect(errors(saved, adapted).relativeL2 <= 1e-5, "\(design)")
         }

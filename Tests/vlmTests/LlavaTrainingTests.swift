@@ -27,7 +27,7 @@ private let tinyLlavaLayout = """
     """
 
 /// LLaVA's two stages, tiny: 3 caption steps training the projector, then 3 question steps training
-/// the projector and the language model, evaluated on a few held-out questions.
+/// the projector and the language model (`language_model: full`), evaluated on a few held-out questions.
 private let twoStageRecipe = """
     defaults:
       micro_batch_size: 4
@@ -44,7 +44,8 @@ private let twoStageRecipe = """
         steps: 3
       - name: instructions
         kind: sft
-        trainable: [projector, languageModel]
+        trainable: [projector]
+        language_model: full
         datasets: [qa-train.jsonl]
         eval_datasets: [qa-heldout.jsonl]
         eval_samples: 8
@@ -166,6 +167,66 @@ struct LlavaTrainingTests {
         let chatFile = try SafetensorsFile(path: chatInputs)
         #expect(try chatFile.tensor("input_ids").integers() == expandImageTokens(chatIDs, imageTokenID: 512, count: 16))
         #expect(try chatFile.tensor("pixel_values").floats() == pixels.floats())
+    }
+}
+
+extension LlavaTrainingTests {
+    @Test("pipelines/llava-two-stage.yaml with language_model: lora: PEFT's LLaVA files in the merged model's peft/, which give the adapted model's logits")
+    func loraStageTwo() throws {
+        let scratch = try Scratch()
+        let layout = scratch.path("llava.yaml")
+        try tinyLlavaLayout.write(toFile: layout, atomically: true, encoding: .utf8)
+        let base = scratch.url.appendingPathComponent("base-llava"), run = scratch.url.appendingPathComponent("run")
+        try runVLM(["adapters", "init", "--text-model", TinyVisionSetup.folder.appendingPathComponent("llama").path, "--adapter", layout,
+                    "--out", base.path, "--seed", "2"])
+        try runVLM(["train", repositoryFile("pipelines/llava-two-stage.yaml").path, "--base", base.path, "--out", run.path,
+                    "--data-root", TinyVisionSetup.world.path, "--set", "micro_batch_size=4", "--set", "max_length=200",
+                    "--set", "projector.steps=2", "--set", "instructions.steps=3", "--set", "instructions.datasets=[qa-train.jsonl]",
+                    "--set", "instructions.eval_samples=4", "--set", "instructions.learning_rate=0.01",
+                    "--set", "instructions.language_model=lora", "--set", "instructions.lora_r=2", "--set", "instructions.lora_alpha=4"])
+
+        let stage1 = run.appendingPathComponent("projector/model"), stage2 = run.appendingPathComponent("instructions/model")
+        let peft = stage2.appendingPathComponent(PEFTAdapter.stageSubfolder)
+        #expect(!FileManager.default.fileExists(atPath: stage2.appendingPathComponent(PEFTAdapter.configFile).path),
+                "beside config.json, transformers would load base + adapter instead of the merged model")
+        let config = try JSONDecoder().decode(PEFTAdapterConfig.self, from: Data(contentsOf: peft.appendingPathComponent(PEFTAdapter.configFile)))
+        #expect(config.baseModelNameOrPath == stage1.path, "PEFT wraps the stage's input LLaVA")
+        #expect(config.targetModules == .pattern(#"model\.language_model\.layers\.\d+\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj)"#))
+        let adapter = try SafetensorsFile(path: peft.appendingPathComponent(PEFTAdapter.weightsFile).path)
+        let layers = try LlavaForConditionalGeneration.load(directory: stage1).config.textConfig.numHiddenLayers
+        // The LoRA pairs of q/k/v/o in every layer, and the projector stage 2 trained in full (PEFT's modules_to_save).
+        #expect(config.modulesToSave == ["model.multi_modal_projector"])
+        let projectorKeys = adapter.names.filter { $0.hasPrefix("base_model.model.model.multi_modal_projector.") }
+        #expect(Set(projectorKeys) == Set(["linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"].map { "base_model.model.model.multi_modal_projector." + $0 }))
+        #expect(adapter.names.count - projectorKeys.count == layers * 4 * 2)
+        #expect(adapter.names.filter { !projectorKeys.contains($0) }.allSatisfy { $0.hasPrefix("base_model.model.model.language_model.layers.") })
+
+        // The merged model changed only the projector and the adapted layers of the language model.
+        let after1 = try weights(stage1), after2 = try weights(stage2)
+        #expect(Set(after1.keys) == Set(after2.keys), "llava-hf's names, no adapter tensors")
+        for name in after1.keys.sorted() {
+            let adapted = name.hasPrefix("language_model.model.layers.") && ["q_proj", "k_proj", "v_proj", "o_proj"].contains { name.hasSuffix(".\($0).weight") }
+            #expect((after2[name] != after1[name]) == (adapted || name.hasPrefix("multi_modal_projector.")), "\(name)")
+        }
+
+        // Stage 1's model with the written adapter (unmerged, and stage 2's projector) gives the merged folder's logits.
+        let unmerged = try LlavaForConditionalGeneration.load(directory: stage1)
+        try PEFTAdapter.load(directory: peft, into: unmerged)
+        let merged = try LlavaForConditionalGeneration.load(directory: stage2)
+        let clip = try #require(try loadCLIPImageProcessor(directory: stage2))
+        let pixels = try clip.preprocess([try loadImage(path: Fixtures.url("mllama/processor/coffee_crop_120x50.png").path)])
+        let ids = Tensor(indices: [3, 4] + Array(repeating: 512, count: 16) + [5, 6, 7], shape: [1, 21])
+        let a = withNoGrad { unmerged(inputIds: ids, pixelValues: pixels).doubles() }, b = withNoGrad { merged(inputIds: ids, pixelValues: pixels).doubles() }
+        let (relative, maxAbs) = errors(a, b)
+        #expect(relative <= 1e-5 && maxAbs <= 1e-4, "relative L2 \(relative), max abs \(maxAbs)")
+        let start = withNoGrad { try! LlavaForConditionalGeneration.load(directory: stage1)(inputIds: ids, pixelValues: pixels).doubles() }
+        #expect(errors(start, b).maxAbs > 1e-4, "the adapter moved the logits")
+
+        // lora with languageModel in trainable is a contradiction the recipe check names.
+        let both = failure(["train", repositoryFile("pipelines/llava-two-stage.yaml").path, "--base", base.path, "--out", scratch.path("other"),
+                            "--data-root", TinyVisionSetup.world.path, "--set", "instructions.language_model=lora",
+                            "--set", "instructions.trainable=[projector, languageModel]"])
+        #expect(both?.message.contains("languageModel trains the whole text model") == true, "\(String(describing: both))")
     }
 }
 

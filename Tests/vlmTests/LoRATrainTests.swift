@@ -30,7 +30,7 @@ struct LoRATrainTests {
         let scratch = try Scratch()
         let output = try Self.train(in: scratch)
         // PEFT's names for the 2-layer Llama: 2 layers × 4 projections × (A, B).
-        let adapter = try SafetensorsFile(path: output.appendingPathComponent("adapter_model.safetensors").path)
+        let adapter = try SafetensorsFile(path: output.appendingPathComponent("peft/adapter_model.safetensors").path)
         var expected: [String] = []
         for layer in 0..<2 {
             for projection in ["q_proj", "k_proj", "v_proj", "o_proj"] {
@@ -39,7 +39,7 @@ struct LoRATrainTests {
         }
         #expect(adapter.names.sorted() == expected.sorted())
         #expect(try adapter.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").shape == [4, 32])
-        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: output.appendingPathComponent("adapter_config.json"))) as! [String: Any]
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: output.appendingPathComponent("peft/adapter_config.json"))) as! [String: Any]
         #expect(config["peft_type"] as? String == "LORA" && config["task_type"] as? String == "CAUSAL_LM" && config["r"] as? Int == 4)
         #expect(config["lora_alpha"] as? Double == 8 && config["bias"] as? String == "none" && config["fan_in_fan_out"] as? Bool == false)
         #expect(Set(config["target_modules"] as? [String] ?? []) == ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -51,7 +51,7 @@ struct LoRATrainTests {
         let start = try TokenStreamModel.load(directory: scratch.url.appendingPathComponent("init"))
         let probe = Tensor(indices: [1, 40, 41, 42, 43, 44, 45, 46], shape: [1, 8])
         let before = withNoGrad { start.languageModel(probe) }.doubles()
-        try PEFTAdapter.load(directory: output, into: start.languageModel)
+        try PEFTAdapter.load(directory: output.appendingPathComponent(PEFTAdapter.stageSubfolder), into: start.languageModel)
         let adapted = withNoGrad { start.languageModel(probe) }.doubles()
         let merged = withNoGrad { trained.languageModel(probe) }.doubles()
         let (relative, _) = errors(merged, adapted)
@@ -79,7 +79,7 @@ struct LoRATrainTests {
         try runVLM(["train", scratch.path("full.yaml"), "--base", scratch.path("init"), "--out", scratch.path("run"),
                     "--data-root", TinyVisionSetup.world.path])
         let output = scratch.url.appendingPathComponent("run/sft/model")
-        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("adapter_model.safetensors").path))
+        #expect(!FileManager.default.fileExists(atPath: output.appendingPathComponent("peft/adapter_model.safetensors").path))
         let model = try TokenStreamModel.load(directory: output)
         let expected = model.parameters().filter { !$0.name.hasPrefix("vision_model.") }.reduce(0) { $0 + $1.tensor.elementCount }
         let summary = try JSONDecoder().decode(StageSummary.self, from: Data(contentsOf: scratch.url.appendingPathComponent("run/sft/summary.json")))
@@ -90,13 +90,13 @@ struct LoRATrainTests {
     func resumeIsExact() throws {
         let scratch = try Scratch()
         let output = try Self.train(in: scratch)
-        let reference = try SafetensorsFile(path: output.appendingPathComponent("adapter_model.safetensors").path).tensors()
+        let reference = try SafetensorsFile(path: output.appendingPathComponent("peft/adapter_model.safetensors").path).tensors()
         // Forget that the stage finished: it restores its last checkpoint (adapters included) and saves again.
         try FileManager.default.removeItem(at: output)
         try FileManager.default.removeItem(at: scratch.url.appendingPathComponent("run/run.json"))
         try runVLM(["train", scratch.path("lora.yaml"), "--base", scratch.path("init"), "--out", scratch.path("run"),
                     "--data-root", TinyVisionSetup.world.path])
-        let again = try SafetensorsFile(path: output.appendingPathComponent("adapter_model.safetensors").path).tensors()
+        let again = try SafetensorsFile(path: output.appendingPathComponent("peft/adapter_model.safetensors").path).tensors()
         #expect(again.keys.sorted() == reference.keys.sorted())
         for (name, tensor) in reference { #expect(again[name]!.floats() == tensor.floats(), "\(name)") }
     }
