@@ -123,16 +123,7 @@ func chooseToken(_ logits: [Float], _ options: SamplingOptions, _ generator: ino
     let total = probabilities.reduce(0, +)
     probabilities = probabilities.map { $0 / total }
     if options.topP < 1 {
-        // Keep the smallest set of most likely tokens whose probability reaches top_p.
-        let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }
-        var cumulative = 0.0
-        var keep = [Bool](repeating: false, count: probabilities.count)
-        for index in order {
-            keep[index] = true
-            cumulative += probabilities[index]
-            if cumulative >= options.topP { break }
-        }
-        for i in probabilities.indices where !keep[i] { probabilities[i] = 0 }
+        keepNucleus(&probabilities, topP: options.topP)
         let kept = probabilities.reduce(0, +)
         probabilities = probabilities.map { $0 / kept }
     }
@@ -142,4 +133,45 @@ func chooseToken(_ logits: [Float], _ options: SamplingOptions, _ generator: ino
         if draw < 0 { return index }
     }
     return probabilities.lastIndex { $0 > 0 } ?? 0
+}
+
+/// Top-p: zeroes every probability outside the smallest set of most likely tokens whose
+/// cumulative probability, summed from the most likely down, reaches `topP`; ties go to the lowest
+/// id (the order of a stable sort by descending probability).
+///
+/// Only the probability *values* are sorted (no index indirection), and only those that can be in
+/// the set: a token below `(1 - topP) / (2V)` cannot be, since all of them together hold less than
+/// 1 − `topP`. The cumulative sums run over the same values in the same order as a full sort, so
+/// the same tokens are kept; should rounding leave the candidates short of `topP`, every value is
+/// sorted instead.
+func keepNucleus(_ probabilities: inout [Double], topP: Double) {
+    let floor = (1 - topP) / Double(2 * probabilities.count)
+    var candidates = probabilities.filter { $0 >= floor }
+    candidates.sort(by: >)
+    var last = -1
+    var cumulative = 0.0
+    for (position, value) in candidates.enumerated() {
+        cumulative += value
+        if cumulative >= topP { last = position; break }
+    }
+    if last < 0 {
+        guard candidates.count < probabilities.count else {
+            return   // the sum of all never reaches topP: every token stays, as the full walk keeps them all
+        }
+        candidates = probabilities.sorted(by: >)
+        cumulative = 0
+        last = candidates.count - 1
+        for (position, value) in candidates.enumerated() {
+            cumulative += value
+            if cumulative >= topP { last = position; break }
+        }
+    }
+    // Kept: every value above the last kept one, and of those equal to it the first few by id.
+    let threshold = candidates[last]
+    var tiesKept = 0
+    var position = last
+    while position >= 0 && candidates[position] == threshold { tiesKept += 1; position -= 1 }
+    for index in probabilities.indices where probabilities[index] <= threshold {
+        if probabilities[index] == threshold && tiesKept > 0 { tiesKept -= 1 } else { probabilities[index] = 0 }
+    }
 }
