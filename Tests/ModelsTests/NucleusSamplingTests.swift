@@ -103,4 +103,30 @@ struct NucleusSamplingTests {
             #expect(kept == expected, "case \(case_): V=\(vocabulary) top-p \(topP): kept \(kept.count), expected \(expected.count)")
         }
     }
+
+    @Test("the selection finds the sorted walk's boundary without sorting on almost every distribution")
+    func selectionFindsTheBoundary() {
+        var generator = RandomGenerator(seed: 77)
+        var found = 0
+        for case_ in 0..<400 {
+            let logits = Self.logits(kind: case_ % 2, vocabulary: 8192, generator: &generator).map(Double.init)
+            let maximum = logits.max()!
+            let weights = logits.map { Double.exp($0 - maximum) }
+            let total = weights.reduce(0, +)
+            var probabilities = weights.map { $0 / total }
+            let topP = [0.95, 0.9, 0.5][case_ % 3]
+            let sorted = probabilities.sorted(by: >)
+            var cumulative = 0.0
+            var last = sorted.count - 1
+            for (position, value) in sorted.enumerated() {
+                cumulative += value
+                if cumulative >= topP { last = position; break }
+            }
+            guard let boundary = nucleusBoundary(&probabilities, topP: topP) else { continue }
+            found += 1
+            #expect(boundary.threshold == sorted[last], "case \(case_)")
+            #expect(boundary.tiesKept == sorted[...last].filter { $0 == sorted[last] }.count, "case \(case_)")
+        }
+        #expect(found >= 390, "the selection answered \(found) of 400")
+    }
 }
