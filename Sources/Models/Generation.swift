@@ -85,11 +85,22 @@ public func generate(with model: some IncrementalDecoder, prompts: [[Int]], maxN
             let logits = model.decode(stepInput, attentionMask: maskTensor, cache: cache)   // (B, 1, V)
             let vocabulary = logits.shape[2]
             let values = logits.floats()
+            // Each sampled row takes one uniform draw, in row order; drawn first, the rows' choices
+            // are independent and run in parallel with the same results.
+            let draws = (0..<batch).map { row in finished[row] || sampling.isGreedy ? 0 : generator.nextUniform() }
+            var chosen = [Int](repeating: padToken, count: batch)
+            chosen.withUnsafeMutableBufferPointer { chosen in
+                Parallel.forEachRange(batch, grain: 1) { rows in
+                    for row in rows where !finished[row] {
+                        let rowLogits = Array(values[(row * vocabulary)..<((row + 1) * vocabulary)])
+                        chosen[row] = chooseToken(rowLogits, sampling, uniform: draws[row])
+                    }
+                }
+            }
             var next: [Int] = []
             var reported: [Int?] = []
             for row in 0..<batch {
-                let rowLogits = Array(values[(row * vocabulary)..<((row + 1) * vocabulary)])
-                let token = finished[row] ? padToken : chooseToken(rowLogits, sampling, &generator)
+                let token = chosen[row]
                 next.append(token)
                 reported.append(finished[row] ? nil : token)
                 if !finished[row] {
@@ -106,8 +117,13 @@ public func generate(with model: some IncrementalDecoder, prompts: [[Int]], maxN
     }
 }
 
-/// Picks the next token from one row of logits.
+/// Picks the next token from one row of logits (one uniform draw from `generator` when sampling).
 func chooseToken(_ logits: [Float], _ options: SamplingOptions, _ generator: inout RandomGenerator) -> Int {
+    chooseToken(logits, options, uniform: options.isGreedy ? 0 : generator.nextUniform())
+}
+
+/// Picks the next token from one row of logits; `uniform` in [0, 1) is the draw when sampling.
+func chooseToken(_ logits: [Float], _ options: SamplingOptions, uniform: Double) -> Int {
     if options.isGreedy {
         var best = 0
         for i in 1..<logits.count where logits[i] > logits[best] { best = i }
@@ -127,7 +143,7 @@ func chooseToken(_ logits: [Float], _ options: SamplingOptions, _ generator: ino
         let kept = probabilities.reduce(0, +)
         probabilities = probabilities.map { $0 / kept }
     }
-    var draw = generator.nextUniform()
+    var draw = uniform
     for (index, p) in probabilities.enumerated() {
         draw -= p
         if draw < 0 { return index }
