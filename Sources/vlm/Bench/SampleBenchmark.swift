@@ -14,7 +14,8 @@ struct SampleBenchmark: ParsableCommand {
             (one image of 4 tiles each; temperature 1, top-p 0.95, no stop token: every row generates \
             --new-tokens tokens) in one KV-cached batch of prompts × samples rows; each prompt's image is \
             encoded once and shared by its rows. Generated tokens/s = prompts × samples × new tokens / \
-            wall time (prefill included), median of --rounds. The last line is JSON.
+            wall time (prefill included), median of --rounds. A second line splits the batch's time into \
+            image encoding, prefill, decoding steps and token choice. The last line is JSON.
             Compare: python Benchmarks/peer_mllama_sample.py (same shapes and counts).
             """)
 
