@@ -85,6 +85,57 @@ static inline __attribute__((target("avx2,fma"))) __m256 load8(const float *p) {
 DEFINE_DOT_AVX2(bf16, uint16_t, widen8, widen)
 DEFINE_DOT_AVX2(f32, float, load8, as_float)
 
+// `rows8_<name>_avx2`: one weight row against 8 input rows, 8 sums. The dot loop above needs two
+// loads (weight, input) per multiply-add, so with 8 inputs it is bound by loads; here each 8-wide
+// load of the weight serves all 8 inputs (9 loads per 8 multiply-adds). The weight is still read
+// as one sequential stream (blocking over several weight rows, i.e. several interleaved streams,
+// was slower here out of cache, ~0.5×, though 2× faster in cache), and a software prefetch 4 KB
+// ahead keeps its misses in flight while the multiply-adds run (without it the loop waits on
+// memory and gains nothing over the dot loop out of cache).
+#define ROWS8_PREFETCH_BYTES 4096
+#define DEFINE_ROWS8_AVX2(name, weight_type, load, scalar)                                          \
+    AVX2 static void rows8_##name##_avx2(const weight_type *w, const float *x, ptrdiff_t ldx,       \
+                                         float *y, ptrdiff_t ldy, ptrdiff_t k, int accumulate) {    \
+        const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;                   \
+        const float *x4 = x + 4 * ldx, *x5 = x + 5 * ldx, *x6 = x + 6 * ldx, *x7 = x + 7 * ldx;    \
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0; \
+        const char *ahead = (const char *)w + ROWS8_PREFETCH_BYTES;                                 \
+        ptrdiff_t c = 0;                                                                            \
+        for (; c + 16 <= k; c += 16) {                                                              \
+            _mm_prefetch(ahead + c * (ptrdiff_t)sizeof(weight_type), _MM_HINT_T0);                  \
+            for (ptrdiff_t h = c; h < c + 16; h += 8) {                                             \
+                const __m256 a = load(w + h);                                                       \
+                s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + h), s0);                               \
+                s1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x1 + h), s1);                               \
+                s2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x2 + h), s2);                               \
+                s3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x3 + h), s3);                               \
+                s4 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x4 + h), s4);                               \
+                s5 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x5 + h), s5);                               \
+                s6 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x6 + h), s6);                               \
+                s7 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x7 + h), s7);                               \
+            }                                                                                       \
+        }                                                                                           \
+        for (; c + 8 <= k; c += 8) {                                                                \
+            const __m256 a = load(w + c);                                                           \
+            s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + c), s0);                                   \
+            s1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x1 + c), s1);                                   \
+            s2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x2 + c), s2);                                   \
+            s3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x3 + c), s3);                                   \
+            s4 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x4 + c), s4);                                   \
+            s5 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x5 + c), s5);                                   \
+            s6 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x6 + c), s6);                                   \
+            s7 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x7 + c), s7);                                   \
+        }                                                                                           \
+        float d[8] = { sum8(s0), sum8(s1), sum8(s2), sum8(s3), sum8(s4), sum8(s5), sum8(s6), sum8(s7) }; \
+        for (int j = 0; j < 8; j++) {                                                               \
+            for (ptrdiff_t t = c; t < k; t++) d[j] += scalar(w[t]) * x[j * ldx + t];                \
+            y[j * ldy] = accumulate ? y[j * ldy] + d[j] : d[j];                                     \
+        }                                                                                           \
+    }
+
+DEFINE_ROWS8_AVX2(bf16, uint16_t, widen8, widen)
+DEFINE_ROWS8_AVX2(f32, float, load8, as_float)
+
 AVX2 static void widen_avx2(const uint16_t *bits, float *out, ptrdiff_t count) {
     ptrdiff_t i = 0;
     for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, widen8(bits + i));
@@ -111,17 +162,30 @@ static int use_avx2(vlm_path path) {
 #define PICK_DOT(name, path) dot_##name##_portable
 #endif
 
-// Each weight row stays in L1 while every input row passes over it.
+// Each weight row stays in L1 while every input row passes over it: on AVX2, 8 inputs at a time
+// through the 8-row kernel, the rest (all of them for fewer than 8 inputs) through the dot product.
+#if defined(__x86_64__)
+#define PICK_ROWS8(name, path) (use_avx2(path) ? rows8_##name##_avx2 : NULL)
+#else
+#define PICK_ROWS8(name, path) NULL
+#endif
+
 #define DEFINE_GEMV(name, weight_type)                                                                 \
     void vlm_gemv_##name(vlm_path path, const weight_type *w, ptrdiff_t ldw,                           \
                          const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,                       \
                          ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) { \
         float (*dot)(const weight_type *, const float *, ptrdiff_t) = PICK_DOT(name, path);            \
-        for (ptrdiff_t r = row_begin; r < row_end; r++)                                                \
-            for (ptrdiff_t j = 0; j < m; j++) {                                                        \
+        void (*rows8)(const weight_type *, const float *, ptrdiff_t, float *, ptrdiff_t, ptrdiff_t, int) = \
+            PICK_ROWS8(name, path);                                                                    \
+        const ptrdiff_t grouped = rows8 ? m / 8 * 8 : 0;                                               \
+        for (ptrdiff_t r = row_begin; r < row_end; r++) {                                              \
+            for (ptrdiff_t j = 0; j < grouped; j += 8)                                                 \
+                rows8(w + r * ldw, x + j * ldx, ldx, y + j * ldy + r, ldy, k, accumulate);             \
+            for (ptrdiff_t j = grouped; j < m; j++) {                                                  \
                 const float d = dot(w + r * ldw, x + j * ldx, k);                                      \
                 y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                                  \
             }                                                                                          \
+        }                                                                                              \
     }
 
 DEFINE_GEMV(bf16, uint16_t)

@@ -16,7 +16,7 @@ struct VectorKernelTests {
           arguments: paths)
     func gemvMatchesReference(path: KernelPath) {
         var generator = RandomGenerator(seed: 7)
-        for (m, n, k) in [(1, 1, 1), (1, 5, 15), (3, 9, 70), (2, 33, 1000), (8, 17, 129)] {
+        for (m, n, k) in [(1, 1, 1), (1, 5, 15), (3, 9, 70), (2, 33, 1000), (8, 17, 129), (8, 40, 1030), (9, 10, 47), (16, 200, 512)] {
             let weight32 = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
             let weight16 = bfloat16Bits(weight32)
             let x = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &generator) }

@@ -14,7 +14,8 @@ struct SampleBenchmark: ParsableCommand {
             (one image of 4 tiles each; temperature 1, top-p 0.95, no stop token: every row generates \
             --new-tokens tokens) in one KV-cached batch of prompts × samples rows; each prompt's image is \
             encoded once and shared by its rows. Generated tokens/s = prompts × samples × new tokens / \
-            wall time (prefill included), median of --rounds. The last line is JSON.
+            wall time (prefill included), median of --rounds. A second line splits the batch's time into \
+            image encoding, prefill, decoding steps and token choice. The last line is JSON.
             Compare: python Benchmarks/peer_mllama_sample.py (same shapes and counts).
             """)
 
@@ -50,32 +51,74 @@ struct SampleBenchmark: ParsableCommand {
         }
         let crossMask = MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks)
         var rates: [Double] = []
+        var phases: [SamplePhases] = []
         for round in 0...rounds {
             let start = Timing.now()
             let sampling = SamplingOptions(temperature: 1, topP: 0.95, seed: UInt64(round))
             let output: [[Int]]
+            let encodingSeconds: Double
+            let timed: (prefill: Double, steps: Double, count: Int)
             if noShare {
                 let repeated = { (tensor: Tensor) in
                     Tensor.concatenate((0..<prompts).flatMap { u in Array(repeating: tensor.slice(axis: 0, u..<(u + 1)), count: samples) }, axis: 0).contiguous()
                 }
-                let decoder = model.conditioned(pixelValues: repeated(inputs.pixels), aspectRatioIds: repeated(inputs.aspectRatioIds),
-                                                aspectRatioMask: repeated(inputs.aspectRatioMask), crossAttentionMask: crossMask)
+                // Here each row's image is encoded inside the prefill, as transformers does it.
+                let decoder = PhaseTimedDecoder(model.conditioned(pixelValues: repeated(inputs.pixels), aspectRatioIds: repeated(inputs.aspectRatioIds),
+                                                                  aspectRatioMask: repeated(inputs.aspectRatioMask), crossAttentionMask: crossMask))
+                encodingSeconds = Timing.now() - start
                 output = generate(with: decoder, prompts: rows, maxNewTokens: round == 0 ? 2 : newTokens, sampling: sampling)
+                timed = (decoder.prefillSeconds, decoder.stepSeconds, decoder.steps)
             } else {
-                let decoder = MllamaSharedImageDecoder(model: model, pixelValues: inputs.pixels, aspectRatioIds: inputs.aspectRatioIds,
-                                                       aspectRatioMask: inputs.aspectRatioMask, crossAttentionMask: crossMask,
-                                                       samplesPerPrompt: samples)
+                let shared = MllamaSharedImageDecoder(model: model, pixelValues: inputs.pixels, aspectRatioIds: inputs.aspectRatioIds,
+                                                      aspectRatioMask: inputs.aspectRatioMask, crossAttentionMask: crossMask,
+                                                      samplesPerPrompt: samples)
+                encodingSeconds = Timing.now() - start
+                let decoder = PhaseTimedDecoder(shared)
                 output = generate(with: decoder, prompts: rows, maxNewTokens: round == 0 ? 2 : newTokens, sampling: sampling)
+                timed = (decoder.prefillSeconds, decoder.stepSeconds, decoder.steps)
             }
             let seconds = Timing.now() - start
             if round > 0 {   // round 0 warms up
                 ensure(output.allSatisfy { $0.count == newTokens }, "every row must generate \(newTokens) tokens")
                 rates.append(Double(prompts * samples * newTokens) / seconds)
+                phases.append(SamplePhases(total: seconds, imageEncoding: encodingSeconds, prefill: timed.prefill,
+                                           decodeSteps: timed.steps, stepCount: timed.count))
             }
         }
         let median = rates.sorted()[rates.count / 2]
+        let split = SamplePhases.median(phases)
         print("preset=\(preset.name) image encodings=\(noShare ? "per sample" : "per prompt") prompts=\(prompts) samples=\(samples) prompt tokens=\(promptTokens) new tokens=\(newTokens) threads=\(Parallel.threadCount)")
         print(String(format: "sampling: %.1f generated tokens/s (%d rows, median of %d)", median, prompts * samples, rounds))
-        print(jsonLine([("sample_tokens_per_s", median), ("peak_rss_mb", Timing.peakResidentMegabytes())]))
+        print(String(format: "phases (ms, median): batch %.1f = image encoding %.1f + prefill %.1f + %d decoding steps %.1f (%.2f each) + token choice %.1f",
+                     split.total * 1e3, split.imageEncoding * 1e3, split.prefill * 1e3, split.stepCount, split.decodeSteps * 1e3,
+                     split.decodeSteps * 1e3 / Double(max(1, split.stepCount)), split.tokenChoice * 1e3))
+        print(jsonLine([("sample_tokens_per_s", median), ("image_encoding_ms", split.imageEncoding * 1e3), ("prefill_ms", split.prefill * 1e3),
+                        ("decode_steps_ms", split.decodeSteps * 1e3), ("token_choice_ms", split.tokenChoice * 1e3),
+                        ("peak_rss_mb", Timing.peakResidentMegabytes())]))
+    }
+}
+
+/// Where one sampling batch's wall time went. Token choice is the rest: sampling each row's next
+/// token from its logits, plus `generate`'s bookkeeping between steps.
+struct SamplePhases {
+    var total, imageEncoding, prefill, decodeSteps, tokenChoice: Double
+    var stepCount: Int
+
+    init(total: Double, imageEncoding: Double, prefill: Double, decodeSteps: Double, stepCount: Int) {
+        self.init(total: total, imageEncoding: imageEncoding, prefill: prefill, decodeSteps: decodeSteps,
+                  tokenChoice: total - imageEncoding - prefill - decodeSteps, stepCount: stepCount)
+    }
+
+    private init(total: Double, imageEncoding: Double, prefill: Double, decodeSteps: Double, tokenChoice: Double, stepCount: Int) {
+        (self.total, self.imageEncoding, self.prefill, self.decodeSteps, self.tokenChoice, self.stepCount) =
+            (total, imageEncoding, prefill, decodeSteps, tokenChoice, stepCount)
+    }
+
+    /// Each phase's median over the rounds (so the parts need not add up to the median total exactly).
+    static func median(_ rounds: [SamplePhases]) -> SamplePhases {
+        func middle(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        return SamplePhases(total: middle(rounds.map(\.total)), imageEncoding: middle(rounds.map(\.imageEncoding)),
+                            prefill: middle(rounds.map(\.prefill)), decodeSteps: middle(rounds.map(\.decodeSteps)),
+                            tokenChoice: middle(rounds.map(\.tokenChoice)), stepCount: rounds[0].stepCount)
     }
 }

@@ -1,0 +1,29 @@
+import Models
+import TensorCore
+
+/// Wraps a decoder to time its calls: the first `decode` of a generation (the prompt, on an empty
+/// cache) is the prefill, every later one a decoding step. What `generate` spends outside these
+/// calls is token choice (sampling) and its bookkeeping.
+final class PhaseTimedDecoder<Base: IncrementalDecoder>: IncrementalDecoder {
+    let base: Base
+    private(set) var prefillSeconds = 0.0
+    private(set) var stepSeconds = 0.0
+    private(set) var steps = 0
+    private var calls = 0
+
+    init(_ base: Base) { self.base = base }
+
+    func makeCache(batch: Int, capacity: Int) -> Base.Cache {
+        calls = 0
+        return base.makeCache(batch: batch, capacity: capacity)
+    }
+
+    func decode(_ ids: Tensor, attentionMask: Tensor, cache: Base.Cache) -> Tensor {
+        let start = Timing.now()
+        let logits = base.decode(ids, attentionMask: attentionMask, cache: cache)
+        let seconds = Timing.now() - start
+        if calls == 0 { prefillSeconds += seconds } else { stepSeconds += seconds; steps += 1 }
+        calls += 1
+        return logits
+    }
+}
