@@ -143,6 +143,36 @@ struct PostTrainingTests {
         #expect(Set(fromShared[0..<3].map { $0 }).count > 1, "K samples of one prompt differ (temperature 1)")
     }
 
+    /// The shared decoder encodes and prefills each prompt once and copies its caches to the prompt's
+    /// K rows: its logits must equal each row decoded alone, at the prompt and after it.
+    @Test("the shared decoder's logits at the prompt and at every generated token equal each row's own")
+    func sharedImageDecoderLogits() {
+        let model = tinyTrainingModel(seed: 7)
+        let k = 3
+        let pixels = Tensor.concatenate([randomFloats([1, 1, 2, 3, 28, 28], seed: 1), randomFloats([1, 1, 2, 3, 28, 28], seed: 2)], axis: 0)
+        let prompts = [[24, 3, 5, 7], [24, 9, 2, 4]]
+        let rowMasks = prompts.flatMap { ids in Array(repeating: Tensor(indices: ids.flatMap { _ in [1, 0] }, shape: [ids.count, 1, 2]), count: k) }
+        let crossMask = MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(rowMasks)
+        let shared = MllamaSharedImageDecoder(model: model, pixelValues: pixels, aspectRatioIds: Tensor(indices: [1, 1], shape: [2, 1]),
+                                              aspectRatioMask: Tensor(indices: [1, 0, 1, 0], shape: [2, 1, 2]),
+                                              crossAttentionMask: crossMask, samplesPerPrompt: k)
+        let repeatedPixels = Tensor.concatenate((0..<2).flatMap { u in Array(repeating: pixels.slice(axis: 0, u..<(u + 1)), count: k) }, axis: 0)
+        let separate = model.conditioned(pixelValues: repeatedPixels.contiguous(), aspectRatioIds: Tensor(indices: Array(repeating: 1, count: 6), shape: [6, 1]),
+                                         aspectRatioMask: Tensor(indices: Array((0..<6).map { _ in [1, 0] }.joined()), shape: [6, 1, 2]),
+                                         crossAttentionMask: crossMask)
+        let (sharedCache, separateCache) = (shared.makeCache(batch: 6, capacity: 8), separate.makeCache(batch: 6, capacity: 8))
+        var ids = Tensor(indices: prompts.flatMap { prompt in Array(repeating: prompt, count: k).flatMap { $0 } }, shape: [6, 4])
+        for step in 0..<4 {
+            let attention = Tensor(indices: Array(repeating: 1, count: 6 * (4 + step)), shape: [6, 4 + step])
+            let (a, b) = (shared.decode(ids, attentionMask: attention, cache: sharedCache).floats(),
+                          separate.decode(ids, attentionMask: attention, cache: separateCache).floats())
+            let largest = zip(a, b).map { abs($0 - $1) }.max()!
+            #expect(largest <= 1e-5, "step \(step): logits differ by up to \(largest)")
+            // Different next tokens for the rows of a group, so that they really decode apart.
+            ids = Tensor(indices: (0..<6).map { 3 + ($0 * 5 + step) % 20 }, shape: [6, 1])
+        }
+    }
+
     @Test("the correctness checks: normalised exact match, a multiple-choice letter, a recipe regex")
     func answerChecks() {
         #expect(candidatePasses("The red circle.", reference: "red circle", check: .exact, pattern: nil))
