@@ -87,9 +87,7 @@ extension StageSettings {
 extension RecipeParser {
     static let languageModelSetters: [String: Setter] = [
         "language_model": { parser, settings, node, field in
-            guard let mode = node.string.flatMap(LanguageModelTraining.Mode.init(rawValue:)), node.scalar != nil else {
-                throw parser.error(node, field, "'\(node.string ?? "\(node)")' is not one of \(LanguageModelTraining.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
+            let mode: LanguageModelTraining.Mode = try parser.choice(node, field: field)
             settings.languageModel = LanguageModelTraining(mode: mode, lora: settings.languageModelTraining.lora)
         },
         "lora_r": { parser, settings, node, field in

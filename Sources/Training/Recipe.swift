@@ -133,6 +133,16 @@ struct RecipeParser {
         return error(key, field.map { "\($0).\(name)" } ?? name, "unknown key\(suggestion); known keys: \(known.sorted().joined(separator: ", "))")
     }
 
+    /// The case of `E` a scalar names, or an error naming the field, what was found and the choices
+    /// ("'x' is not one of a, b" or, with `kind`, "'x' is not a design; one of a, b").
+    func choice<E: RawRepresentable & CaseIterable>(_ node: Node, field: String, kind: String? = nil) throws -> E where E.RawValue == String {
+        guard node.scalar != nil, let value = node.string.flatMap(E.init(rawValue:)) else {
+            let choices = E.allCases.map(\.rawValue).joined(separator: ", ")
+            throw error(node, field, "'\(node.string ?? "\(node)")' is not \(kind.map { "\($0); one" } ?? "one") of \(choices)")
+        }
+        return value
+    }
+
     func string(_ node: Node, field: String) throws -> String {
         guard let scalar = node.scalar else { throw error(node, field, "expected a string") }
         return scalar.string
@@ -147,9 +157,7 @@ struct RecipeParser {
             throw RecipeError(file: file, line: mapping.mark?.line, field: "\(field).kind",
                               reason: "missing; one of \(StageKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard let kind = StageKind(rawValue: kindNode.string ?? "") else {
-            throw error(kindNode, "\(field).kind", "'\(kindNode.string ?? "")' is not a stage kind; one of \(StageKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
+        let kind: StageKind = try choice(kindNode, field: "\(field).kind", kind: "a stage kind")
         var settings = StageSettings(name: name, kind: kind)
         for (key, value) in defaults ?? [:] {
             guard let keyName = key.string, keyName != "name", keyName != "kind" else {
@@ -243,9 +251,7 @@ struct RecipeParser {
             settings.blankImages = value ? true : nil
         },
         "precision": { parser, settings, node, field in
-            guard let value = node.string.flatMap(MatrixPrecision.init(rawValue:)), node.scalar != nil else {
-                throw parser.error(node, field, "'\(node.string ?? "\(node)")' is not one of \(MatrixPrecision.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
+            let value: MatrixPrecision = try parser.choice(node, field: field)
             settings.precision = value == .float32 ? nil : value
         },
         "learning_rate_multipliers": { parser, settings, node, field in
@@ -285,10 +291,7 @@ struct RecipeParser {
 
     static func enumeration<E: RawRepresentable & CaseIterable>(_ path: WritableKeyPath<StageSettings, E>) -> Setter where E.RawValue == String {
         { parser, settings, node, field in
-            guard let value = node.string.flatMap(E.init(rawValue:)) else {
-                throw parser.error(node, field, "'\(node.string ?? "\(node)")' is not one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            settings[keyPath: path] = value
+            settings[keyPath: path] = try parser.choice(node, field: field) as E
         }
     }
 

@@ -78,12 +78,7 @@ extension RecipeParser {
             switch name {
             case "archs":
                 guard let list = value.sequence else { throw error(value, field, "expected a list of designs") }
-                settings.archs = try list.map { item in
-                    guard let arch = AdapterLayout.Architecture(rawValue: item.string ?? "") else {
-                        throw error(item, field, "'\(item.string ?? "")' is not a design; one of \(AdapterLayout.Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
-                    }
-                    return arch
-                }
+                settings.archs = try list.map { try choice($0, field: field, kind: "a design") }
                 guard !settings.archs.isEmpty else { throw error(value, field, "name at least one design") }
             case "stages":
                 guard let list = value.sequence else { throw error(value, field, "expected a list of stage names") }
@@ -96,12 +91,7 @@ extension RecipeParser {
                 settings.overrides = try list.map { try string($0, field: field) }
             case "language_model":
                 guard let list = value.sequence else { throw error(value, field, "expected a list, e.g. [frozen, lora]") }
-                settings.languageModels = try list.map { item in
-                    guard let mode = LanguageModelTraining.Mode(rawValue: item.string ?? "") else {
-                        throw error(item, field, "'\(item.string ?? "")' is not one of \(LanguageModelTraining.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
-                    }
-                    return mode
-                }
+                settings.languageModels = try list.map { try choice($0, field: field) }
                 guard !settings.languageModels.isEmpty, Set(settings.languageModels).count == settings.languageModels.count else {
                     throw error(value, field, "name each mode once, at least one")
                 }

@@ -119,9 +119,7 @@ extension RecipeParser {
         "prompts_per_batch": post(\.promptsPerBatch),
         "max_prompts": post(\.maxPrompts),
         "answer_check": { parser, settings, node, field in
-            guard let value = node.string.flatMap(AnswerCheck.init(rawValue:)) else {
-                throw parser.error(node, field, "'\(node.string ?? "\(node)")' is not one of \(AnswerCheck.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
+            let value: AnswerCheck = try parser.choice(node, field: field)
             var post = settings.postTraining ?? PostTrainingSettings()
             post.answerCheck = value
             settings.postTraining = post
