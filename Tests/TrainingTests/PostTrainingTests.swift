@@ -184,6 +184,22 @@ struct PostTrainingTests {
         #expect(!candidatePasses("The answer is 31.", reference: "3", check: .regex, pattern: "answer is {answer}\\b"))
     }
 
+    @Test("sampling prompts keep a question's answer and a preference's one-text chosen reply as references")
+    func samplingPromptReferences() throws {
+        let directory = try TemporaryDirectory()
+        try directory.writePNG("a.png")
+        let prompt = #""prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]"#
+        let preferences = try directory.write("p.jsonl", """
+            {"images": ["a.png"], \(prompt), "chosen": "The circle is red.", "rejected": "The circle is blue."}
+            {"images": ["a.png"], \(prompt), "chosen": [{"role": "assistant", "content": "Red."}, {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "Yes."}], "rejected": "Blue."}
+
+            """)
+        let questions = try directory.write("q.jsonl", #"{"image": "a.png", "question": "What colour? Answer briefly.", "answer": "red"}"# + "\n")
+        let prompts = SamplingPrompt.prompts(in: [try Dataset(path: preferences), try Dataset(path: questions)], limit: 0)
+        #expect(prompts.map(\.reference) == ["The circle is red.", nil, "red"])
+        #expect(SamplingPrompt.prompts(in: [try Dataset(path: preferences), try Dataset(path: questions)], limit: 2).count == 2)
+    }
+
     @Test("a preference record's responses learn only their own tokens; formatting tokens can be masked")
     func preferenceLabels() throws {
         let directory = try TemporaryDirectory()

@@ -253,6 +253,43 @@ struct PostTrainingCommandTests {
         #expect(abs(mean - scored.map(\.reward).reduce(0, +) / 6) < 1e-12)
     }
 
+    @Test("vlm eval ranks a preference file's pairs by the model's own log-probabilities, and with a reference by TRL's implicit rewards")
+    func preferenceEvaluation() throws {
+        let scratch = try Scratch()
+        let data = TinyVisionSetup.world.appendingPathComponent("preferences-heldout.jsonl")
+        let model = TinyVisionSetup.vision.path
+        func metrics(_ arguments: [String]) throws -> [String: Double] {
+            try #require(try VLM.parseAsRoot(["eval", "--model", model] + arguments) as? EvalCommand).metrics()
+        }
+        let own = try metrics(["--data", data.path])
+        let records = try String(contentsOf: data, encoding: .utf8).split(separator: "\n")
+        #expect(own["preference/pairs"] == Double(records.count))
+        let accuracy = try #require(own["preference/logps/accuracies"])
+        #expect(accuracy > 0 && accuracy < 1, "an untrained model ranks some pairs each way: \(accuracy)")
+        #expect(own["preference/logps/chosen"]! < 0 && own["preference/logps/rejected"]! < 0)
+        #expect(own["preference/rewards/accuracies"] == nil, "no implicit rewards without a reference")
+
+        // Against itself as the reference: every implicit reward and the drift are exactly 0.
+        let against = try metrics(["--data", data.path, "--reference", model])
+        #expect(against["preference/log_ratio"] == 0 && against["preference/rewards/margins"] == 0)
+        #expect(against["preference/reference/logps/accuracies"] == accuracy && against["preference/logps/accuracies"] == accuracy)
+
+        // A pair whose responses are the same text is a tie: never counted as ranked right.
+        var tie = try JSONSerialization.jsonObject(with: Data(records[0].utf8)) as! [String: Any]
+        tie["rejected"] = tie["chosen"]
+        tie["images"] = (tie["images"] as! [String]).map { TinyVisionSetup.world.appendingPathComponent($0).path }
+        try (String(decoding: try JSONSerialization.data(withJSONObject: tie), as: UTF8.self) + "\n")
+            .write(toFile: scratch.path("tie.jsonl"), atomically: true, encoding: .utf8)
+        let tied = try metrics(["--data", scratch.path("tie.jsonl")])
+        #expect(tied["preference/logps/accuracies"] == 0 && tied["preference/logps/chosen"] == tied["preference/logps/rejected"])
+
+        let twoFiles = failure(["eval", "--model", model, "--data", data.path, "--data", scratch.path("tie.jsonl")])
+        #expect(twoFiles?.message.contains("one preference file at a time") == true, "\(twoFiles?.message ?? "no error")")
+        let noPairs = failure(["eval", "--model", model, "--data", TinyVisionSetup.world.appendingPathComponent("qa-heldout.jsonl").path,
+                               "--reference", model])
+        #expect(noPairs?.message.contains("--reference needs a preference file") == true, "\(noPairs?.message ?? "no error")")
+    }
+
     /// The recipe's SFT and reward stages only, shorter, into `run/` of `scratch`.
     private func trainSFTAndReward(in scratch: Scratch) throws {
         let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)

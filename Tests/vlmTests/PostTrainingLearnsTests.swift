@@ -46,6 +46,13 @@ struct PostTrainingLearnsTests {
         #expect(dpoReward > rejectionReward, "held-out reward \(rejectionReward) → \(dpoReward)")
         #expect(dpo["preference/logps/accuracies"]! > dpo["preference/reference/logps/accuracies"]!,
                 "held-out preference accuracy \(dpo["preference/reference/logps/accuracies"]!) → \(dpo["preference/logps/accuracies"]!)")
+        // Held-out pairs built like the training ones (the input policy's answers to the held-out
+        // questions, ranked by the reward model): the policy ranks them better than its input did,
+        // and DPO's implicit reward ranks most of them right (TRL's held-out `rewards/accuracies`).
+        #expect(dpo["preference/on_policy/logps/accuracies"]! > dpo["preference/on_policy/reference/logps/accuracies"]!,
+                "held-out on-policy preference accuracy \(dpo["preference/on_policy/reference/logps/accuracies"]!) → \(dpo["preference/on_policy/logps/accuracies"]!)")
+        #expect(dpo["preference/on_policy/rewards/accuracies"]! >= 0.8, "implicit-reward accuracy \(dpo["preference/on_policy/rewards/accuracies"]!)")
+        #expect(dpo["sampling/heldout_pairs"]! >= 50)
         #expect(dpo["sampling/pairs"]! >= 100)
         #expect(abs(dpo["preference/log_ratio"]!) < 5, "log-ratio to the reference \(dpo["preference/log_ratio"]!)")
         for stage in ["sft", "reward", "reward-blind", "rejection", "dpo"] { #expect(try summary(stage).textUnchanged, "\(stage) keeps the text model") }

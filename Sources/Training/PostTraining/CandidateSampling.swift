@@ -20,7 +20,8 @@ public struct SamplingPrompt: Sendable {
     public var reference: String?
 
     /// The prompts of a dataset's records: a question (its reference answer kept), a preference
-    /// record's prompt, or a conversation up to its last assistant message. Other records are skipped.
+    /// record's prompt (its chosen answer, when that is one text reply, as the reference), or a
+    /// conversation up to its last assistant message. Other records are skipped.
     public static func prompts(in datasets: [Dataset], limit: Int) -> [SamplingPrompt] {
         var prompts: [SamplingPrompt] = []
         for dataset in datasets {
@@ -31,8 +32,9 @@ public struct SamplingPrompt: Sendable {
                 case .question(let prompt, let answer, _):
                     let user = ChatMessage(role: .user, parts: Array(repeating: .image, count: record.images.count) + [.text(prompt)])
                     prompts.append(SamplingPrompt(id: record.id, location: record.location, messages: [user], images: record.images, reference: answer))
-                case .preference(let prompt, _, _, _):
-                    prompts.append(SamplingPrompt(id: record.id, location: record.location, messages: prompt, images: record.images, reference: nil))
+                case .preference(let prompt, let chosen, _, _):
+                    prompts.append(SamplingPrompt(id: record.id, location: record.location, messages: prompt, images: record.images,
+                                                  reference: singleTextReply(chosen)))
                 case .conversation(let messages):
                     guard let last = messages.lastIndex(where: { $0.role == .assistant }), last > 0 else { continue }
                     prompts.append(SamplingPrompt(id: record.id, location: record.location, messages: Array(messages[..<last]),
@@ -42,6 +44,17 @@ public struct SamplingPrompt: Sendable {
             }
         }
         return prompts
+    }
+
+    /// The text of a response that is one assistant message of text only, else nil.
+    private static func singleTextReply(_ messages: [ChatMessage]) -> String? {
+        guard messages.count == 1, messages[0].role == .assistant else { return nil }
+        var text = ""
+        for part in messages[0].parts {
+            guard case .text(let piece) = part else { return nil }
+            text += piece
+        }
+        return text
     }
 }
 

@@ -13,7 +13,8 @@ import Tokenization
 ///   Output: the Mllama folder plus `reward_head.safetensors`.
 /// - `dpo`: the input is the policy and, frozen, the reference; pairs from preference files, or
 ///   on-policy (`on_policy: true`): K samples per prompt ranked by the reward model, written to
-///   `STAGE/on-policy-pairs.jsonl` first.
+///   `STAGE/on-policy-pairs.jsonl` first, and the same from the held-out questions to
+///   `STAGE/heldout-on-policy-pairs.jsonl`, which the evaluation ranks (`preference/on_policy/…`).
 /// - `rejection`: K samples per prompt, filtered by correctness where there is a reference answer,
 ///   ranked by the reward model; the kept answers are written to `STAGE/kept.jsonl` (messages
 ///   JSONL) and the stage fine-tunes on them as SFT does.
@@ -130,11 +131,25 @@ public enum PostTrainingEnvironment {
                     guard written > 0 else {
                         throw TrainingError("stage \(stage.name): no on-policy pair had a reward gap above \(post.pairRewardGap) among \(prompts.count) prompts; lower pair_reward_gap or sample more")
                     }
-                    try group?.barrier()   // the pairs file is whole before the other ranks read it
+                    // The same construction on the held-out questions, from the same input policy: pairs
+                    // of the kind the stage trains on, which the evaluation ranks (TRL's held-out split).
+                    let heldPrompts = SamplingPrompt.prompts(in: heldOther.map(\.dataset), limit: stage.evalSamples)
+                        .filter { $0.reference != nil }
+                    var heldPairs = 0
+                    if !heldPrompts.isEmpty {
+                        let heldFolder = folder.appendingPathComponent("heldout")
+                        if writer { try FileManager.default.createDirectory(at: heldFolder, withIntermediateDirectories: true) }
+                        let (heldCandidates, _) = try sampleAndRank(heldPrompts, in: heldFolder)
+                        let heldFile = folder.appendingPathComponent("heldout-on-policy-pairs.jsonl")
+                        heldPairs = try OnPolicyData.writePairs(heldCandidates, prompts: heldPrompts, settings: post, to: heldFile, write: writer)
+                        if heldPairs > 0 { sampled.heldOutPairs = [DataSource(try Dataset(path: heldFile.path))] }
+                    }
+                    try group?.barrier()   // the pairs files are whole before the other ranks read them
                     sampled.sources = [DataSource(try Dataset(path: pairs.path))]
                     sampled.count = written
                     sampled.figures = ["sampling/pairs": Double(written), "sampling/prompts": Double(prompts.count),
-                                       "sampling/candidates_per_s": figures.candidatesPerSecond].filter { $0.value.isFinite }
+                                       "sampling/candidates_per_s": figures.candidatesPerSecond,
+                                       "sampling/heldout_pairs": heldPrompts.isEmpty ? .nan : Double(heldPairs)].filter { $0.value.isFinite }
                 }
             } else {
                 let training = try TrainingEnvironment.datasets(stage.datasets, recipe: recipe, field: "datasets", stage: stage)
@@ -143,21 +158,27 @@ public enum PostTrainingEnvironment {
                 sampled.count = training.reduce(0) { $0 + $1.dataset.count }
             }
             let data = preferenceData(includesEdited: false)
+            /// TRL's DPO figures of the policy against the reference on held-out pairs.
+            func preferenceFigures(_ sources: [DataSource], maxSamples: Int) throws -> [String: Double] {
+                try evaluatePreferences(sources, encoder: preferences, maxSamples: maxSamples, blankImages: false, includesEdited: false,
+                                        group: group) { batch, _ in
+                    withNoGrad {
+                        let referenceSums = labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels).sum(axes: [1]).doubles()
+                        let tokens = labelLogProbabilities(model: mllama, inputs: batch.inputs, labels: batch.labels)
+                        return directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceSums, beta: post.dpoBeta,
+                                                    pairNormalizer: 1, chosenTokenNormalizer: 1).statistics
+                    }
+                }.metrics
+            }
             var environment = StageEnvironment(
                 model: mllama, makeData: data, trainingSampleCount: { _ in sampled.count },
                 evaluate: heldPreferences.isEmpty && heldOther.isEmpty ? nil : { settings in
                     var metrics = try exactMatch?(settings) ?? [:]
                     if !heldPreferences.isEmpty {
-                        let statistics = try evaluatePreferences(heldPreferences, encoder: preferences, maxSamples: settings.evalSamples,
-                                                                 blankImages: false, includesEdited: false, group: group) { batch, _ in
-                            withNoGrad {
-                                let referenceSums = labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels).sum(axes: [1]).doubles()
-                                let tokens = labelLogProbabilities(model: mllama, inputs: batch.inputs, labels: batch.labels)
-                                return directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceSums, beta: post.dpoBeta,
-                                                            pairNormalizer: 1, chosenTokenNormalizer: 1).statistics
-                            }
-                        }
-                        for (key, value) in statistics.metrics { metrics["preference/" + key] = value }
+                        for (key, value) in try preferenceFigures(heldPreferences, maxSamples: settings.evalSamples) { metrics["preference/" + key] = value }
+                    }
+                    if !sampled.heldOutPairs.isEmpty {
+                        for (key, value) in try preferenceFigures(sampled.heldOutPairs, maxSamples: 0) { metrics["preference/on_policy/" + key] = value }
                     }
                     return metrics.merging(sampled.figures) { a, _ in a }.filter { $0.value.isFinite }
                 },
@@ -291,10 +312,12 @@ func evaluatePreferences<Statistics>(_ sources: [DataSource], encoder: Preferenc
 protocol MergeableStatistics { mutating func append(_ other: Self) }
 
 /// What a stage's training data is, known once its ``StageEnvironment/prepare`` has run (a
-/// sampling stage builds it there): the sources, their record count, and sampling figures for
-/// the evaluation.
+/// sampling stage builds it there): the sources, their record count, held-out pairs, and sampling
+/// figures for the evaluation.
 private final class SampledTraining {
     var sources: [DataSource] = []
+    /// An on-policy DPO stage's held-out pairs, built from its evaluation questions.
+    var heldOutPairs: [DataSource] = []
     var count = 0
     var figures: [String: Double] = [:]
 }

@@ -1,0 +1,35 @@
+import Foundation
+import TensorCore
+
+/// How the model in `directory` ranks the preference pairs of `dataset` (TRL's preference format):
+/// the log-probability it gives each pair's chosen and rejected responses (summed over the response
+/// tokens), as `preference/logps/chosen`, `preference/logps/rejected` and
+/// `preference/logps/accuracies` (how often the chosen response is the more likely one), and the
+/// number of pairs (`preference/pairs`).
+///
+/// With a `reference` model (a DPO stage's input), TRL's implicit-reward figures as well —
+/// `preference/rewards/accuracies`, `…/margins`, `…/chosen`, `…/rejected` with rewards
+/// `beta · (π − ρ)` — the reference's own `preference/reference/logps/accuracies`, and
+/// `preference/log_ratio`, the mean of π − ρ over both responses (the drift from the reference).
+/// Both models must read the same tokenizer.
+public func evaluatePreferencePairs(directory: URL, dataset: URL, reference: URL? = nil, beta: Double = 0.1,
+                                    maxSamples: Int = 0, maxLength: Int = 2048) throws -> [String: Double] {
+    let (policy, samples) = try openForEvaluation(directory: directory, maxLength: maxLength)
+    let referenceModel = try reference.map { try openForEvaluation(directory: $0, maxLength: maxLength).model }
+    let source = DataSource(try Dataset(path: dataset.path))
+    let statistics = try evaluatePreferences([source], encoder: PreferenceEncoder(samples: samples), maxSamples: maxSamples,
+                                             blankImages: false, includesEdited: false) { batch, _ in
+        withNoGrad {
+            let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels)
+            let referenceTokens = referenceModel.map { labelLogProbabilities(model: $0, inputs: batch.inputs, labels: batch.labels) } ?? tokens
+            return directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceTokens.sum(axes: [1]).doubles(), beta: beta,
+                                        pairNormalizer: 1, chosenTokenNormalizer: 1).statistics
+        }
+    }
+    let ownFigures: Set = ["logps/chosen", "logps/rejected", "logps/accuracies"]
+    var metrics: [String: Double] = ["preference/pairs": Double(statistics.policyChosen.count)]
+    for (key, value) in statistics.metrics where reference != nil || ownFigures.contains(key) {
+        metrics["preference/" + key] = value
+    }
+    return metrics.filter { $0.value.isFinite }
+}
