@@ -46,7 +46,12 @@ struct RunCommand: ParsableCommand {
         let seedSetting = "seed=\(seed)"
 
         step("1/6 the world (vlm data synth)")
-        if !exists("world/world.json") { try runVLM(["data", "synth", "--out", path("world"), "--size", size, "--seed", "\(seed)"]) }
+        if !exists("world/world.json") {
+            // The pictures are drawn at the image encoder's tile size, so no resampling blurs them.
+            var imageSize: [String] = []
+            if case .adapters(let layout) = try loadModelLayout(path: adapter) { imageSize = ["--image-size", "\(layout.vision.imageSize)"] }
+            try runVLM(["data", "synth", "--out", path("world"), "--size", size, "--seed", "\(seed)"] + imageSize)
+        }
         step("2/6 its tokenizer (vlm tokenizer train)")
         if !exists("tokenizer/tokenizer.json") {
             try runVLM(["tokenizer", "train", "--corpus", path("world/corpus.txt"), "--vocab-size", "512", "--out", path("tokenizer")])
