@@ -16,7 +16,7 @@ struct SampleBenchmark: ParsableCommand {
             encoded once and shared by its rows. Generated tokens/s = prompts × samples × new tokens / \
             wall time (prefill included), median of --rounds. A second line splits the batch's time into \
             image encoding, prefill, decoding steps and token choice; a third splits one decoding step \
-            into its matrix products and the rest, from one more (untimed) batch. The last line is JSON.
+            into its matrix products, attention and the rest, from one more (untimed) batch. The last line is JSON.
             Compare: python Benchmarks/peer_mllama_sample.py (same shapes and counts).
             """)
 
@@ -86,7 +86,7 @@ struct SampleBenchmark: ParsableCommand {
             }
         }
         // One more batch, untimed, with the matrix products timed: how much of a decoding step
-        // is the GEMVs of its linear layers, and how much everything else.
+        // is the GEMVs of its linear layers, how much attention, and how much everything else.
         BLAS.Profile.reset(enabled: true)
         let profiled = batch(maxNewTokens: newTokens, seed: 1).decoder
         BLAS.Profile.reset(enabled: false)
@@ -98,12 +98,14 @@ struct SampleBenchmark: ParsableCommand {
         print(String(format: "phases (ms, median): batch %.1f = image encoding %.1f + prefill %.1f + %d decoding steps %.1f (%.2f each) + token choice %.1f",
                      split.total * 1e3, split.imageEncoding * 1e3, split.prefill * 1e3, split.stepCount, split.decodeSteps * 1e3,
                      split.decodeSteps * 1e3 / Double(max(1, split.stepCount)), split.tokenChoice * 1e3))
-        print(String(format: "decoding step (one more batch, products timed): %.2f ms = matrix products %.2f + the rest %.2f",
+        let rest = profiled.stepSeconds - profiled.stepProductSeconds - profiled.stepAttentionSeconds
+        print(String(format: "decoding step (one more batch, products timed): %.2f ms = matrix products %.2f + attention %.2f + the rest %.2f",
                      profiled.stepSeconds * 1e3 / profiledSteps, profiled.stepProductSeconds * 1e3 / profiledSteps,
-                     (profiled.stepSeconds - profiled.stepProductSeconds) * 1e3 / profiledSteps))
+                     profiled.stepAttentionSeconds * 1e3 / profiledSteps, rest * 1e3 / profiledSteps))
         print(jsonLine([("sample_tokens_per_s", median), ("image_encoding_ms", split.imageEncoding * 1e3), ("prefill_ms", split.prefill * 1e3),
                         ("decode_steps_ms", split.decodeSteps * 1e3), ("token_choice_ms", split.tokenChoice * 1e3),
                         ("step_products_ms", profiled.stepProductSeconds * 1e3 / profiledSteps),
+                        ("step_attention_ms", profiled.stepAttentionSeconds * 1e3 / profiledSteps),
                         ("peak_rss_mb", Timing.peakResidentMegabytes())]))
     }
 }
@@ -114,6 +116,7 @@ protocol TimedPhases {
     var stepSeconds: Double { get }
     var steps: Int { get }
     var stepProductSeconds: Double { get }
+    var stepAttentionSeconds: Double { get }
 }
 
 extension PhaseTimedDecoder: TimedPhases {}
