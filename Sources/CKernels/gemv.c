@@ -7,10 +7,11 @@
 // are widened to float32 in registers (a bf16 value is the top half of a float32: widening is a
 // shift and exact), never in memory.
 //
-// There is no AVX-512 version: on the Zen 4 machine this was tuned on (512-bit operations issue as
+// There is no 512-bit version: on the Zen 4 machine this was tuned on (512-bit operations issue as
 // two 256-bit halves) an AVX-512 build of the bf16 loop streamed 28 GB/s against AVX2's 33 GB/s;
 // the loop is bound by memory, not arithmetic, wherever it runs. The float32 AVX2 loop streams
-// 34–51 GB/s where OpenBLAS's sgemv streams 29–37 GB/s on the same buffer.
+// 34–51 GB/s where OpenBLAS's sgemv streams 29–37 GB/s on the same buffer. The one AVX-512 kernel,
+// for 8 input rows, keeps 256-bit vectors and uses AVX-512VL only for its 32 registers.
 #include "vlm_kernels.h"
 
 #if defined(__x86_64__)
@@ -85,24 +86,42 @@ static inline __attribute__((target("avx2,fma"))) __m256 load8(const float *p) {
 DEFINE_DOT_AVX2(bf16, uint16_t, widen8, widen)
 DEFINE_DOT_AVX2(f32, float, load8, as_float)
 
-// `rows8_<name>_avx2`: one weight row against 8 input rows, 8 sums. The dot loop above needs two
-// loads (weight, input) per multiply-add, so with 8 inputs it is bound by loads; here each 8-wide
-// load of the weight serves all 8 inputs (9 loads per 8 multiply-adds). The weight is still read
-// as one sequential stream (blocking over several weight rows, i.e. several interleaved streams,
-// was slower here out of cache, ~0.5×, though 2× faster in cache), and a software prefetch 4 KB
-// ahead keeps its misses in flight while the multiply-adds run (without it the loop waits on
-// memory and gains nothing over the dot loop out of cache).
-#define ROWS8_PREFETCH_BYTES 4096
+// `rows8_<name>_avx2`: weight rows `row_begin..<row_end` against 8 input rows. The dot loop above
+// needs two loads (weight, input) per multiply-add, so with 8 inputs it is bound by loads; here
+// each 8-wide load of the weight serves all 8 inputs (9 loads per 8 multiply-adds). Each weight
+// row is still read as one sequential stream (blocking over several weight rows, i.e. several
+// interleaved streams, was slower here out of cache, ~0.5–0.75×, though 2× faster in cache).
+//
+// Two things keep the multiply-adds fed from memory (together 1.6–1.7× on the small preset's
+// decoding step, single-threaded, out of cache):
+// - A software prefetch into L2 (not L1) 16 KB ahead in the weight stream. Prefetching into L1
+//   4 KB ahead (the first version) left the loop waiting on memory and computing by turns.
+// - k-blocking: the 8 input rows are read in chunks of `ROWS8_CHUNK` columns (8 × 512 floats =
+//   16 KB, which stays in L1 beside the streaming weight) and every weight row of a block of
+//   `ROWS8_BLOCK_ROWS` passes over one chunk before the next; each row's 8 partial-sum vectors are
+//   kept between chunks. With k = 1536 (the MLP's down projection) the 8 inputs are 48 KB, more
+//   than L1, and without the blocking they came from L2 for every weight row.
+// Every output is summed exactly as an unblocked loop sums it (lane l adds w[c]·x[c] for
+// c ≡ l mod 8 in increasing c with fused multiply-adds, then the 8 lanes, then the tail), so the
+// blocking changes no bits.
+#define ROWS8_PREFETCH_BYTES 16384
+#define ROWS8_CHUNK 512
+#define ROWS8_BLOCK_ROWS 32
+
+// `chunk8_<name>_avx2`: columns c0..<c1 (multiples of 8) of one weight row against 8 inputs,
+// continuing the 8 partial-sum vectors in `acc` (64 floats); prefetches from `prefetch` on.
 #define DEFINE_ROWS8_AVX2(name, weight_type, load, scalar)                                          \
-    AVX2 static void rows8_##name##_avx2(const weight_type *w, const float *x, ptrdiff_t ldx,       \
-                                         float *y, ptrdiff_t ldy, ptrdiff_t k, int accumulate) {    \
+    AVX2 static inline void chunk8_##name##_avx2(const weight_type *w, const float *x, ptrdiff_t ldx, \
+                                                 ptrdiff_t c0, ptrdiff_t c1, float *acc, const char *prefetch) { \
         const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;                   \
         const float *x4 = x + 4 * ldx, *x5 = x + 5 * ldx, *x6 = x + 6 * ldx, *x7 = x + 7 * ldx;    \
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0; \
-        const char *ahead = (const char *)w + ROWS8_PREFETCH_BYTES;                                 \
-        ptrdiff_t c = 0;                                                                            \
-        for (; c + 16 <= k; c += 16) {                                                              \
-            _mm_prefetch(ahead + c * (ptrdiff_t)sizeof(weight_type), _MM_HINT_T0);                  \
+        __m256 s0 = _mm256_loadu_ps(acc), s1 = _mm256_loadu_ps(acc + 8);                            \
+        __m256 s2 = _mm256_loadu_ps(acc + 16), s3 = _mm256_loadu_ps(acc + 24);                      \
+        __m256 s4 = _mm256_loadu_ps(acc + 32), s5 = _mm256_loadu_ps(acc + 40);                      \
+        __m256 s6 = _mm256_loadu_ps(acc + 48), s7 = _mm256_loadu_ps(acc + 56);                      \
+        ptrdiff_t c = c0;                                                                           \
+        for (; c + 16 <= c1; c += 16) {                                                             \
+            _mm_prefetch(prefetch + (c - c0) * (ptrdiff_t)sizeof(weight_type), _MM_HINT_T1);        \
             for (ptrdiff_t h = c; h < c + 16; h += 8) {                                             \
                 const __m256 a = load(w + h);                                                       \
                 s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + h), s0);                               \
@@ -115,7 +134,7 @@ DEFINE_DOT_AVX2(f32, float, load8, as_float)
                 s7 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x7 + h), s7);                               \
             }                                                                                       \
         }                                                                                           \
-        for (; c + 8 <= k; c += 8) {                                                                \
+        for (; c + 8 <= c1; c += 8) {                                                               \
             const __m256 a = load(w + c);                                                           \
             s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + c), s0);                                   \
             s1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x1 + c), s1);                                   \
@@ -126,15 +145,137 @@ DEFINE_DOT_AVX2(f32, float, load8, as_float)
             s6 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x6 + c), s6);                                   \
             s7 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x7 + c), s7);                                   \
         }                                                                                           \
-        float d[8] = { sum8(s0), sum8(s1), sum8(s2), sum8(s3), sum8(s4), sum8(s5), sum8(s6), sum8(s7) }; \
-        for (int j = 0; j < 8; j++) {                                                               \
-            for (ptrdiff_t t = c; t < k; t++) d[j] += scalar(w[t]) * x[j * ldx + t];                \
-            y[j * ldy] = accumulate ? y[j * ldy] + d[j] : d[j];                                     \
+        _mm256_storeu_ps(acc, s0); _mm256_storeu_ps(acc + 8, s1);                                   \
+        _mm256_storeu_ps(acc + 16, s2); _mm256_storeu_ps(acc + 24, s3);                             \
+        _mm256_storeu_ps(acc + 32, s4); _mm256_storeu_ps(acc + 40, s5);                             \
+        _mm256_storeu_ps(acc + 48, s6); _mm256_storeu_ps(acc + 56, s7);                             \
+    }                                                                                               \
+                                                                                                    \
+    AVX2 static void rows8_##name##_avx2(const weight_type *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx, \
+                                         float *y, ptrdiff_t ldy, ptrdiff_t k,                      \
+                                         ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) {  \
+        float acc[ROWS8_BLOCK_ROWS * 64];                                                           \
+        const ptrdiff_t k8 = k / 8 * 8;                                                             \
+        /* Whole rows: prefetch ahead in the stream; chunks: the same chunk of a row far enough on. */ \
+        const ptrdiff_t rows_ahead = ROWS8_PREFETCH_BYTES / (ldw * (ptrdiff_t)sizeof(weight_type)) + 1; \
+        for (ptrdiff_t r0 = row_begin; r0 < row_end; r0 += ROWS8_BLOCK_ROWS) {                      \
+            const ptrdiff_t r1 = r0 + ROWS8_BLOCK_ROWS < row_end ? r0 + ROWS8_BLOCK_ROWS : row_end; \
+            for (ptrdiff_t i = 0; i < (r1 - r0) * 64; i++) acc[i] = 0;                              \
+            for (ptrdiff_t c0 = 0; c0 < k8; c0 += ROWS8_CHUNK) {                                    \
+                const ptrdiff_t c1 = c0 + ROWS8_CHUNK < k8 ? c0 + ROWS8_CHUNK : k8;                 \
+                const int whole = c0 == 0 && c1 == k8;                                              \
+                for (ptrdiff_t r = r0; r < r1; r++) {                                               \
+                    const weight_type *row = w + r * ldw;                                           \
+                    const char *prefetch = whole ? (const char *)row + ROWS8_PREFETCH_BYTES         \
+                                                 : (const char *)(row + rows_ahead * ldw + c0);     \
+                    chunk8_##name##_avx2(row, x, ldx, c0, c1, acc + (r - r0) * 64, prefetch);       \
+                }                                                                                   \
+            }                                                                                       \
+            for (ptrdiff_t r = r0; r < r1; r++) {                                                   \
+                const weight_type *row = w + r * ldw;                                               \
+                for (int j = 0; j < 8; j++) {                                                       \
+                    float d = sum8(_mm256_loadu_ps(acc + (r - r0) * 64 + 8 * j));                   \
+                    for (ptrdiff_t t = k8; t < k; t++) d += scalar(row[t]) * x[j * ldx + t];        \
+                    y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                           \
+                }                                                                                   \
+            }                                                                                       \
         }                                                                                           \
     }
 
 DEFINE_ROWS8_AVX2(bf16, uint16_t, widen8, widen)
 DEFINE_ROWS8_AVX2(f32, float, load8, as_float)
+
+// MARK: - AVX-512VL (256-bit vectors, 32 registers)
+
+#define AVX512VL __attribute__((target("avx2,fma,avx512f,avx512vl")))
+
+AVX512VL static inline __m256 widen8_vl(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+static inline AVX512VL __m256 load8_vl(const float *p) { return _mm256_loadu_ps(p); }
+
+// `rows8_<name>_avx512vl`: the 8-row kernel above, two weight rows at a time. AVX-512VL gives 32
+// vector registers, enough for the 16 partial sums of 2 rows × 8 inputs, so each 8-wide load of an
+// input serves both rows: 10 loads per 16 multiply-adds instead of 18. The vectors stay 256 bits
+// wide (Zen 4 splits 512-bit operations in two). Each output is summed in the same order as
+// above, so the two kernels give the same bits.
+#define FMA2(j, xj) { const __m256 v = _mm256_loadu_ps(xj + h); a##j = _mm256_fmadd_ps(p, v, a##j); b##j = _mm256_fmadd_ps(q, v, b##j); }
+#define DEFINE_ROWS8_AVX512VL(name, weight_type, load, scalar)                                      \
+    AVX512VL static inline void chunk8x2_##name##_avx512vl(const weight_type *wa, const weight_type *wb, \
+            const float *x, ptrdiff_t ldx, ptrdiff_t c0, ptrdiff_t c1, float *acc, float *accb,        \
+            const char *prefetch, const char *prefetchb) {                                          \
+        const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;                   \
+        const float *x4 = x + 4 * ldx, *x5 = x + 5 * ldx, *x6 = x + 6 * ldx, *x7 = x + 7 * ldx;    \
+        __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8);                            \
+        __m256 a2 = _mm256_loadu_ps(acc + 16), a3 = _mm256_loadu_ps(acc + 24);                      \
+        __m256 a4 = _mm256_loadu_ps(acc + 32), a5 = _mm256_loadu_ps(acc + 40);                      \
+        __m256 a6 = _mm256_loadu_ps(acc + 48), a7 = _mm256_loadu_ps(acc + 56);                      \
+        __m256 b0 = _mm256_loadu_ps(accb), b1 = _mm256_loadu_ps(accb + 8);                          \
+        __m256 b2 = _mm256_loadu_ps(accb + 16), b3 = _mm256_loadu_ps(accb + 24);                    \
+        __m256 b4 = _mm256_loadu_ps(accb + 32), b5 = _mm256_loadu_ps(accb + 40);                    \
+        __m256 b6 = _mm256_loadu_ps(accb + 48), b7 = _mm256_loadu_ps(accb + 56);                    \
+        ptrdiff_t c = c0;                                                                           \
+        for (; c + 16 <= c1; c += 16) {                                                             \
+            _mm_prefetch(prefetch + (c - c0) * (ptrdiff_t)sizeof(weight_type), _MM_HINT_T1);        \
+            _mm_prefetch(prefetchb + (c - c0) * (ptrdiff_t)sizeof(weight_type), _MM_HINT_T1);       \
+            for (ptrdiff_t h = c; h < c + 16; h += 8) {                                             \
+                const __m256 p = load(wa + h), q = load(wb + h);                                    \
+                FMA2(0, x0) FMA2(1, x1) FMA2(2, x2) FMA2(3, x3) FMA2(4, x4) FMA2(5, x5) FMA2(6, x6) FMA2(7, x7) \
+            }                                                                                       \
+        }                                                                                           \
+        for (; c + 8 <= c1; c += 8) {                                                               \
+            const ptrdiff_t h = c;                                                                  \
+            const __m256 p = load(wa + h), q = load(wb + h);                                        \
+            FMA2(0, x0) FMA2(1, x1) FMA2(2, x2) FMA2(3, x3) FMA2(4, x4) FMA2(5, x5) FMA2(6, x6) FMA2(7, x7) \
+        }                                                                                           \
+        _mm256_storeu_ps(acc, a0); _mm256_storeu_ps(acc + 8, a1);                                   \
+        _mm256_storeu_ps(acc + 16, a2); _mm256_storeu_ps(acc + 24, a3);                             \
+        _mm256_storeu_ps(acc + 32, a4); _mm256_storeu_ps(acc + 40, a5);                             \
+        _mm256_storeu_ps(acc + 48, a6); _mm256_storeu_ps(acc + 56, a7);                             \
+        _mm256_storeu_ps(accb, b0); _mm256_storeu_ps(accb + 8, b1);                                 \
+        _mm256_storeu_ps(accb + 16, b2); _mm256_storeu_ps(accb + 24, b3);                           \
+        _mm256_storeu_ps(accb + 32, b4); _mm256_storeu_ps(accb + 40, b5);                           \
+        _mm256_storeu_ps(accb + 48, b6); _mm256_storeu_ps(accb + 56, b7);                           \
+    }                                                                                               \
+                                                                                                    \
+    AVX512VL static void rows8_##name##_avx512vl(const weight_type *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx, \
+                                             float *y, ptrdiff_t ldy, ptrdiff_t k,                  \
+                                             ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) { \
+        float acc[ROWS8_BLOCK_ROWS * 64];                                                           \
+        const ptrdiff_t k8 = k / 8 * 8;                                                             \
+        const ptrdiff_t rows_ahead = ROWS8_PREFETCH_BYTES / (ldw * (ptrdiff_t)sizeof(weight_type)) + 2; \
+        for (ptrdiff_t r0 = row_begin; r0 < row_end; r0 += ROWS8_BLOCK_ROWS) {                      \
+            const ptrdiff_t r1 = r0 + ROWS8_BLOCK_ROWS < row_end ? r0 + ROWS8_BLOCK_ROWS : row_end; \
+            for (ptrdiff_t i = 0; i < (r1 - r0) * 64; i++) acc[i] = 0;                              \
+            for (ptrdiff_t c0 = 0; c0 < k8; c0 += ROWS8_CHUNK) {                                    \
+                const ptrdiff_t c1 = c0 + ROWS8_CHUNK < k8 ? c0 + ROWS8_CHUNK : k8;                 \
+                ptrdiff_t r = r0;                                                                   \
+                for (; r + 2 <= r1; r += 2) {                                                       \
+                    const weight_type *row = w + r * ldw;                                           \
+                    const char *prefetch = (const char *)(row + rows_ahead * ldw + c0);             \
+                    chunk8x2_##name##_avx512vl(row, row + ldw, x, ldx, c0, c1, acc + (r - r0) * 64,  \
+                                               acc + (r + 1 - r0) * 64, prefetch,                   \
+                                               prefetch + ldw * (ptrdiff_t)sizeof(weight_type));    \
+                }                                                                                   \
+                if (r < r1) {                                                                       \
+                    const weight_type *row = w + r * ldw;                                           \
+                    chunk8_##name##_avx2(row, x, ldx, c0, c1, acc + (r - r0) * 64,                  \
+                                         (const char *)(row + rows_ahead * ldw + c0));              \
+                }                                                                                   \
+            }                                                                                       \
+            for (ptrdiff_t r = r0; r < r1; r++) {                                                   \
+                const weight_type *row = w + r * ldw;                                               \
+                for (int j = 0; j < 8; j++) {                                                       \
+                    float d = sum8(_mm256_loadu_ps(acc + (r - r0) * 64 + 8 * j));                   \
+                    for (ptrdiff_t t = k8; t < k; t++) d += scalar(row[t]) * x[j * ldx + t];        \
+                    y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                           \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+DEFINE_ROWS8_AVX512VL(bf16, uint16_t, widen8_vl, widen)
+DEFINE_ROWS8_AVX512VL(f32, float, load8_vl, as_float)
 
 AVX2 static void widen_avx2(const uint16_t *bits, float *out, ptrdiff_t count) {
     ptrdiff_t i = 0;
@@ -156,16 +297,26 @@ static int use_avx2(vlm_path path) {
 #endif
 }
 
+static int use_avx512vl(vlm_path path) {
+#if defined(__x86_64__)
+    return (path > vlm_best_path() ? vlm_best_path() : path) >= vlm_path_avx512;
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
 #if defined(__x86_64__)
 #define PICK_DOT(name, path) (use_avx2(path) ? dot_##name##_avx2 : dot_##name##_portable)
 #else
 #define PICK_DOT(name, path) dot_##name##_portable
 #endif
 
-// Each weight row stays in L1 while every input row passes over it: on AVX2, 8 inputs at a time
-// through the 8-row kernel, the rest (all of them for fewer than 8 inputs) through the dot product.
+// On AVX2, 8 inputs at a time go through the 8-row kernel (k-blocked, see above), the rest (all of
+// them for fewer than 8 inputs) through the dot product, each weight row staying in L1 while they
+// pass over it.
 #if defined(__x86_64__)
-#define PICK_ROWS8(name, path) (use_avx2(path) ? rows8_##name##_avx2 : NULL)
+#define PICK_ROWS8(name, path) (use_avx512vl(path) ? rows8_##name##_avx512vl : use_avx2(path) ? rows8_##name##_avx2 : NULL)
 #else
 #define PICK_ROWS8(name, path) NULL
 #endif
@@ -175,12 +326,12 @@ static int use_avx2(vlm_path path) {
                          const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy,                       \
                          ptrdiff_t m, ptrdiff_t k, ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) { \
         float (*dot)(const weight_type *, const float *, ptrdiff_t) = PICK_DOT(name, path);            \
-        void (*rows8)(const weight_type *, const float *, ptrdiff_t, float *, ptrdiff_t, ptrdiff_t, int) = \
-            PICK_ROWS8(name, path);                                                                    \
+        void (*rows8)(const weight_type *, ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t,    \
+                      ptrdiff_t, ptrdiff_t, ptrdiff_t, int) = PICK_ROWS8(name, path);                  \
         const ptrdiff_t grouped = rows8 ? m / 8 * 8 : 0;                                               \
+        for (ptrdiff_t j = 0; j < grouped; j += 8)                                                     \
+            rows8(w, ldw, x + j * ldx, ldx, y + j * ldy, ldy, k, row_begin, row_end, accumulate);      \
         for (ptrdiff_t r = row_begin; r < row_end; r++) {                                              \
-            for (ptrdiff_t j = 0; j < grouped; j += 8)                                                 \
-                rows8(w + r * ldw, x + j * ldx, ldx, y + j * ldy + r, ldy, k, accumulate);             \
             for (ptrdiff_t j = grouped; j < m; j++) {                                                  \
                 const float d = dot(w + r * ldw, x + j * ldx, k);                                      \
                 y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                                  \
@@ -219,9 +370,19 @@ static void gemv_part(void *context, int part, int parts) {
         vlm_gemv_f32(job->path, job->w, job->k, job->x, job->k, job->y, job->n, job->m, job->k, begin, end, job->accumulate);
 }
 
+// With more than one thread, into up to 4 parts per thread (each ≥ 64 K weights and 32 rows),
+// which the threads claim one at a time (see worker_pool.c): one that finishes early, or whose
+// sibling another process has descheduled, takes the next part. Rows are independent, so the
+// split changes no result.
 static void run_split(gemv_job job, int parts) {
+    if (parts > 1) {
+        ptrdiff_t more = job.n * job.k / (64 * 1024);
+        if (more > job.n / 32) more = job.n / 32;
+        if (more > 4 * (ptrdiff_t)parts) more = 4 * (ptrdiff_t)parts;
+        if (more > parts) parts = (int)more;
+    }
     if (parts > job.n) parts = (int)job.n;
-    vlm_pool_run(gemv_part, &job, parts < 1 ? 1 : parts);
+    vlm_pool_run_parts(gemv_part, &job, parts < 1 ? 1 : parts);
 }
 
 void vlm_gemv_bf16_parallel(vlm_path path, const uint16_t *w, const float *x, float *y,

@@ -3,6 +3,12 @@
 // Decoding issues ~60 matrix-vector products per token, each a fraction of a millisecond. Waking a
 // sleeping thread for each (libdispatch) costs about as much as the second core gains, so these
 // workers keep polling for a short while after a job before they sleep on a condition variable.
+//
+// Every thread, the caller included, claims the next part not yet started from a shared ticket
+// until none is left, and the caller waits only for the parts claimed to finish. So when another
+// process holds a core and a worker is descheduled (or wakes late), the caller runs the parts it
+// has not started instead of spinning until it is scheduled again; with more parts than threads
+// (`vlm_pool_run_parts`) a descheduled worker holds up at most the one part it is running.
 #include "vlm_kernels.h"
 
 #include <pthread.h>
@@ -24,13 +30,19 @@ static struct {
     int workers;                   // threads besides the caller
     pthread_mutex_t lock;          // guards sleeping workers (callers are serialised by submit_lock)
     pthread_cond_t wake;
-    _Atomic uint64_t generation;   // bumped once per job
+    _Atomic uint64_t generation;   // bumped once per job, to wake the workers
     _Atomic int sleepers;
-    _Atomic int pending;           // workers still running the current job
+    // The current job: its id (bits 32–63), part count (16–31) and next unclaimed part (0–15). A
+    // thread that claims a part of job j by compare-and-swap sees task and context as j's caller
+    // wrote them before publishing the ticket, and the caller does not return (so no later job
+    // overwrites them) until that part is done.
+    _Atomic uint64_t ticket;
+    _Atomic int done;              // parts of the current job finished
     vlm_pool_task task;
     void *context;
-    int parts;
 } pool = { .once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+
+#define MAX_PARTS 32767
 
 static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -40,8 +52,21 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+// Claims and runs parts of the current job until none is left.
+static void run_parts(void) {
+    uint64_t ticket = atomic_load(&pool.ticket);
+    for (;;) {
+        const int next = (int)(ticket & 0xFFFF), parts = (int)((ticket >> 16) & 0xFFFF);
+        if (next >= parts) return;
+        if (!atomic_compare_exchange_weak(&pool.ticket, &ticket, ticket + 1)) continue;
+        pool.task(pool.context, next, parts);
+        atomic_fetch_add(&pool.done, 1);
+        ticket = atomic_load(&pool.ticket);
+    }
+}
+
 static void *worker_main(void *argument) {
-    const int index = (int)(intptr_t)argument;  // 1...workers; the caller is part 0
+    (void)argument;
     uint64_t seen = 0;
     for (;;) {
         uint64_t generation = atomic_load(&pool.generation);
@@ -57,8 +82,7 @@ static void *worker_main(void *argument) {
             pthread_mutex_unlock(&pool.lock);
         }
         seen = generation;
-        if (index < pool.parts) pool.task(pool.context, index, pool.parts);
-        atomic_fetch_sub(&pool.pending, 1);
+        run_parts();
     }
     return 0;
 }
@@ -87,6 +111,25 @@ void vlm_pool_configure(int threads) {
     atomic_compare_exchange_strong(&configured_threads, &unset, threads < 1 ? 1 : threads);
 }
 
+// Publishes the job, runs parts on the caller while any is left, then waits for the parts the
+// workers claimed. The caller holds submit_lock.
+static void dispatch(vlm_pool_task task, void *context, int parts) {
+    static uint32_t job;
+    job++;
+    atomic_store(&pool.done, 0);
+    pool.task = task;
+    pool.context = context;
+    atomic_store(&pool.ticket, (uint64_t)job << 32 | (uint64_t)parts << 16);
+    atomic_fetch_add(&pool.generation, 1);
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    run_parts();
+    while (atomic_load(&pool.done) < parts) cpu_relax();
+}
+
 int vlm_pool_run(vlm_pool_task task, void *context, int parts) {
     const int threads = atomic_load(&configured_threads);
     if (parts > threads) parts = threads;
@@ -97,18 +140,29 @@ int vlm_pool_run(vlm_pool_task task, void *context, int parts) {
     }
     pthread_once(&pool.once, start_workers);
     if (parts > pool.workers + 1) parts = pool.workers + 1;
-    pool.task = task;
-    pool.context = context;
-    pool.parts = parts;
-    atomic_store(&pool.pending, pool.workers);
-    atomic_fetch_add(&pool.generation, 1);
-    if (atomic_load(&pool.sleepers) > 0) {
-        pthread_mutex_lock(&pool.lock);
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.lock);
+    if (parts <= 1) {
+        pthread_mutex_unlock(&submit_lock);
+        task(context, 0, 1);
+        return 1;
     }
-    task(context, 0, parts);
-    while (atomic_load(&pool.pending) > 0) cpu_relax();
+    dispatch(task, context, parts);
+    pthread_mutex_unlock(&submit_lock);
+    return parts;
+}
+
+int vlm_pool_run_parts(vlm_pool_task task, void *context, int parts) {
+    if (parts > MAX_PARTS) parts = MAX_PARTS;
+    if (parts <= 1 || atomic_load(&configured_threads) <= 1 || pthread_mutex_trylock(&submit_lock) != 0) {
+        task(context, 0, 1);
+        return 1;
+    }
+    pthread_once(&pool.once, start_workers);
+    if (pool.workers < 1) {
+        pthread_mutex_unlock(&submit_lock);
+        task(context, 0, 1);
+        return 1;
+    }
+    dispatch(task, context, parts);
     pthread_mutex_unlock(&submit_lock);
     return parts;
 }

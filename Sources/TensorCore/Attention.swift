@@ -356,7 +356,10 @@ func attentionForwardSingleQuery<T: ComputeScalar>(_ layout: AttentionLayout, _ 
     let (tk, dh, group) = (layout.keyLength, layout.headWidth, layout.groupSize)
     let keyLimit = mask.keyLimit(rows: 0..<1, keyLength: tk)
     let itemCount = layout.batch * layout.kvHeads
-    forEachAttentionWorkItem(itemCount, grain: max(1, 1 << 17 / max(group * tk * dh, 1))) { items in
+    // No GEMM inside, so the spinning C pool rather than `forEachAttentionWorkItem` (libdispatch,
+    // OpenBLAS held at one thread): a decoding step calls this once per layer. Items are
+    // independent, so how they are split changes no result.
+    forEachPoolRange(itemCount, grain: max(1, 1 << 17 / max(group * tk * dh, 1))) { items in
         let scores = UnsafeMutablePointer<T>.allocate(capacity: max(group * keyLimit, 1))  // (G, Tk)
         var sums = [T](repeating: 0, count: group)
         defer { scores.deallocate() }

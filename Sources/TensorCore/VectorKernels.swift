@@ -75,6 +75,36 @@ let workerPoolThreads: Int = {
     return Parallel.threadCount
 }()
 
+/// What ``forEachPoolRange(_:grain:_:)`` hands the C worker pool.
+private struct PoolRangeJob {
+    let count: Int
+    let body: (Range<Int>) -> Void
+}
+
+/// Runs `body` over `0..<count` split into contiguous ranges of at least `grain` items (up to 4
+/// per thread) on the C worker pool, whose workers spin briefly between jobs and claim ranges one
+/// at a time: for the small per-layer work of a decoding step, where waking `Parallel`'s threads
+/// (libdispatch) for every call costs about what the second core gains. `body` must not do GEMMs
+/// (OpenBLAS keeps its own threads) or use the pool itself (a nested call runs inline); when
+/// another thread holds the pool, everything runs here as one range.
+func forEachPoolRange(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
+    let parts = min(4 * workerPoolThreads, count / max(grain, 1))
+    guard workerPoolThreads > 1, parts > 1 else {
+        body(0..<count)
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        var job = PoolRangeJob(count: count, body: body)
+        withUnsafeMutablePointer(to: &job) { pointer in
+            _ = vlm_pool_run_parts({ context, part, parts in
+                let job = context!.assumingMemoryBound(to: PoolRangeJob.self).pointee
+                let (part, parts) = (Int(part), Int(parts))
+                job.body(job.count * part / parts..<job.count * (part + 1) / parts)
+            }, pointer, Int32(parts))
+        }
+    }
+}
+
 /// The machine's peak multiply-add throughput, measured (benchmarks report GEMM rates against it).
 public enum PeakFlops {
     /// Float32 FLOP/s of `threads` threads at once, each running twelve independent fused

@@ -58,6 +58,56 @@ struct VectorKernelTests {
         }
     }
 
+    /// The 8-row kernel reads its inputs in chunks of 512 columns and its weight rows in blocks of
+    /// 32, keeping each row's partial sums between chunks; that must not change a bit. Its sum for
+    /// one output (k a multiple of 8) is 8 lanes, lane l adding w[c]·x[c] for c ≡ l (mod 8) in
+    /// increasing c with one rounding per fused multiply-add, then the lanes as
+    /// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)); that is computed here with
+    /// `addingProduct` and compared bit for bit, across chunk and block boundaries.
+    @Test("the 8-row GEMV sums in lane order exactly, whatever its chunking (k up to 2048, rows past one block)",
+          arguments: paths.filter { $0 >= .avx2 })
+    func eightRowGemvIsBitExact(path: KernelPath) {
+        var generator = RandomGenerator(seed: 17)
+        for (n, k) in [(40, 1536), (33, 512), (5, 2048), (70, 1024), (3, 520)] {
+            let weight32 = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            let weight16 = bfloat16Bits(weight32)
+            let x = (0..<(8 * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            for bfloat16 in [false, true] {
+                var y = [Float](repeating: 0, count: 8 * n)
+                x.withUnsafeBufferPointer { xs in
+                    y.withUnsafeMutableBufferPointer { ys in
+                        if bfloat16 {
+                            weight16.withUnsafeBufferPointer { w in
+                                MatrixVector.product(bfloat16Weight: w.baseAddress!, x: xs.baseAddress!, y: ys.baseAddress!,
+                                                     m: 8, n: n, k: k, accumulate: false, path: path)
+                            }
+                        } else {
+                            weight32.withUnsafeBufferPointer { w in
+                                MatrixVector.product(weight: w.baseAddress!, x: xs.baseAddress!, y: ys.baseAddress!,
+                                                     m: 8, n: n, k: k, accumulate: false, path: path)
+                            }
+                        }
+                    }
+                }
+                var mismatches = 0
+                for j in 0..<8 {
+                    for r in 0..<n {
+                        var lanes = [Float](repeating: 0, count: 8)
+                        for c in stride(from: 0, to: k, by: 8) {
+                            for l in 0..<8 {
+                                let w = bfloat16 ? BFloat16.float(fromBits: weight16[r * k + c + l]) : weight32[r * k + c + l]
+                                lanes[l] = lanes[l].addingProduct(w, x[j * k + c + l])
+                            }
+                        }
+                        let expected = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+                        if y[j * n + r].bitPattern != expected.bitPattern { mismatches += 1 }
+                    }
+                }
+                #expect(mismatches == 0, "\(path) bf16=\(bfloat16) n=\(n) k=\(k): \(mismatches) of \(8 * n) outputs differ")
+            }
+        }
+    }
+
     @Test("widening is exact on every path, including infinities, NaN payloads and subnormals", arguments: paths)
     func wideningIsExact(path: KernelPath) {
         var bits: [UInt16] = [0x0000, 0x8000, 0x7F80, 0xFF80, 0x7FC1, 0x0001, 0x807F, 0x3F80, 0xC2F7]

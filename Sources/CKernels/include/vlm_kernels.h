@@ -105,7 +105,8 @@ void vlm_bf16_gemm(int native, int trans_a, const float *a, ptrdiff_t lda, int t
 
 // MARK: - Worker pool
 
-/// A unit of work: part `part` of `parts` (part 0 runs on the calling thread).
+/// A unit of work: part `part` of `parts` (the caller and the workers each take the next part not
+/// yet started, so which thread runs a part is not fixed).
 typedef void (*vlm_pool_task)(void *context, int part, int parts);
 
 /// Sets the number of threads the pool uses, the caller included (the first call wins; the
@@ -117,4 +118,9 @@ void vlm_pool_configure(int threads);
 /// job, so back-to-back calls do not pay for waking a thread. A call made while another thread is
 /// using the pool runs as one part on the caller.
 int vlm_pool_run(vlm_pool_task task, void *context, int parts);
+
+/// Like `vlm_pool_run`, for any number of parts (up to 32767), more than the threads: a worker that
+/// another process deschedules then holds up at most the part it is running, while the caller
+/// takes the rest. Returns `parts`, or 1 when everything ran on the caller as one part.
+int vlm_pool_run_parts(vlm_pool_task task, void *context, int parts);
 #endif

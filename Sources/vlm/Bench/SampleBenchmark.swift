@@ -15,7 +15,8 @@ struct SampleBenchmark: ParsableCommand {
             --new-tokens tokens) in one KV-cached batch of prompts × samples rows; each prompt's image is \
             encoded once and shared by its rows. Generated tokens/s = prompts × samples × new tokens / \
             wall time (prefill included), median of --rounds. A second line splits the batch's time into \
-            image encoding, prefill, decoding steps and token choice. The last line is JSON.
+            image encoding, prefill, decoding steps and token choice; a third splits one decoding step \
+            into its matrix products, attention and the rest, from one more (untimed) batch. The last line is JSON.
             Compare: python Benchmarks/peer_mllama_sample.py (same shapes and counts).
             """)
 
@@ -50,14 +51,10 @@ struct SampleBenchmark: ParsableCommand {
             Array(repeating: inputs.crossAttentionMask.slice(axis: 0, u..<(u + 1)).contiguous().reshaped([promptTokens, 1, preset.tiles]), count: samples)
         }
         let crossMask = MllamaForConditionalGeneration.leftPaddedCrossAttentionMask(masks)
-        var rates: [Double] = []
-        var phases: [SamplePhases] = []
-        for round in 0...rounds {
+        /// One batch: the generated rows, the image-encoding seconds and the timed decoder.
+        func batch(maxNewTokens: Int, seed: UInt64) -> (output: [[Int]], encodingSeconds: Double, seconds: Double, decoder: any TimedPhases) {
             let start = Timing.now()
-            let sampling = SamplingOptions(temperature: 1, topP: 0.95, seed: UInt64(round))
-            let output: [[Int]]
-            let encodingSeconds: Double
-            let timed: (prefill: Double, steps: Double, count: Int)
+            let sampling = SamplingOptions(temperature: 1, topP: 0.95, seed: seed)
             if noShare {
                 let repeated = { (tensor: Tensor) in
                     Tensor.concatenate((0..<prompts).flatMap { u in Array(repeating: tensor.slice(axis: 0, u..<(u + 1)), count: samples) }, axis: 0).contiguous()
@@ -65,26 +62,35 @@ struct SampleBenchmark: ParsableCommand {
                 // Here each row's image is encoded inside the prefill, as transformers does it.
                 let decoder = PhaseTimedDecoder(model.conditioned(pixelValues: repeated(inputs.pixels), aspectRatioIds: repeated(inputs.aspectRatioIds),
                                                                   aspectRatioMask: repeated(inputs.aspectRatioMask), crossAttentionMask: crossMask))
-                encodingSeconds = Timing.now() - start
-                output = generate(with: decoder, prompts: rows, maxNewTokens: round == 0 ? 2 : newTokens, sampling: sampling)
-                timed = (decoder.prefillSeconds, decoder.stepSeconds, decoder.steps)
-            } else {
-                let shared = MllamaSharedImageDecoder(model: model, pixelValues: inputs.pixels, aspectRatioIds: inputs.aspectRatioIds,
-                                                      aspectRatioMask: inputs.aspectRatioMask, crossAttentionMask: crossMask,
-                                                      samplesPerPrompt: samples)
-                encodingSeconds = Timing.now() - start
-                let decoder = PhaseTimedDecoder(shared)
-                output = generate(with: decoder, prompts: rows, maxNewTokens: round == 0 ? 2 : newTokens, sampling: sampling)
-                timed = (decoder.prefillSeconds, decoder.stepSeconds, decoder.steps)
+                let encodingSeconds = Timing.now() - start
+                let output = generate(with: decoder, prompts: rows, maxNewTokens: maxNewTokens, sampling: sampling)
+                return (output, encodingSeconds, Timing.now() - start, decoder)
             }
-            let seconds = Timing.now() - start
+            let shared = MllamaSharedImageDecoder(model: model, pixelValues: inputs.pixels, aspectRatioIds: inputs.aspectRatioIds,
+                                                  aspectRatioMask: inputs.aspectRatioMask, crossAttentionMask: crossMask,
+                                                  samplesPerPrompt: samples)
+            let encodingSeconds = Timing.now() - start
+            let decoder = PhaseTimedDecoder(shared)
+            let output = generate(with: decoder, prompts: rows, maxNewTokens: maxNewTokens, sampling: sampling)
+            return (output, encodingSeconds, Timing.now() - start, decoder)
+        }
+        var rates: [Double] = []
+        var phases: [SamplePhases] = []
+        for round in 0...rounds {
+            let run = batch(maxNewTokens: round == 0 ? 2 : newTokens, seed: UInt64(round))
             if round > 0 {   // round 0 warms up
-                ensure(output.allSatisfy { $0.count == newTokens }, "every row must generate \(newTokens) tokens")
-                rates.append(Double(prompts * samples * newTokens) / seconds)
-                phases.append(SamplePhases(total: seconds, imageEncoding: encodingSeconds, prefill: timed.prefill,
-                                           decodeSteps: timed.steps, stepCount: timed.count))
+                ensure(run.output.allSatisfy { $0.count == newTokens }, "every row must generate \(newTokens) tokens")
+                rates.append(Double(prompts * samples * newTokens) / run.seconds)
+                phases.append(SamplePhases(total: run.seconds, imageEncoding: run.encodingSeconds, prefill: run.decoder.prefillSeconds,
+                                           decodeSteps: run.decoder.stepSeconds, stepCount: run.decoder.steps))
             }
         }
+        // One more batch, untimed, with the matrix products timed: how much of a decoding step
+        // is the GEMVs of its linear layers, how much attention, and how much everything else.
+        BLAS.Profile.reset(enabled: true)
+        let profiled = batch(maxNewTokens: newTokens, seed: 1).decoder
+        BLAS.Profile.reset(enabled: false)
+        let profiledSteps = Double(max(1, profiled.steps))
         let median = rates.sorted()[rates.count / 2]
         let split = SamplePhases.median(phases)
         print("preset=\(preset.name) image encodings=\(noShare ? "per sample" : "per prompt") prompts=\(prompts) samples=\(samples) prompt tokens=\(promptTokens) new tokens=\(newTokens) threads=\(Parallel.threadCount)")
@@ -92,11 +98,28 @@ struct SampleBenchmark: ParsableCommand {
         print(String(format: "phases (ms, median): batch %.1f = image encoding %.1f + prefill %.1f + %d decoding steps %.1f (%.2f each) + token choice %.1f",
                      split.total * 1e3, split.imageEncoding * 1e3, split.prefill * 1e3, split.stepCount, split.decodeSteps * 1e3,
                      split.decodeSteps * 1e3 / Double(max(1, split.stepCount)), split.tokenChoice * 1e3))
+        let rest = profiled.stepSeconds - profiled.stepProductSeconds - profiled.stepAttentionSeconds
+        print(String(format: "decoding step (one more batch, products timed): %.2f ms = matrix products %.2f + attention %.2f + the rest %.2f",
+                     profiled.stepSeconds * 1e3 / profiledSteps, profiled.stepProductSeconds * 1e3 / profiledSteps,
+                     profiled.stepAttentionSeconds * 1e3 / profiledSteps, rest * 1e3 / profiledSteps))
         print(jsonLine([("sample_tokens_per_s", median), ("image_encoding_ms", split.imageEncoding * 1e3), ("prefill_ms", split.prefill * 1e3),
                         ("decode_steps_ms", split.decodeSteps * 1e3), ("token_choice_ms", split.tokenChoice * 1e3),
+                        ("step_products_ms", profiled.stepProductSeconds * 1e3 / profiledSteps),
+                        ("step_attention_ms", profiled.stepAttentionSeconds * 1e3 / profiledSteps),
                         ("peak_rss_mb", Timing.peakResidentMegabytes())]))
     }
 }
+
+/// What ``SampleBenchmark`` reads from a ``PhaseTimedDecoder`` of any base.
+protocol TimedPhases {
+    var prefillSeconds: Double { get }
+    var stepSeconds: Double { get }
+    var steps: Int { get }
+    var stepProductSeconds: Double { get }
+    var stepAttentionSeconds: Double { get }
+}
+
+extension PhaseTimedDecoder: TimedPhases {}
 
 /// Where one sampling batch's wall time went. Token choice is the rest: sampling each row's next
 /// token from its logits, plus `generate`'s bookkeeping between steps.
