@@ -130,16 +130,8 @@ static void dispatch(vlm_pool_task task, void *context, int parts) {
     while (atomic_load(&pool.done) < parts) cpu_relax();
 }
 
-int vlm_pool_run(vlm_pool_task task, void *context, int parts) {
-    const int threads = atomic_load(&configured_threads);
-    if (parts > threads) parts = threads;
-    if (parts <= 1 || pthread_mutex_trylock(&submit_lock) != 0) {
-        // One part, or another thread is using the pool: run everything here.
-        task(context, 0, 1);
-        return 1;
-    }
-    pthread_once(&pool.once, start_workers);
-    if (parts > pool.workers + 1) parts = pool.workers + 1;
+// With `submit_lock` held: runs `parts` parts on the pool (one part: here), then releases the lock.
+static int dispatch_and_release(vlm_pool_task task, void *context, int parts) {
     if (parts <= 1) {
         pthread_mutex_unlock(&submit_lock);
         task(context, 0, 1);
@@ -150,6 +142,19 @@ int vlm_pool_run(vlm_pool_task task, void *context, int parts) {
     return parts;
 }
 
+int vlm_pool_run(vlm_pool_task task, void *context, int parts) {
+    const int threads = atomic_load(&configured_threads);
+    if (parts > threads) parts = threads;
+    if (parts <= 1 || pthread_mutex_trylock(&submit_lock) != 0) {
+        // One part, or another thread is using the pool: run everything here.
+        task(context, 0, 1);
+        return 1;
+    }
+    pthread_once(&pool.once, start_workers);
+    if (parts > pool.workers + 1) parts = pool.workers + 1;
+    return dispatch_and_release(task, context, parts);
+}
+
 int vlm_pool_run_parts(vlm_pool_task task, void *context, int parts) {
     if (parts > MAX_PARTS) parts = MAX_PARTS;
     if (parts <= 1 || atomic_load(&configured_threads) <= 1 || pthread_mutex_trylock(&submit_lock) != 0) {
@@ -157,12 +162,5 @@ int vlm_pool_run_parts(vlm_pool_task task, void *context, int parts) {
         return 1;
     }
     pthread_once(&pool.once, start_workers);
-    if (pool.workers < 1) {
-        pthread_mutex_unlock(&submit_lock);
-        task(context, 0, 1);
-        return 1;
-    }
-    dispatch(task, context, parts);
-    pthread_mutex_unlock(&submit_lock);
-    return parts;
+    return dispatch_and_release(task, context, pool.workers < 1 ? 1 : parts);
 }
