@@ -151,6 +151,20 @@ DEFINE_DOT_AVX2(f32, float, load8, as_float)
         _mm256_storeu_ps(acc + 48, s6); _mm256_storeu_ps(acc + 56, s7);                             \
     }                                                                                               \
                                                                                                     \
+    /* Rows r0..<r1 done: each output is its 8 lanes summed, then the columns past k8, stored. */   \
+    AVX2 static inline void finish8_##name##_avx2(const weight_type *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx, \
+                                                  float *y, ptrdiff_t ldy, ptrdiff_t k8, ptrdiff_t k,     \
+                                                  ptrdiff_t r0, ptrdiff_t r1, const float *acc, int accumulate) { \
+        for (ptrdiff_t r = r0; r < r1; r++) {                                                       \
+            const weight_type *row = w + r * ldw;                                                   \
+            for (int j = 0; j < 8; j++) {                                                           \
+                float d = sum8(_mm256_loadu_ps(acc + (r - r0) * 64 + 8 * j));                       \
+                for (ptrdiff_t t = k8; t < k; t++) d += scalar(row[t]) * x[j * ldx + t];            \
+                y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                               \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
     AVX2 static void rows8_##name##_avx2(const weight_type *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx, \
                                          float *y, ptrdiff_t ldy, ptrdiff_t k,                      \
                                          ptrdiff_t row_begin, ptrdiff_t row_end, int accumulate) {  \
@@ -171,14 +185,7 @@ DEFINE_DOT_AVX2(f32, float, load8, as_float)
                     chunk8_##name##_avx2(row, x, ldx, c0, c1, acc + (r - r0) * 64, prefetch);       \
                 }                                                                                   \
             }                                                                                       \
-            for (ptrdiff_t r = r0; r < r1; r++) {                                                   \
-                const weight_type *row = w + r * ldw;                                               \
-                for (int j = 0; j < 8; j++) {                                                       \
-                    float d = sum8(_mm256_loadu_ps(acc + (r - r0) * 64 + 8 * j));                   \
-                    for (ptrdiff_t t = k8; t < k; t++) d += scalar(row[t]) * x[j * ldx + t];        \
-                    y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                           \
-                }                                                                                   \
-            }                                                                                       \
+            finish8_##name##_avx2(w, ldw, x, ldx, y, ldy, k8, k, r0, r1, acc, accumulate);          \
         }                                                                                           \
     }
 
@@ -200,7 +207,7 @@ static inline AVX512VL __m256 load8_vl(const float *p) { return _mm256_loadu_ps(
 // wide (Zen 4 splits 512-bit operations in two). Each output is summed in the same order as
 // above, so the two kernels give the same bits.
 #define FMA2(j, xj) { const __m256 v = _mm256_loadu_ps(xj + h); a##j = _mm256_fmadd_ps(p, v, a##j); b##j = _mm256_fmadd_ps(q, v, b##j); }
-#define DEFINE_ROWS8_AVX512VL(name, weight_type, load, scalar)                                      \
+#define DEFINE_ROWS8_AVX512VL(name, weight_type, load)                                      \
     AVX512VL static inline void chunk8x2_##name##_avx512vl(const weight_type *wa, const weight_type *wb, \
             const float *x, ptrdiff_t ldx, ptrdiff_t c0, ptrdiff_t c1, float *acc, float *accb,        \
             const char *prefetch, const char *prefetchb) {                                          \
@@ -263,19 +270,12 @@ static inline AVX512VL __m256 load8_vl(const float *p) { return _mm256_loadu_ps(
                                          (const char *)(row + rows_ahead * ldw + c0));              \
                 }                                                                                   \
             }                                                                                       \
-            for (ptrdiff_t r = r0; r < r1; r++) {                                                   \
-                const weight_type *row = w + r * ldw;                                               \
-                for (int j = 0; j < 8; j++) {                                                       \
-                    float d = sum8(_mm256_loadu_ps(acc + (r - r0) * 64 + 8 * j));                   \
-                    for (ptrdiff_t t = k8; t < k; t++) d += scalar(row[t]) * x[j * ldx + t];        \
-                    y[j * ldy + r] = accumulate ? y[j * ldy + r] + d : d;                           \
-                }                                                                                   \
-            }                                                                                       \
+            finish8_##name##_avx2(w, ldw, x, ldx, y, ldy, k8, k, r0, r1, acc, accumulate);          \
         }                                                                                           \
     }
 
-DEFINE_ROWS8_AVX512VL(bf16, uint16_t, widen8_vl, widen)
-DEFINE_ROWS8_AVX512VL(f32, float, load8_vl, as_float)
+DEFINE_ROWS8_AVX512VL(bf16, uint16_t, widen8_vl)
+DEFINE_ROWS8_AVX512VL(f32, float, load8_vl)
 
 AVX2 static void widen_avx2(const uint16_t *bits, float *out, ptrdiff_t count) {
     ptrdiff_t i = 0;
