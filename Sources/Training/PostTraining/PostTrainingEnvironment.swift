@@ -162,12 +162,7 @@ public enum PostTrainingEnvironment {
             func preferenceFigures(_ sources: [DataSource], maxSamples: Int) throws -> [String: Double] {
                 try evaluatePreferences(sources, encoder: preferences, maxSamples: maxSamples, blankImages: false, includesEdited: false,
                                         group: group) { batch, _ in
-                    withNoGrad {
-                        let referenceSums = labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels).sum(axes: [1]).doubles()
-                        let tokens = labelLogProbabilities(model: mllama, inputs: batch.inputs, labels: batch.labels)
-                        return directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceSums, beta: post.dpoBeta,
-                                                    pairNormalizer: 1, chosenTokenNormalizer: 1).statistics
-                    }
+                    preferenceStatistics(policy: mllama, reference: reference, batch: batch, beta: post.dpoBeta)
                 }.metrics
             }
             var environment = StageEnvironment(

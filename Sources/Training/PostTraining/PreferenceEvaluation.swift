@@ -1,4 +1,5 @@
 import Foundation
+import Models
 import TensorCore
 
 /// How the model in `directory` ranks the preference pairs of `dataset` (TRL's preference format):
@@ -19,12 +20,7 @@ public func evaluatePreferencePairs(directory: URL, dataset: URL, reference: URL
     let source = DataSource(try Dataset(path: dataset.path))
     let statistics = try evaluatePreferences([source], encoder: PreferenceEncoder(samples: samples), maxSamples: maxSamples,
                                              blankImages: false, includesEdited: false) { batch, _ in
-        withNoGrad {
-            let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels)
-            let referenceTokens = referenceModel.map { labelLogProbabilities(model: $0, inputs: batch.inputs, labels: batch.labels) } ?? tokens
-            return directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceTokens.sum(axes: [1]).doubles(), beta: beta,
-                                        pairNormalizer: 1, chosenTokenNormalizer: 1).statistics
-        }
+        preferenceStatistics(policy: policy, reference: referenceModel, batch: batch, beta: beta)
     }
     let ownFigures: Set = ["logps/chosen", "logps/rejected", "logps/accuracies"]
     var metrics: [String: Double] = ["preference/pairs": Double(statistics.policyChosen.count)]
@@ -32,4 +28,17 @@ public func evaluatePreferencePairs(directory: URL, dataset: URL, reference: URL
         metrics["preference/" + key] = value
     }
     return metrics.filter { $0.value.isFinite }
+}
+
+/// TRL's DPO figures of one preference batch, without a graph: the policy's and the reference's
+/// log-probabilities summed over each response (no reference: the policy is its own, and every
+/// implicit reward is 0).
+func preferenceStatistics(policy: any TrainableLanguageModel, reference: (any TrainableLanguageModel)?, batch: TrainingBatch,
+                          beta: Double) -> PreferenceStatistics {
+    withNoGrad {
+        let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels)
+        let referenceTokens = reference.map { labelLogProbabilities(model: $0, inputs: batch.inputs, labels: batch.labels) } ?? tokens
+        return directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceTokens.sum(axes: [1]).doubles(), beta: beta,
+                                    pairNormalizer: 1, chosenTokenNormalizer: 1).statistics
+    }
 }
