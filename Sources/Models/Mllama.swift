@@ -78,14 +78,19 @@ public final class MllamaForConditionalGeneration: Module {
             aspectRatioMask: aspectRatioMask, crossAttentionMask: crossAttentionMask, cache: cache, imageRowGroups: imageRowGroups))
     }
 
-    /// The final-normed hidden states `[B, T, D]` (same arguments as the call).
+    /// The final-normed hidden states `[B, T, D]` (same arguments as the call). With `prefix`
+    /// (from ``frozenPrefixStates(inputIds:attentionMask:)`` of this model, or of one with the same
+    /// weights there, on the same ids and mask; no cache), the layers it ran are not run again.
     public func hiddenStates(inputIds: Tensor, attentionMask: Tensor? = nil, pixelValues: Tensor? = nil,
                              aspectRatioIds: Tensor? = nil, aspectRatioMask: Tensor? = nil,
-                             crossAttentionMask: Tensor? = nil, cache: MllamaCache? = nil, imageRowGroups: Int = 1) -> Tensor {
+                             crossAttentionMask: Tensor? = nil, cache: MllamaCache? = nil, imageRowGroups: Int = 1,
+                             after prefix: FrozenPrefixStates? = nil) -> Tensor {
         ensure(inputIds.rank == 2, "input_ids must be [B, T], got \(inputIds.shape)")
         let (b, t) = (inputIds.shape[0], inputIds.shape[1])
+        ensure(prefix == nil || (cache == nil && prefix!.states.shape[0] == b && prefix!.states.shape[1] == t),
+               "frozen-prefix states \(prefix!.states.shape) do not belong to input_ids \(inputIds.shape) (or a cache was given)")
         let cached = cache?.length ?? 0
-        let embeddings = languageModel.model.tokenEmbedding(inputIds)                      // (B, T, D)
+        let embeddings = prefix?.states ?? languageModel.model.tokenEmbedding(inputIds)    // (B, T, D)
         let (positions, mask) = LlamaForCausalLM.positionsAndMask(batch: b, newTokens: t, attentionMask: attentionMask,
                                                                   cachedLength: cached)
         var imageStates: Tensor? = nil
@@ -113,7 +118,33 @@ public final class MllamaForConditionalGeneration: Module {
             crossAttention = CrossAttentionInputs(imageStates: imageStates, mask: prepared)
         }
         return languageModel.model(embeddings: embeddings, positions: positions, mask: mask,
-                                   crossAttention: crossAttention, cache: cache)
+                                   crossAttention: crossAttention, cache: cache, firstLayer: prefix?.nextLayer ?? 0)
+    }
+
+    /// The layers no image reaches: the token embedding and the self-attention layers before the
+    /// first cross-attention layer.
+    var frozenPrefixLayerCount: Int { config.textConfig.crossAttentionLayers.min() ?? config.textConfig.llama.numHiddenLayers }
+
+    /// The weights of the layers no image reaches (``frozenPrefixLayerCount``), by name.
+    public var frozenPrefixParameters: [(name: String, tensor: Tensor)] {
+        let text = languageModel.model
+        return text.tokenEmbedding.parameters().map { ("embed_tokens.\($0.name)", $0.tensor) }
+            + (0..<frozenPrefixLayerCount).flatMap { index in
+                text.layers[index].parameters().map { ("layers.\(index).\($0.name)", $0.tensor) }
+            }
+    }
+
+    /// The states entering the first cross-attention layer for `inputIds` (`[B, T]`): the token
+    /// embedding and the self-attention layers before it, which read no image. `nil` when one of
+    /// their weights trains (such a prefix is the model's own) or there are no such layers.
+    public func frozenPrefixStates(inputIds: Tensor, attentionMask: Tensor? = nil) -> FrozenPrefixStates? {
+        let count = frozenPrefixLayerCount
+        guard count > 0, !frozenPrefixParameters.contains(where: { $0.tensor.requiresGrad }) else { return nil }
+        let (positions, mask) = LlamaForCausalLM.positionsAndMask(batch: inputIds.shape[0], newTokens: inputIds.shape[1],
+                                                                  attentionMask: attentionMask, cachedLength: 0)
+        let states = languageModel.model(embeddings: languageModel.model.tokenEmbedding(inputIds), positions: positions, mask: mask,
+                                         crossAttention: nil, cache: nil, endLayer: count)
+        return FrozenPrefixStates(states: states, nextLayer: count)
     }
 
     /// The tile-mask rows `[B, T, N, X]` of the new tokens, and the last row remembered in the cache.

@@ -146,13 +146,17 @@ public final class MllamaTextModel: Module {
     ///   - crossAttention: image tokens and mask; `nil` (and nothing cached) skips the
     ///     cross-attention layers entirely — the text-only path.
     ///   - cache: self-attention KV cache and per-layer image keys/values, filled when images are given.
-    /// - Returns: the final-normed hidden states `[B, T, D]`.
+    ///   - firstLayer: the layer `embeddings` enter: 0, or where a ``FrozenPrefixStates`` stopped.
+    ///   - endLayer: the layer to stop before; the states are then returned un-normed. `nil`: all
+    ///     layers, then the final norm.
+    /// - Returns: the final-normed hidden states `[B, T, D]` (un-normed when `endLayer` is given).
     func callAsFunction(embeddings: Tensor, positions: [[Int]], mask: AttentionMask,
-                        crossAttention: CrossAttentionInputs?, cache: MllamaCache?) -> Tensor {
+                        crossAttention: CrossAttentionInputs?, cache: MllamaCache?,
+                        firstLayer: Int = 0, endLayer: Int? = nil) -> Tensor {
         let phases = rotary.cosSin(positions: positions, dtype: embeddings.dtype)    // (B, T, Dh) each
         var h = embeddings
-        for (index, layer) in layers.enumerated() {
-            if let layer = layer as? LlamaDecoderLayer {
+        for index in firstLayer..<(endLayer ?? layers.count) {
+            if let layer = layers[index] as? LlamaDecoderLayer {
                 if activationCheckpointing && cache == nil {
                     h = checkpointed([h], parameters: layer.trainableParameters().map(\.tensor)) { layer($0[0], rotary: phases, mask: mask, cache: nil) }
                 } else {
@@ -160,7 +164,7 @@ public final class MllamaTextModel: Module {
                 }
                 continue
             }
-            let layer = layer as! MllamaCrossAttentionDecoderLayer
+            let layer = layers[index] as! MllamaCrossAttentionDecoderLayer
             guard let crossAttention else { continue }
             let keysValues: (keys: Tensor, values: Tensor)
             if let image = crossAttention.imageStates {
@@ -180,7 +184,7 @@ public final class MllamaTextModel: Module {
                 h = layer(h, keys: keysValues.keys, values: keysValues.values, mask: crossAttention.mask)
             }
         }
-        return norm(h)
+        return endLayer == nil ? norm(h) : h
     }
 }
 

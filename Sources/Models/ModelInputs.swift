@@ -1,3 +1,4 @@
+import Foundation
 import Layers
 import TensorCore
 
@@ -69,11 +70,54 @@ public protocol TrainableLanguageModel: Module {
     /// Recompute every layer's activations in the backward pass instead of keeping them from the
     /// forward pass: less memory, one more forward pass of compute (``checkpointed(_:parameters:_:)``).
     func setActivationCheckpointing(_ enabled: Bool)
+    /// The weights of the leading layers that read no image (see ``FrozenPrefixStates``); empty
+    /// when the model has no such layers to share.
+    var frozenPrefixParameters: [(name: String, tensor: Tensor)] { get }
+    /// The states after those layers, or `nil` (none, or one of their weights trains).
+    func frozenPrefixStates(_ inputs: ModelInputs) -> FrozenPrefixStates?
+    /// The final-normed hidden states (B, T, D) continuing from `prefix`, computed for the same
+    /// inputs by a model whose ``frozenPrefixParameters`` have the same bits as this one's.
+    func hiddenStates(_ inputs: ModelInputs, after prefix: FrozenPrefixStates) -> Tensor
 }
 
 extension TrainableLanguageModel {
     /// Logits (B, T, V) of a forward pass.
     public func logits(_ inputs: ModelInputs) -> Tensor { logits(hiddenStates: hiddenStates(inputs)) }
+
+    public var frozenPrefixParameters: [(name: String, tensor: Tensor)] { [] }
+    public func frozenPrefixStates(_ inputs: ModelInputs) -> FrozenPrefixStates? { nil }
+    public func hiddenStates(_ inputs: ModelInputs, after prefix: FrozenPrefixStates) -> Tensor { hiddenStates(inputs) }
+
+    /// Whether `other` has this model's frozen prefix, bit for bit, so that one may continue from
+    /// the other's ``frozenPrefixStates(_:)``: the same names, shapes, types and bytes.
+    public func sharesFrozenPrefix(with other: some TrainableLanguageModel) -> Bool {
+        let mine = frozenPrefixParameters, theirs = other.frozenPrefixParameters
+        guard !mine.isEmpty, mine.count == theirs.count else { return false }
+        return zip(mine, theirs).allSatisfy { a, b in
+            a.name == b.name && a.tensor.shape == b.tensor.shape && a.tensor.dtype == b.tensor.dtype
+                && sameBytes(a.tensor.contiguous(), b.tensor.contiguous())
+        }
+    }
+}
+
+private func sameBytes(_ a: Tensor, _ b: Tensor) -> Bool {
+    memcmp(a.rawPointer, b.rawPointer, a.elementCount * a.dtype.byteSize) == 0
+}
+
+/// The hidden states after a model's leading layers that read no image — for Mllama the token
+/// embedding and the self-attention layers before the first cross-attention layer. A DPO policy and
+/// its reference share those frozen weights, so the states are computed once per batch and both
+/// continue from them (``TrainableLanguageModel/hiddenStates(_:after:)``).
+public struct FrozenPrefixStates {
+    /// (B, T, D): what enters layer ``nextLayer``.
+    public let states: Tensor
+    /// The first layer the prefix did not run.
+    public let nextLayer: Int
+
+    public init(states: Tensor, nextLayer: Int) {
+        self.states = states
+        self.nextLayer = nextLayer
+    }
 }
 
 extension LlamaForCausalLM: TrainableLanguageModel {
@@ -111,5 +155,15 @@ extension MllamaForConditionalGeneration: TrainableLanguageModel {
         languageModel.model.activationCheckpointing = enabled
         visionModel.transformer.activationCheckpointing = enabled
         visionModel.globalTransformer.activationCheckpointing = enabled
+    }
+
+    public func frozenPrefixStates(_ inputs: ModelInputs) -> FrozenPrefixStates? {
+        frozenPrefixStates(inputIds: inputs.inputIDs, attentionMask: inputs.attentionMask)
+    }
+
+    public func hiddenStates(_ inputs: ModelInputs, after prefix: FrozenPrefixStates) -> Tensor {
+        hiddenStates(inputIds: inputs.inputIDs, attentionMask: inputs.attentionMask, pixelValues: inputs.pixelValues,
+                     aspectRatioIds: inputs.aspectRatioIDs, aspectRatioMask: inputs.aspectRatioMask,
+                     crossAttentionMask: inputs.crossAttentionMask, imageRowGroups: inputs.imageRowGroups, after: prefix)
     }
 }
