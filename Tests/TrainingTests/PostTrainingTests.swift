@@ -97,6 +97,50 @@ struct PostTrainingTests {
         #expect(abs(sums + loss) < 1e-4 * abs(loss))
     }
 
+    /// Only learned positions go through the LM head; each value is still the full forward's
+    /// log-softmax at that position, and every unlearned position (padding, the first token) is 0.
+    @Test("label log-probabilities from the learned positions alone equal the full forward's, 0 elsewhere")
+    func labelLogProbabilitiesOfLearnedPositionsOnly() {
+        let model = tinyTrainingModel(seed: 2)
+        let batch = tinyBatch(samples: [3, 4, 6])
+        let (b, t) = (batch.inputs.batchSize, batch.inputs.length)
+        let values = withNoGrad { labelLogProbabilities(model: model, inputs: batch.inputs, labels: batch.labels).doubles() }
+        let logits = withNoGrad { model.logits(batch.inputs) }                                // (B, T, V)
+        let v = logits.shape[2], all = logits.doubles(), labels = batch.labels.integers()
+        var unlearned = 0
+        for row in 0..<b {
+            for column in 0..<(t - 1) {
+                let value = values[row * (t - 1) + column], target = labels[row * t + column + 1]
+                guard target != SampleEncoder.ignoreIndex else { unlearned += 1; #expect(value == 0); continue }
+                let scores = all[((row * t + column) * v)..<((row * t + column + 1) * v)]
+                let top = scores.max()!
+                let expected = scores[scores.startIndex + target] - top - log(scores.reduce(0) { $0 + exp($1 - top) })
+                #expect(abs(value - expected) < 1e-5, "row \(row), position \(column): \(value) against \(expected)")
+            }
+        }
+        #expect(unlearned > b, "the batch has padding to skip")
+    }
+
+    /// A DPO step runs the frozen layers before the first cross-attention layer once for the policy
+    /// and the reference; continuing from those states gives the bits of the whole forward pass.
+    @Test("continuing from the shared frozen prefix gives the full forward's bits; a trained or different prefix is not shared")
+    func frozenPrefixSharing() throws {
+        let policy = tinyTrainingModel(seed: 4), reference = tinyTrainingModel(seed: 4)
+        try makeTrainable(policy, groups: ["visionModel", "projector", "crossAttentionLayers"])
+        let batch = tinyPreferenceBatch(pairs: 2)
+        #expect(policy.sharesFrozenPrefix(with: reference) && !policy.sharesFrozenPrefix(with: tinyTrainingModel(seed: 5)))
+        let prefix = try #require(withNoGrad { policy.frozenPrefixStates(batch.inputs) })
+        #expect(prefix.nextLayer == 1)
+        for model in [policy, reference] {
+            let whole = withNoGrad { model.hiddenStates(batch.inputs) }.doubles()
+            let continued = withNoGrad { model.hiddenStates(batch.inputs, after: prefix) }.doubles()
+            #expect(whole.map(\.bitPattern) == continued.map(\.bitPattern))
+        }
+        // The recipes' set trains `<|image|>`'s embedding row: the prefix is then the policy's own.
+        try makeTrainable(policy, groups: ["visionModel", "projector", "crossAttentionLayers", "extraEmbeddingRows"])
+        #expect(withNoGrad { policy.frozenPrefixStates(batch.inputs) } == nil)
+    }
+
     @Test("a DPO step with a zero-EMA reference trains, reports TRL's figures, and the EMA moves the reference toward the policy")
     func dpoStepAndEMA() throws {
         let policy = tinyTrainingModel(seed: 1), reference = tinyTrainingModel(seed: 1)

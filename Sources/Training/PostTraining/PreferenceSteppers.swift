@@ -103,13 +103,40 @@ final class RewardStepper: OneStepForEveryRankCount {
 
 /// Per-position log-probabilities of the labels `(B, T−1)`: position t predicts `labels[t + 1]`;
 /// 0 where the label is −100 (nothing learned there).
-func labelLogProbabilities(model: some TrainableLanguageModel, inputs: ModelInputs, labels: Tensor) -> Tensor {
+///
+/// Only the learned positions go through the LM head (as TRL's DPO trainer projects only the
+/// completion): their hidden states are gathered into one `(N, D)` block, projected and scored, and
+/// the `N` log-probabilities are spread back over `(B, T−1)` with zeros elsewhere. In a preference
+/// batch half the positions are the prompt, so this halves the head's products and the
+/// vocabulary-wide softmax of both the policy and the reference.
+/// With `prefix` the model continues from those states (``TrainableLanguageModel/hiddenStates(_:after:)``).
+func labelLogProbabilities(model: some TrainableLanguageModel, inputs: ModelInputs, labels: Tensor,
+                           after prefix: FrozenPrefixStates? = nil) -> Tensor {
     let (b, t) = (inputs.batchSize, inputs.length)
-    let hidden = model.hiddenStates(inputs)                                               // (B, T, D)
-    let logits = model.logits(hiddenStates: hidden.slice(axis: 1, 0..<(t - 1)).contiguous())   // (B, T−1, V)
-    let targets = labels.slice(axis: 1, 1..<t).contiguous().reshaped([b * (t - 1)])
-    let negative = crossEntropy(logits: logits.reshaped([b * (t - 1), logits.shape[2]]), targets: targets, reduction: .none)
-    return (negative * -1).reshaped([b, t - 1])                                           // (B, T−1)
+    let ignored = SampleEncoder.ignoreIndex
+    let next = labels.slice(axis: 1, 1..<t).contiguous().integers()                       // B·(T−1) targets
+    var learnedRows: [Int] = [], learnedTargets: [Int] = []
+    var slotOfPosition = [Int](repeating: -1, count: b * (t - 1))
+    for row in 0..<b {
+        for column in 0..<(t - 1) where next[row * (t - 1) + column] != ignored {
+            slotOfPosition[row * (t - 1) + column] = learnedRows.count
+            learnedRows.append(row * t + column)
+            learnedTargets.append(next[row * (t - 1) + column])
+        }
+    }
+    let hidden = prefix.map { model.hiddenStates(inputs, after: $0) } ?? model.hiddenStates(inputs)   // (B, T, D)
+    guard !learnedRows.isEmpty else {   // nothing learned: zeros, still on the graph
+        return hidden.slice(axis: 1, 0..<(t - 1)).sum(axes: [2]) * 0
+    }
+    let n = learnedRows.count
+    let picked = embedding(Tensor(indices: learnedRows, shape: [n]),
+                           table: hidden.reshaped([b * t, hidden.shape[2]]))              // (N, D)
+    let scores = logProbabilities(logits: model.logits(hiddenStates: picked),
+                                  targets: Tensor(indices: learnedTargets, shape: [n]))   // (N)
+    // Row N of the padded column is the 0 of every unlearned position.
+    let padded = Tensor.concatenate([scores.reshaped([n, 1]), Tensor(zeros: [1, 1], dtype: scores.dtype)], axis: 0)
+    let spread = embedding(Tensor(indices: slotOfPosition.map { $0 < 0 ? n : $0 }, shape: [b * (t - 1)]), table: padded)
+    return spread.reshaped([b, t - 1])                                                    // (B, T−1)
 }
 
 /// The EMA of a reference weight toward the policy's, as TRL's `SyncRefModelCallback` moves it:
@@ -143,12 +170,15 @@ final class DPOStepper: OneStepForEveryRankCount {
     let nllWeight: Double
     let emaEvery: Int
     let emaAlpha: Double
+    /// The two models' frozen prefixes have the same bits (the stage loads both from its input).
+    let sharesFrozenPrefix: Bool
     private(set) var lastStepMetrics: [String: Double] = [:]
 
     init(policy: any TrainableLanguageModel, reference: any TrainableLanguageModel, optimizer: AdamW, maxGradNorm: Double,
          beta: Double, nllWeight: Double, emaEvery: Int, emaAlpha: Double) {
         self.policy = policy
         self.reference = reference
+        sharesFrozenPrefix = policy.sharesFrozenPrefix(with: reference)
         self.optimizer = optimizer
         self.maxGradNorm = maxGradNorm
         self.beta = beta
@@ -166,10 +196,12 @@ final class DPOStepper: OneStepForEveryRankCount {
         let report = try preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
                                         runs: { parallelism?.runs(microBatch: $0) ?? true },
                                         combine: { try parallelism?.combine(&$0, parameters: optimizer.parameters) }) { index, batch in
+            // The layers before the first image read are frozen in both models: run them once.
+            let prefix = sharesFrozenPrefix ? withNoGrad { policy.frozenPrefixStates(batch.inputs) } : nil
             let referenceSums = withNoGrad {
-                labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels).sum(axes: [1]).doubles()
+                labelLogProbabilities(model: reference, inputs: batch.inputs, labels: batch.labels, after: prefix).sum(axes: [1]).doubles()
             }
-            let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels)   // (2P, T−1)
+            let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels, after: prefix)   // (2P, T−1)
             let (loss, figures) = directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceSums, beta: beta,
                                                        nllWeight: nllWeight, pairNormalizer: pairs,
                                                        chosenTokenNormalizer: max(1, chosenTokens))
