@@ -9,6 +9,8 @@
 #   PEER_PYTHON=path/to/venv/bin/python PAIRS=4 PROMPT_TOKENS=64 RESPONSE_TOKENS=64 STEPS=3 Benchmarks/compare_dpo.sh 5
 #   VLM=.build/release/vlm Benchmarks/compare_dpo.sh    # time an existing binary (no build)
 #   THREADS=1 Benchmarks/compare_dpo.sh                 # both sides on one thread (default: all cores)
+#   TRAINABLE=visionModel,projector,crossAttentionLayers,extraEmbeddingRows Benchmarks/compare_dpo.sh
+#                                                       # VLMKit trains the recipes' set (the peer keeps its own)
 #
 # The peer needs torch, transformers and trl, and ../shared/bench beside the clone (or PEER_DIR=path/to/bench) for
 # the preset. Each line of the raw log carries the 1-minute load average when the run started: on a shared
@@ -31,10 +33,12 @@ if [ -z "${VLM:-}" ]; then   # VLM=path/to/vlm times that binary instead of buil
     VLM=$(swift build -c release --show-bin-path)/vlm
 fi
 counts=(--pairs "$PAIRS" --prompt-tokens "$PROMPT_TOKENS" --response-tokens "$RESPONSE_TOKENS" --steps "$STEPS")
+own=()
+if [ -n "${TRAINABLE:-}" ]; then own=(--trainable "$TRAINABLE"); fi
 
 load() { cut -d' ' -f1 /proc/loadavg; }
 vlmkit() {
-    l=$(load); out=$(VLMKIT_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$VLM" bench dpo "${counts[@]}" | tail -1)
+    l=$(load); out=$(VLMKIT_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$VLM" bench dpo "${counts[@]}" ${own[@]+"${own[@]}"} | tail -1)
     echo "$1 vlmkit load=$l $out" | tee -a "$LOG"
 }
 trl() {
@@ -42,7 +46,7 @@ trl() {
     echo "$1 trl load=$l $out" | tee -a "$LOG"
 }
 
-echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $THREADS threads each; pairs $PAIRS, prompt $PROMPT_TOKENS and response $RESPONSE_TOKENS tokens, $STEPS timed steps per run" | tee "$LOG"
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $THREADS threads each; pairs $PAIRS, prompt $PROMPT_TOKENS and response $RESPONSE_TOKENS tokens, $STEPS timed steps per run; VLMKit trains ${TRAINABLE:-the peer set}" | tee "$LOG"
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then vlmkit "$round"; trl "$round"; else trl "$round"; vlmkit "$round"; fi
 done

@@ -19,8 +19,11 @@ struct DPOBenchmark: ParsableCommand {
             One step: the frozen reference's log-probabilities without a graph, the policy's forward and \
             backward on all rows, the sigmoid DPO loss (β 0.1) on log-probabilities summed over the \
             response tokens, global-norm clipping at 1 and AdamW (lr 1e-4, weight decay 0.01): the dpo \
-            stage's defaults. Trainable: the image encoder, projector and cross-attention layers (the \
-            recipes' set; text self-attention, embeddings and lm_head frozen). After one warm-up step, \
+            stage's defaults. Trainable (--trainable): the image encoder, projector and cross-attention \
+            layers, as in the peer (text self-attention, the whole embedding table and lm_head frozen; \
+            the recipes also train <|image|>'s embedding row, extraEmbeddingRows, and then the policy \
+            and the reference cannot share the layers before the first cross-attention layer). After \
+            one warm-up step, \
             --steps steps are timed and the median is reported. The first step's loss is ln 2 whatever \
             the weights (policy = reference), which is how the peer's work is checked to be the same. \
             The last line is JSON. Peer: python Benchmarks/peer_dpo_step.py with the same counts; \
@@ -46,7 +49,21 @@ struct DPOBenchmark: ParsableCommand {
     @Option(help: "Timed steps (the median is reported).")
     var steps = 5
 
+    @Option(help: ArgumentHelp("Parameter groups to train, comma-separated (default: the peer's set; the recipes add extraEmbeddingRows).",
+                               valueName: "groups"))
+    var trainable = "visionModel,projector,crossAttentionLayers"
+
+    @Flag(help: "Also list GEMM time by shape for the profiled step.")
+    var gemmShapes = false
+
+    /// The groups of `--trainable`.
+    var trainableGroups: [MllamaParameterGroup] { trainable.split(separator: ",").compactMap { MllamaParameterGroup(rawValue: String($0)) } }
+
     func validate() throws {
+        for name in trainable.split(separator: ",") where MllamaParameterGroup(rawValue: String(name)) == nil {
+            throw ValidationError("unknown parameter group '\(name)' in --trainable; known: "
+                                  + MllamaParameterGroup.allCases.map(\.rawValue).joined(separator: ", "))
+        }
         guard MllamaBenchPreset.named(preset) != nil else { throw ValidationError("unknown preset '\(preset)'") }
         guard pairs > 0, responseTokens > 0, steps > 0 else { throw ValidationError("--pairs, --response-tokens and --steps must be positive") }
         guard promptTokens >= 2 else { throw ValidationError("--prompt-tokens must be at least 2 (a token, then <|image|>)") }
@@ -65,7 +82,7 @@ struct DPOBenchmark: ParsableCommand {
             policy = preset.makeModel()
             reference = preset.makeModel()   // the same seed: the same weights
         }
-        policy.setTrainable([.visionModel, .projector, .crossAttentionLayers, .extraEmbeddingRows])
+        policy.setTrainable(trainableGroups)
         let optimizer = AdamW(module: policy, learningRate: 1e-4, weightDecay: 0.01)
         let stepper = makeDPOStepper(policy: policy, reference: reference, optimizer: optimizer, maxGradNorm: 1, beta: 0.1)
         let batch = preferenceBatch(preset, pairs: pairs, promptTokens: promptTokens, responseTokens: responseTokens)
@@ -81,6 +98,14 @@ struct DPOBenchmark: ParsableCommand {
             cpu.append(Timing.processCPUSeconds() - cpuStart)
             phases.append((report.forwardSeconds, report.backwardSeconds, report.optimizerSeconds))
         }
+        // One more step with every GEMM timed.
+        BLAS.Profile.reset(enabled: true, byShape: gemmShapes)
+        let profiledStart = Timing.now()
+        _ = stepper.step([batch], learningRate: 1e-4)
+        let profiledSeconds = Timing.now() - profiledStart
+        let gemm = BLAS.Profile.totals
+        let shapes = BLAS.Profile.byShape
+        BLAS.Profile.reset(enabled: false)
         let median = { (values: [Double]) in values.sorted()[values.count / 2] }
         let seconds = median(wall)
         let rows = 2 * pairs
@@ -97,11 +122,21 @@ struct DPOBenchmark: ParsableCommand {
                      Double(rows * tokens) / seconds, report.loss))
         print(String(format: "phases: forward (reference and policy) %.0f ms, backward %.0f ms, clipping and optimiser %.0f ms",
                      median(phases.map(\.forward)) * 1e3, median(phases.map(\.backward)) * 1e3, median(phases.map(\.optimizer)) * 1e3))
+        print(String(format: "profiled step %.0f ms: GEMM %.1f GFLOP in %.0f ms (%.0f%%, %d calls, %.0f GFLOP/s inside GEMM); "
+                     + "the policy and the reference share their frozen layers before the first image read: %@",
+                     profiledSeconds * 1e3, Double(gemm.flops) / 1e9, gemm.seconds * 1e3, 100 * gemm.seconds / profiledSeconds, gemm.calls,
+                     Double(gemm.flops) / max(gemm.seconds, 1e-9) / 1e9, policy.sharesFrozenPrefix(with: reference) ? "yes" : "no"))
+        if gemmShapes {
+            for entry in shapes.prefix(40) {
+                print(String(format: "  GEMM %-22@ %4d calls %7.1f ms %6.1f GFLOP/s", entry.shape, entry.calls, entry.seconds * 1e3,
+                             Double(entry.flops) / max(entry.seconds, 1e-9) / 1e9))
+            }
+        }
         print(String(format: "peak RSS %.0f MB", peak))
         print(jsonLine([("step_ms", seconds * 1e3), ("cpu_ms", median(cpu) * 1e3), ("pairs_per_s", Double(pairs) / seconds),
                         ("tokens_per_s", Double(rows * tokens) / seconds), ("peak_rss_mb", peak),
                         ("forward_ms", median(phases.map(\.forward)) * 1e3), ("backward_ms", median(phases.map(\.backward)) * 1e3),
-                        ("optimizer_ms", median(phases.map(\.optimizer)) * 1e3),
+                        ("optimizer_ms", median(phases.map(\.optimizer)) * 1e3), ("gemm_gflop", Double(gemm.flops) / 1e9),
                         ("first_loss", first.loss), ("first_logps_chosen_per_token", first.chosenPerToken),
                         ("pairs", pairs), ("prompt_tokens", promptTokens), ("response_tokens", responseTokens), ("steps", steps),
                         ("threads", Parallel.threadCount), ("cpu", Timing.cpuModelName), ("openblas_core", BLAS.coreName)]))
