@@ -49,6 +49,19 @@ public struct QuestionAnswering {
     public var batchSize: Int
     /// A LLaVA model's image processor (its images are CLIP pixel values, not Mllama tiles).
     public var clipImageProcessor: CLIPImageProcessor?
+    /// How a question becomes prompt tokens.
+    public var promptLayout: PromptLayout = .chat
+
+    /// The token layout of a prompt.
+    public enum PromptLayout: Sendable {
+        /// One user turn of the Llama 3 chat format (the images, then the question) and the
+        /// assistant header: what SFT and the post-training stages train on.
+        case chat
+        /// The pretraining layout: `<|begin_of_text|>`, the images' `<|image|>` tokens, then the
+        /// prompt as plain text (empty: the model goes on with a caption), as the pretraining
+        /// stages train on image–text pairs.
+        case caption
+    }
 
     public init(model: any TrainableLanguageModel, processor: MllamaProcessor, maxNewTokens: Int = 16, batchSize: Int = 8,
                 clipImageProcessor: CLIPImageProcessor? = nil) throws {
@@ -87,8 +100,15 @@ public struct QuestionAnswering {
             let usesImages = readsImages && group.allSatisfy { !$0.images.isEmpty }
             var prompts: [[Int]] = []
             for question in group {
-                let parts: [ChatMessage.Part] = (usesImages ? question.images.map { _ in .image } : []) + [.text(question.prompt)]
-                prompts.append(try chatFormat.encode([ChatMessage(role: .user, parts: parts)], addGenerationPrompt: true).ids)
+                switch promptLayout {
+                case .chat:
+                    let parts: [ChatMessage.Part] = (usesImages ? question.images.map { _ in .image } : []) + [.text(question.prompt)]
+                    prompts.append(try chatFormat.encode([ChatMessage(role: .user, parts: parts)], addGenerationPrompt: true).ids)
+                case .caption:
+                    let images = String(repeating: processor.imageToken, count: usesImages ? question.images.count : 0)
+                    prompts.append(processor.tokenIDs(for: images)
+                                   + processor.tokenizer.encode(question.prompt, allowSpecial: false))
+                }
             }
             let outputs: [[Int]]
             if let stream = model as? TokenStreamModel {

@@ -115,10 +115,18 @@ struct RunCommand: ParsableCommand {
         // The captioning stages' own metric: held-out scenes described by every model, scored against their records.
         let captions = Array(try CompareCommand.captionSamples(world: URL(fileURLWithPath: path("world/\(WorldDataset.FileName.record)")))
             .prefix(Self.describedScenes))
+        // Asked in chat (what SFT teaches), and as the pretraining pairs lay a caption out (what those stages teach).
         for (index, (_, directory)) in models.enumerated() {
             let scores = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions)
             report.evaluations[index].metrics["caption_accuracy"] = scores.accuracy
             report.evaluations[index].metrics["caption_recall"] = scores.recall
+            let continued = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions, layout: .caption)
+            report.evaluations[index].metrics["caption_layout_accuracy"] = continued.accuracy
+            report.evaluations[index].metrics["caption_layout_recall"] = continued.recall
+            if index > 0 {   // the base Llama sees no image anyway
+                let blind = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions, layout: .caption, blankImages: true)
+                report.evaluations[index].metrics["caption_layout_accuracy_blank_images"] = blind.accuracy
+            }
         }
         if let rewardStage = recipeStages.first(where: { $0.kind == .reward }) {
             // What the policies say, scored by the job's reward model: before (SFT) and after rejection sampling and DPO.

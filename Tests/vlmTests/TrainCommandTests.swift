@@ -246,6 +246,10 @@ struct RunCommandTests {
         let captions = evaluations.map { ($0["metrics"] as! [String: Double])["caption_accuracy"] }
         #expect(captions.allSatisfy { $0 != nil && (0...1).contains($0!) })
         #expect(report.contains("## Held-out scene descriptions") && report.contains(String(format: "%.1f %%", 100 * captions.last!!)))
+        // … and as a caption, the layout the pretraining stages train on.
+        let continued = evaluations.map { ($0["metrics"] as! [String: Double])["caption_layout_accuracy"] }
+        #expect(continued.allSatisfy { $0 != nil && (0...1).contains($0!) })
+        #expect(report.contains("attribute accuracy (caption)") && report.contains(String(format: "%.1f %% |", 100 * continued[1]!)))
         // The policies' answers, scored by the job's reward model: before and after DPO.
         let rewards = evaluations.compactMap { ($0["metrics"] as! [String: Double])["held_out_reward"] }
         #expect(rewards.count == 2 && rewards.allSatisfy(\.isFinite))

@@ -60,14 +60,20 @@ enum ComparisonMeasurements {
     /// Longest description generated for caption accuracy, in tokens.
     static let captionTokens = 64
 
-    /// Mean accuracy and recall of the model's greedy descriptions of `samples` (one chat turn: the
-    /// image, then the sample's prompt).
-    static func captionScores(model: any TrainableLanguageModel, processor: MllamaProcessor,
-                              samples: [CaptionSample]) throws -> (accuracy: Double, recall: Double) {
+    /// Mean accuracy and recall of the model's greedy descriptions of `samples`: in the `.chat`
+    /// layout one chat turn (the image, then the sample's prompt); in the `.caption` layout the
+    /// image alone, continued as the pretraining stages' captions are (the prompt is not used).
+    /// With `blankImages` every picture is black: what the model says without seeing it.
+    static func captionScores(model: any TrainableLanguageModel, processor: MllamaProcessor, samples: [CaptionSample],
+                              layout: QuestionAnswering.PromptLayout = .chat,
+                              blankImages: Bool = false) throws -> (accuracy: Double, recall: Double) {
         guard !samples.isEmpty else { throw TrainingError("caption accuracy: no held-out scenes to describe") }
-        let qa = try QuestionAnswering(model: model, processor: processor, maxNewTokens: captionTokens)
-        let questions = samples.map { QuestionAnswering.Question(id: $0.id, prompt: $0.prompt, answer: "", type: "caption", images: [$0.image]) }
-        let scores = zip(try qa.answers(to: questions), samples).map { $1.score($0) }
+        var qa = try QuestionAnswering(model: model, processor: processor, maxNewTokens: captionTokens)
+        qa.promptLayout = layout
+        let questions = samples.map {
+            QuestionAnswering.Question(id: $0.id, prompt: layout == .chat ? $0.prompt : "", answer: "", type: "caption", images: [$0.image])
+        }
+        let scores = zip(try qa.answers(to: questions, blankImages: blankImages), samples).map { $1.score($0) }
         let count = Double(scores.count)
         return (scores.map(\.accuracy).reduce(0, +) / count, scores.map(\.recall).reduce(0, +) / count)
     }

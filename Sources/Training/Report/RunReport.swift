@@ -90,9 +90,16 @@ public struct RunReport {
                          + " | \(Self.percent(metrics["exact_match_blank_images"])) |")
         }
         if evaluations.contains(where: { $0.metrics["caption_accuracy"] != nil }) {
-            lines += ["", "## Held-out scene descriptions", "", "| model | attribute accuracy | objects mentioned |", "|---|---|---|"]
+            lines += ["", "## Held-out scene descriptions", "",
+                      "Asked in chat (\"Describe the image in detail.\"), and as a caption: the image alone, continued as the "
+                      + "pretraining pairs are laid out (what the pretraining stages learn).", "",
+                      "| model | attribute accuracy (chat) | objects mentioned (chat) | attribute accuracy (caption) | objects mentioned (caption) | attribute accuracy (caption, image blanked) |",
+                      "|---|---|---|---|---|---|"]
             for evaluation in evaluations {
-                lines.append("| \(evaluation.name) | \(Self.percent(evaluation.metrics["caption_accuracy"])) | \(Self.percent(evaluation.metrics["caption_recall"])) |")
+                let metrics = evaluation.metrics
+                lines.append("| \(evaluation.name) | \(Self.percent(metrics["caption_accuracy"])) | \(Self.percent(metrics["caption_recall"])) | "
+                             + "\(Self.percent(metrics["caption_layout_accuracy"])) | \(Self.percent(metrics["caption_layout_recall"])) | "
+                             + "\(Self.percent(metrics["caption_layout_accuracy_blank_images"])) |")
             }
         }
         lines += ["", "## Stages", "", "| stage | kind | steps | loss first → last | tokens/s | seconds | text-only logits = base |",
