@@ -60,20 +60,20 @@ extension RunReport {
     private var captionSection: String {
         guard evaluations.contains(where: { $0.metrics["caption_accuracy"] != nil }) else { return "" }
         var series: [(name: String, values: [Double?])] = [
-            ("attribute accuracy (chat)", evaluations.map { $0.metrics["caption_accuracy"] }),
-            ("objects mentioned (chat)", evaluations.map { $0.metrics["caption_recall"] }),
+            ("chat: attribute accuracy", evaluations.map { $0.metrics["caption_accuracy"] }),
+            ("chat: objects mentioned", evaluations.map { $0.metrics["caption_recall"] }),
         ]
         if evaluations.contains(where: { $0.metrics["caption_layout_accuracy"] != nil }) {
-            series += [("attribute accuracy (caption)", evaluations.map { $0.metrics["caption_layout_accuracy"] }),
-                       ("objects mentioned (caption)", evaluations.map { $0.metrics["caption_layout_recall"] }),
-                       ("attribute accuracy (caption, image blanked)", evaluations.map { $0.metrics["caption_layout_accuracy_blank_images"] })]
+            series += [("caption: attribute accuracy", evaluations.map { $0.metrics["caption_layout_accuracy"] }),
+                       ("caption: objects mentioned", evaluations.map { $0.metrics["caption_layout_recall"] }),
+                       ("caption, blanked: accuracy", evaluations.map { $0.metrics["caption_layout_accuracy_blank_images"] })]
         }
         return "<h2>Held-out scene descriptions</h2>\n"
             + SVGChart.bars(categories: evaluations.map(\.name), series: series,
                             title: "Descriptions of held-out pictures, scored against their scene records", yLabel: "share",
                             width: 940, height: 280) + "\n"
             + "<p class=\"muted\">Each model describes held-out pictures, asked in chat (\"Describe the image in detail.\") and "
-            + "as a caption (the image alone, continued as the pretraining pairs are laid out: what the pretraining stages learn); "
+            + "as a caption (the image alone, continued as the pretraining pairs are laid out: what the pretraining stages learn; blanked: every picture black); "
             + "a description's attribute accuracy is the share of the colours, sizes, shapes and positions it states that are "
             + "true of the object it names, and objects mentioned the share of the scene's objects it names (the world's "
             + "CaptionScore).</p>\n"
