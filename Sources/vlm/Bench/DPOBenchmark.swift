@@ -126,12 +126,7 @@ struct DPOBenchmark: ParsableCommand {
                      + "the policy and the reference share their frozen layers before the first image read: %@",
                      profiledSeconds * 1e3, Double(gemm.flops) / 1e9, gemm.seconds * 1e3, 100 * gemm.seconds / profiledSeconds, gemm.calls,
                      Double(gemm.flops) / max(gemm.seconds, 1e-9) / 1e9, policy.sharesFrozenPrefix(with: reference) ? "yes" : "no"))
-        if gemmShapes {
-            for entry in shapes.prefix(40) {
-                print(String(format: "  GEMM %-22@ %4d calls %7.1f ms %6.1f GFLOP/s", entry.shape, entry.calls, entry.seconds * 1e3,
-                             Double(entry.flops) / max(entry.seconds, 1e-9) / 1e9))
-            }
-        }
+        if gemmShapes { printGEMMShapes(shapes) }
         print(String(format: "peak RSS %.0f MB", peak))
         print(jsonLine([("step_ms", seconds * 1e3), ("cpu_ms", median(cpu) * 1e3), ("pairs_per_s", Double(pairs) / seconds),
                         ("tokens_per_s", Double(rows * tokens) / seconds), ("peak_rss_mb", peak),

@@ -87,3 +87,12 @@ func jsonLine(_ pairs: [(String, Any)]) -> String {
     }
     return "{" + fields.joined(separator: ", ") + "}"
 }
+
+/// Prints the 40 shapes with the most GEMM time (``BLAS/Profile/byShape``), one line each: the
+/// `--gemm-shapes` listing of `vlm bench train` and `vlm bench dpo`.
+func printGEMMShapes(_ shapes: [(shape: String, seconds: Double, flops: Int, calls: Int)]) {
+    for entry in shapes.prefix(40) {
+        print(String(format: "  GEMM %-22@ %4d calls %7.1f ms %6.1f GFLOP/s", entry.shape, entry.calls, entry.seconds * 1e3,
+                     Double(entry.flops) / max(entry.seconds, 1e-9) / 1e9))
+    }
+}

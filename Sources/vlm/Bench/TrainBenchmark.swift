@@ -172,12 +172,7 @@ struct TrainBenchmark: ParsableCommand {
         print(String(format: "where the profiled step's time goes: GEMM in linear layers %.0f ms (%.0f%%), fused attention %.0f ms (%.0f%%; its GEMMs %.0f ms of thread time), everything else %.0f ms (%.0f%%: element-wise, norms, loss, copies, optimiser, autograd)",
                      linearGemm * 1e3, 100 * linearGemm / profiledSeconds, attention.seconds * 1e3,
                      100 * attention.seconds / profiledSeconds, attention.gemmSeconds * 1e3, rest * 1e3, 100 * rest / profiledSeconds))
-        if gemmShapes {
-            for entry in shapes.prefix(40) {
-                print(String(format: "  GEMM %-22@ %4d calls %7.1f ms %6.1f GFLOP/s", entry.shape, entry.calls, entry.seconds * 1e3,
-                             Double(entry.flops) / max(entry.seconds, 1e-9) / 1e9))
-            }
-        }
+        if gemmShapes { printGEMMShapes(shapes) }
         let peak = Timing.peakResidentMegabytes()
         print(String(format: "peak RSS %.0f MB", peak))
         print(jsonLine([("openblas_core", BLAS.coreName), ("step_ms", seconds * 1e3), ("tokens_per_s", tokensPerSecond), ("images_per_s", imagesPerSecond),
