@@ -117,16 +117,15 @@ struct RunCommand: ParsableCommand {
             .prefix(Self.describedScenes))
         // Asked in chat (what SFT teaches), and as the pretraining pairs lay a caption out (what those stages teach).
         for (index, (_, directory)) in models.enumerated() {
-            let scores = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions)
-            report.evaluations[index].metrics["caption_accuracy"] = scores.accuracy
-            report.evaluations[index].metrics["caption_recall"] = scores.recall
-            let continued = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions, layout: .caption)
-            report.evaluations[index].metrics["caption_layout_accuracy"] = continued.accuracy
-            report.evaluations[index].metrics["caption_layout_recall"] = continued.recall
-            if index > 0 {   // the base Llama sees no image anyway
-                let blind = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions, layout: .caption, blankImages: true)
-                report.evaluations[index].metrics["caption_layout_accuracy_blank_images"] = blind.accuracy
-            }
+            // The base Llama sees no image anyway: no blanked run for it.
+            let requests = [DescriptionRequest(layout: .chat), DescriptionRequest(layout: .caption)]
+                + (index > 0 ? [DescriptionRequest(layout: .caption, blankImages: true)] : [])
+            let scores = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions, requests: requests)
+            report.evaluations[index].metrics["caption_accuracy"] = scores[0].accuracy
+            report.evaluations[index].metrics["caption_recall"] = scores[0].recall
+            report.evaluations[index].metrics["caption_layout_accuracy"] = scores[1].accuracy
+            report.evaluations[index].metrics["caption_layout_recall"] = scores[1].recall
+            if scores.count > 2 { report.evaluations[index].metrics["caption_layout_accuracy_blank_images"] = scores[2].accuracy }
         }
         if let rewardStage = recipeStages.first(where: { $0.kind == .reward }) {
             // What the policies say, scored by the job's reward model: before (SFT) and after rejection sampling and DPO.
