@@ -16,7 +16,7 @@ struct CompareCommand: ParsableCommand {
             LLaVA-1.5's linear-GELU-linear) starts from the same frozen base Llama and the same encoder \
             initialisation (the layout and the seed), and trains the recipe's stages with the same data, steps and \
             batches; the groups a design lacks (crossAttentionLayers, extraEmbeddingRows) are dropped from \
-            'trainable'. Writes OUT/comparison.md and OUT/comparison.json: per design, mean and spread over seeds \
+            'trainable'. The recipe's compare: section gives the defaults of --archs, --stages and --seeds. Writes OUT/comparison.md and OUT/comparison.json: per design, mean and spread over seeds \
             of held-out exact match by question type, held-out loss, text-only drift against the base Llama, \
             trainable parameters, training images/s and tokens/s, prefill latency and decode speed with 1, 2 and 4 \
             images, and peak memory; with the world's world.json in the data root, caption accuracy of greedy \
@@ -25,8 +25,7 @@ struct CompareCommand: ParsableCommand {
             last stage), as separate columns. Finished runs are reused and an interrupted one resumes. See Docs/llava.md.
             """)
 
-    @Argument(help: "A recipe (its compare: section gives the defaults of --archs, --stages and --seeds).")
-    var recipe: String
+    @OptionGroup var recipeArguments: RecipeArguments
 
     @Option(help: "The frozen Llama checkpoint every design is built on.")
     var base: String
@@ -49,12 +48,6 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "The first seed (seeds are SEED, SEED+1, …).")
     var seed: UInt64 = 0
 
-    @Option(name: .customLong("set"), help: "Override a recipe field for the comparison: STAGE.KEY=VALUE or KEY=VALUE (repeatable).")
-    var overrides: [String] = []
-
-    @Option(help: "The folder dataset paths are relative to (default: the recipe's data_root).")
-    var dataRoot: String?
-
     @Option(help: "Language-model modes, comma-separated: frozen, lora, full; each design runs once per mode (default: the compare: section's language_model, else frozen).")
     var languageModel: String?
 
@@ -76,8 +69,7 @@ struct CompareCommand: ParsableCommand {
     func run() throws {
         let recipe: Recipe
         do {
-            recipe = try Recipe.load(from: URL(fileURLWithPath: self.recipe), overrides: overrides,
-                                     dataRoot: dataRoot.map { URL(fileURLWithPath: $0, isDirectory: true) })
+            recipe = try recipeArguments.load()
         } catch let error as RecipeError { throw CommandFailure("\(error)") }
         var settings = recipe.comparison ?? ComparisonSettings()
         if let archs {

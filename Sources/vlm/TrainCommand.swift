@@ -21,8 +21,7 @@ struct TrainCommand: ParsableCommand {
             the recipe's global batch keeps its meaning; rank 0 writes the run folder). See Docs/scaling.md.
             """)
 
-    @Argument(help: "A recipe, e.g. pipelines/tiny.yaml.")
-    var recipe: String
+    @OptionGroup var recipeArguments: RecipeArguments
 
     @Option(help: "The model the first stage starts from (an mllama checkpoint folder, e.g. from vlm adapters init).")
     var base: String
@@ -35,12 +34,6 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "Run from this stage on.")
     var fromStage: String?
-
-    @Option(name: .customLong("set"), help: "Override a recipe field: STAGE.KEY=VALUE, or KEY=VALUE for every stage (repeatable).")
-    var overrides: [String] = []
-
-    @Option(help: "The folder dataset paths are relative to (default: the recipe's data_root).")
-    var dataRoot: String?
 
     @Option(help: "Without a terminal, print a progress line every N steps.")
     var progressEvery = 10
@@ -58,8 +51,7 @@ struct TrainCommand: ParsableCommand {
     /// Runs the pipeline, alone or as one rank of a data-parallel job (then only rank 0 reports).
     func train(parallelism: DataParallelism?) throws {
         let quiet = !(parallelism?.isWriter ?? true)
-        let recipe = try Recipe.load(from: URL(fileURLWithPath: self.recipe), overrides: overrides,
-                                     dataRoot: dataRoot.map { URL(fileURLWithPath: $0, isDirectory: true) })
+        let recipe = try recipeArguments.load()
         let progress = ProgressPrinter(plainEvery: progressEvery)
         let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in
             try TrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: URL(fileURLWithPath: base),
