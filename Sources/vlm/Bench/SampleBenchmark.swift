@@ -55,24 +55,23 @@ struct SampleBenchmark: ParsableCommand {
         func batch(maxNewTokens: Int, seed: UInt64) -> (output: [[Int]], encodingSeconds: Double, seconds: Double, decoder: any TimedPhases) {
             let start = Timing.now()
             let sampling = SamplingOptions(temperature: 1, topP: 0.95, seed: seed)
+            func decode<Decoder: IncrementalDecoder>(_ base: Decoder) -> (output: [[Int]], encodingSeconds: Double, seconds: Double, decoder: any TimedPhases) {
+                let encodingSeconds = Timing.now() - start
+                let decoder = PhaseTimedDecoder(base)
+                let output = generate(with: decoder, prompts: rows, maxNewTokens: maxNewTokens, sampling: sampling)
+                return (output, encodingSeconds, Timing.now() - start, decoder)
+            }
             if noShare {
                 let repeated = { (tensor: Tensor) in
                     Tensor.concatenate((0..<prompts).flatMap { u in Array(repeating: tensor.slice(axis: 0, u..<(u + 1)), count: samples) }, axis: 0).contiguous()
                 }
                 // Here each row's image is encoded inside the prefill, as transformers does it.
-                let decoder = PhaseTimedDecoder(model.conditioned(pixelValues: repeated(inputs.pixels), aspectRatioIds: repeated(inputs.aspectRatioIds),
-                                                                  aspectRatioMask: repeated(inputs.aspectRatioMask), crossAttentionMask: crossMask))
-                let encodingSeconds = Timing.now() - start
-                let output = generate(with: decoder, prompts: rows, maxNewTokens: maxNewTokens, sampling: sampling)
-                return (output, encodingSeconds, Timing.now() - start, decoder)
+                return decode(model.conditioned(pixelValues: repeated(inputs.pixels), aspectRatioIds: repeated(inputs.aspectRatioIds),
+                                                aspectRatioMask: repeated(inputs.aspectRatioMask), crossAttentionMask: crossMask))
             }
-            let shared = MllamaSharedImageDecoder(model: model, pixelValues: inputs.pixels, aspectRatioIds: inputs.aspectRatioIds,
-                                                  aspectRatioMask: inputs.aspectRatioMask, crossAttentionMask: crossMask,
-                                                  samplesPerPrompt: samples)
-            let encodingSeconds = Timing.now() - start
-            let decoder = PhaseTimedDecoder(shared)
-            let output = generate(with: decoder, prompts: rows, maxNewTokens: maxNewTokens, sampling: sampling)
-            return (output, encodingSeconds, Timing.now() - start, decoder)
+            return decode(MllamaSharedImageDecoder(model: model, pixelValues: inputs.pixels, aspectRatioIds: inputs.aspectRatioIds,
+                                                   aspectRatioMask: inputs.aspectRatioMask, crossAttentionMask: crossMask,
+                                                   samplesPerPrompt: samples))
         }
         var rates: [Double] = []
         var phases: [SamplePhases] = []
