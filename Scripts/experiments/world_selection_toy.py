@@ -12,6 +12,8 @@ Only the image tokens differ between modes:
                             class token, position embeddings, 2 pre-norm layers of width 64)
   --pretrain-encoder N      first N steps training that ViT alone to name, on every patch, the
                             shape, colour, size, row and column of the object covering its centre
+  --freeze-encoder          then keep it fixed while the reader trains
+  --encoder-learning-rate R or train it at rate R
 
     vlm data synth --out w64 --scenes 20000 --heldout 1000
     python3 Scripts/experiments/world_selection_toy.py --world w64 --types position --image-tokens symbolic
@@ -38,6 +40,8 @@ def arguments():
     parser.add_argument("--image-tokens", choices=["symbolic", "pixels"], default="pixels")
     parser.add_argument("--patch", type=int, default=8, help="the ViT's patch size in pixels")
     parser.add_argument("--pretrain-encoder", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--freeze-encoder", action="store_true", help="keep the pretrained ViT fixed while the reader trains")
+    parser.add_argument("--encoder-learning-rate", type=float, help="the ViT's rate while the reader trains (default: --learning-rate)")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=16)
@@ -198,8 +202,14 @@ def main():
         tokens = PixelEncoder(train[0].shape[-1], args.patch)
         if args.pretrain_encoder:
             pretrain_encoder(tokens, world, args, generator)
+        if args.freeze_encoder:
+            tokens.requires_grad_(False)
     model = Reader(tokens, len(world.vocabulary), len(world.answers))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0)
+    encoder_parameters = {id(p) for p in tokens.parameters()} if not symbolic else set()
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_parameters]}]
+    if not symbolic and not args.freeze_encoder:
+        groups.append({"params": list(tokens.parameters()), "lr": args.encoder_learning_rate or args.learning_rate})
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=0)
     types = [row["type"] for row in world.heldout]
     for step in range(1, args.steps + 1):
         batch = torch.randint(0, len(train[2]), (args.batch,), generator=generator)
