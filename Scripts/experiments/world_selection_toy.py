@@ -13,6 +13,8 @@ Only the image tokens differ between modes:
   --pretrain-encoder N      first N steps training that ViT alone to name, on every patch, the
                             shape, colour, size, row and column of the object covering its centre
   --freeze-encoder          then keep it fixed while the reader trains
+  --query-llama DIR         the question read by a frozen Llama (its hidden state after
+                            --query-layer layers at the answer position) instead of a bag of words
   --encoder-learning-rate R or train it at rate R
 
     vlm data synth --out w64 --scenes 20000 --heldout 1000
@@ -42,6 +44,8 @@ def arguments():
     parser.add_argument("--pretrain-encoder", type=int, default=0, metavar="STEPS")
     parser.add_argument("--freeze-encoder", action="store_true", help="keep the pretrained ViT fixed while the reader trains")
     parser.add_argument("--encoder-learning-rate", type=float, help="the ViT's rate while the reader trains (default: --learning-rate)")
+    parser.add_argument("--query-llama", metavar="DIR", help="read the question with this frozen Llama checkpoint instead of a bag of words")
+    parser.add_argument("--query-layer", type=int, default=4, help="its hidden state after this many layers, at the answer position")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=16)
@@ -133,17 +137,36 @@ class PixelEncoder(torch.nn.Module):
 
 
 class Reader(torch.nn.Module):
-    def __init__(self, tokens, vocabulary, answers):
+    def __init__(self, tokens, vocabulary, answers, llama_width=None):
         super().__init__()
         self.tokens = tokens
         self.words = torch.nn.Embedding(vocabulary + 1, WIDTH, padding_idx=vocabulary)
         self.attention = torch.nn.MultiheadAttention(WIDTH, 4, batch_first=True)
+        self.from_llama = None if llama_width is None else torch.nn.Linear(llama_width, WIDTH)
         self.answer = torch.nn.Linear(WIDTH, answers)
 
     def forward(self, images, query):
         tokens = self.tokens(images)
-        read, _ = self.attention(self.words(query).sum(1, keepdim=True), tokens, tokens)
+        asked = self.words(query).sum(1, keepdim=True) if self.from_llama is None else self.from_llama(query)[:, None]
+        read, _ = self.attention(asked, tokens, tokens)
         return self.answer(read[:, 0])
+
+
+def llama_queries(directory, layer, rows):
+    """The frozen Llama's hidden state after `layer` layers at the last prompt token of each question,
+    asked in Llama 3's chat format as the base Llama's question stage saw it (no image)."""
+    from tokenizers import Tokenizer
+    from transformers import LlamaModel
+    tokenizer = Tokenizer.from_file(f"{directory}/tokenizer.json")
+    llama = LlamaModel.from_pretrained(directory, dtype=torch.float32).eval()
+    cache = {}
+    for question in {row["question"] for row in rows}:
+        text = ("<|start_header_id|>user<|end_header_id|>\n\n" + question +
+                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+        ids = torch.tensor([tokenizer.encode(text).ids])   # the post-processor adds <|begin_of_text|>
+        with torch.no_grad():
+            cache[question] = llama(ids, output_hidden_states=True).hidden_states[layer][0, -1]
+    return torch.stack([cache[row["question"]] for row in rows])
 
 
 def pretrain_encoder(encoder, world, args, generator):
@@ -204,7 +227,10 @@ def main():
             pretrain_encoder(tokens, world, args, generator)
         if args.freeze_encoder:
             tokens.requires_grad_(False)
-    model = Reader(tokens, len(world.vocabulary), len(world.answers))
+    if args.query_llama:
+        train = (train[0], llama_queries(args.query_llama, args.query_layer, world.train), train[2])
+        heldout = (heldout[0], llama_queries(args.query_llama, args.query_layer, world.heldout), heldout[2])
+    model = Reader(tokens, len(world.vocabulary), len(world.answers), train[1].shape[-1] if args.query_llama else None)
     encoder_parameters = {id(p) for p in tokens.parameters()} if not symbolic else set()
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_parameters]}]
     if not symbolic and not args.freeze_encoder:
