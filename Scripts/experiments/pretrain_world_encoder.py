@@ -17,7 +17,6 @@ import argparse, json, shutil
 import numpy as np
 import torch
 from PIL import Image
-from transformers import MllamaForConditionalGeneration
 
 SHAPES = ["circle", "square", "triangle", "diamond", "cross"]
 SIZES = ["small", "large"]
@@ -36,7 +35,8 @@ def arguments():
 
 
 def patch_labels(world, patch):
-    """Training images and, per patch, the covering object's attribute indices (0 = background)."""
+    """Training images and, per patch, the covering object's shape, colour, size, row and column
+    indices (0 = background); also the number of colours and of patches. world_selection_toy.py uses it too."""
     record = json.load(open(f"{world}/world.json"))
     colors, side = list(record["colors"]), record["image_size"] // patch
     images, labels = [], []
@@ -60,6 +60,8 @@ def patch_labels(world, patch):
 
 
 def main():
+    from transformers import MllamaForConditionalGeneration
+
     args = arguments()
     torch.manual_seed(args.seed)
     model = MllamaForConditionalGeneration.from_pretrained(args.base, dtype=torch.float32)

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pretrain_world_encoder import patch_labels   # the same folder
+
 SHAPES = ["circle", "square", "triangle", "diamond", "cross"]
 SIZES = ["small", "large"]
 WIDTH = 64
@@ -171,24 +173,7 @@ def llama_queries(directory, layer, rows):
 
 def pretrain_encoder(encoder, world, args, generator):
     """Per-patch targets from the scene records: shape, colour, size, row, column (0 = background)."""
-    side = world.pixels(world.train[0]["image"]).shape[-1] // args.patch
-    images, targets = [], []
-    for scene in world.scenes.values():
-        if scene["split"] != "train":
-            continue
-        target = torch.zeros(side * side, 5, dtype=torch.long)
-        for item in scene["objects"]:
-            x0, y0, x1, y1 = item["box"]
-            for py in range(side):
-                for px in range(side):
-                    cx, cy = (px + 0.5) * args.patch, (py + 0.5) * args.patch
-                    if x0 <= cx < x1 and y0 <= cy < y1:
-                        target[py * side + px] = torch.tensor([
-                            SHAPES.index(item["shape"]) + 1, world.colors.index(item["color"]) + 1,
-                            SIZES.index(item["size"]) + 1, item["row"] + 1, item["column"] + 1])
-        images.append(world.pixels(scene["image"]))
-        targets.append(target)
-    images, targets = torch.stack(images), torch.stack(targets)
+    images, targets, _, _ = patch_labels(world.root, args.patch)
     heads = torch.nn.ModuleList(torch.nn.Linear(WIDTH, classes) for classes in [6, len(world.colors) + 1, 3, 4, 4])
     optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(heads.parameters()), lr=args.learning_rate, weight_decay=0)
     check = slice(len(images) - 500, len(images))   # the last 500 training scenes, only to report
