@@ -56,14 +56,13 @@ struct DPOBenchmark: ParsableCommand {
     @Flag(help: "Also list GEMM time by shape for the profiled step.")
     var gemmShapes = false
 
-    /// The groups of `--trainable`.
-    var trainableGroups: [MllamaParameterGroup] { trainable.split(separator: ",").compactMap { MllamaParameterGroup(rawValue: String($0)) } }
+    /// The groups of `--trainable`; an unknown name is an error that lists the groups.
+    func trainableGroups() throws -> [MllamaParameterGroup] {
+        try commaSeparated(trainable, option: "--trainable", noun: "a parameter group")
+    }
 
     func validate() throws {
-        for name in trainable.split(separator: ",") where MllamaParameterGroup(rawValue: String(name)) == nil {
-            throw ValidationError("unknown parameter group '\(name)' in --trainable; known: "
-                                  + MllamaParameterGroup.allCases.map(\.rawValue).joined(separator: ", "))
-        }
+        _ = try trainableGroups()
         guard MllamaBenchPreset.named(preset) != nil else { throw ValidationError("unknown preset '\(preset)'") }
         guard pairs > 0, responseTokens > 0, steps > 0 else { throw ValidationError("--pairs, --response-tokens and --steps must be positive") }
         guard promptTokens >= 2 else { throw ValidationError("--prompt-tokens must be at least 2 (a token, then <|image|>)") }
@@ -82,7 +81,7 @@ struct DPOBenchmark: ParsableCommand {
             policy = preset.makeModel()
             reference = preset.makeModel()   // the same seed: the same weights
         }
-        policy.setTrainable(trainableGroups)
+        policy.setTrainable(try trainableGroups())
         let optimizer = AdamW(module: policy, learningRate: 1e-4, weightDecay: 0.01)
         let stepper = makeDPOStepper(policy: policy, reference: reference, optimizer: optimizer, maxGradNorm: 1, beta: 0.1)
         let batch = preferenceBatch(preset, pairs: pairs, promptTokens: promptTokens, responseTokens: responseTokens)
