@@ -30,10 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pretrain_world_encoder import patch_labels   # the same folder
-
-SHAPES = ["circle", "square", "triangle", "diamond", "cross"]
-SIZES = ["small", "large"]
+from pretrain_world_encoder import SHAPES, SIZES, patch_labels   # the same folder
 WIDTH = 64
 
 
