@@ -40,6 +40,8 @@ public struct SceneObject: Equatable, Sendable {
 public enum WorldSplit: String, Sendable {
     case train
     case heldout
+    /// Pictures for image-encoder pretraining only (`regions.jsonl`): no text is written about them.
+    case encoder
 }
 
 /// A scene: 1–4 objects in distinct cells of a 3×3 grid over a grey background that brightens or

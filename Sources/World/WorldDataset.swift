@@ -5,20 +5,25 @@
 public struct WorldConfiguration: Equatable, Sendable {
     /// Preset amounts of data.
     public enum Size: String, CaseIterable, Sendable {
-        /// 48 + 16 scenes: for tests and CI.
+        /// 48 + 16 scenes, and 16 encoder-only pictures: for tests and CI.
         case tiny
-        /// 400 + 100 scenes.
+        /// 400 + 100 scenes, and 4000 encoder-only pictures: the main job's data.
         case small
-        /// 4000 + 500 scenes: the main job's data.
+        /// 4000 + 500 scenes, and 8000 encoder-only pictures.
         case `default`
 
         public var trainSceneCount: Int { [48, 400, 4000][Self.allCases.firstIndex(of: self)!] }
         public var heldoutSceneCount: Int { [16, 100, 500][Self.allCases.firstIndex(of: self)!] }
+        public var encoderSceneCount: Int { [16, 4000, 8000][Self.allCases.firstIndex(of: self)!] }
     }
 
     public var seed: UInt64
     public var trainSceneCount: Int
     public var heldoutSceneCount: Int
+    /// Pictures beside the training scenes for image-encoder pretraining (`regions.jsonl` lists
+    /// them with the training scenes): Meta's image encoder was pretrained on far more images than
+    /// the adapters saw, and on the training scenes alone a small world's encoder learns them by heart.
+    public var encoderSceneCount: Int
     /// Image width and height in pixels (at least ``SceneGenerator/minimumImageSize``). 64 by
     /// default: the smallest side at which small shapes stay recognisable, and the model that reads
     /// them trains on two cores in minutes.
@@ -43,6 +48,7 @@ public struct WorldConfiguration: Equatable, Sendable {
         self.seed = seed
         trainSceneCount = size.trainSceneCount
         heldoutSceneCount = size.heldoutSceneCount
+        encoderSceneCount = size.encoderSceneCount
         self.imageSize = imageSize
         self.noise = noise
         self.noisyPairsPerScene = noisyPairsPerScene
@@ -57,8 +63,10 @@ public struct WorldConfiguration: Equatable, Sendable {
         guard imageSize >= SceneGenerator.minimumImageSize, imageSize <= 4096 else {
             throw WorldError("image size \(imageSize) is outside \(SceneGenerator.minimumImageSize)...4096")
         }
-        guard trainSceneCount >= 1, trainSceneCount + heldoutSceneCount <= 999_999, heldoutSceneCount >= 0 else {
-            throw WorldError("scene counts \(trainSceneCount) (train) and \(heldoutSceneCount) (held out) must be ≥ 1 and ≥ 0, at most 999999 together")
+        guard trainSceneCount >= 1, heldoutSceneCount >= 0, encoderSceneCount >= 0,
+              trainSceneCount + heldoutSceneCount + encoderSceneCount <= 999_999 else {
+            throw WorldError("scene counts \(trainSceneCount) (train), \(heldoutSceneCount) (held out) and \(encoderSceneCount) (encoder only) "
+                             + "must be ≥ 1, ≥ 0 and ≥ 0, at most 999999 together")
         }
         guard (0...1).contains(placementJitter) else { throw WorldError("placement jitter \(placementJitter) is outside 0...1") }
         guard (1...4).contains(maxObjectsPerScene) else {
@@ -140,7 +148,7 @@ public enum CorpusDocument: Equatable, Sendable {
 /// share a ``Scene/signature`` (the held-out split shows no arrangement seen in training).
 public struct WorldDataset: Sendable {
     /// Bumped whenever the same seed would give different data.
-    public static let generatorVersion = 1
+    public static let generatorVersion = 2
 
     public let configuration: WorldConfiguration
     /// Train scenes first, then held-out ones; `scenes[k].index == k`.
@@ -199,6 +207,22 @@ public struct WorldDataset: Sendable {
                 throw WorldError("cannot find a held-out scene unlike every training scene; use fewer training scenes")
             }
             scenes.append(scene)
+        }
+        // Encoder-only pictures are drawn like training scenes, redrawn (a few times) when one
+        // repeats a held-out arrangement, so that held-out pictures stay unseen.
+        let heldoutSignatures = Set(scenes[configuration.trainSceneCount...].map(\.signature))
+        let firstEncoderScene = configuration.trainSceneCount + configuration.heldoutSceneCount
+        for index in firstEncoderScene..<(firstEncoderScene + configuration.encoderSceneCount) {
+            var r = random(.scene, index)
+            var scene: Scene
+            var attempts = 0
+            repeat {
+                scene = SceneGenerator.scene(index: index, split: .encoder, imageSize: configuration.imageSize,
+                                             objectCount: 1 + r.int(below: configuration.maxObjectsPerScene),
+                                             jitter: configuration.placementJitter, random: &r)
+                attempts += 1
+            } while heldoutSignatures.contains(scene.signature) && attempts < 100
+            if !heldoutSignatures.contains(scene.signature) { scenes.append(scene) }
         }
         self.scenes = scenes
         let train = scenes.filter { $0.split == .train }, heldout = scenes.filter { $0.split == .heldout }
@@ -286,7 +310,11 @@ public struct WorldDataset: Sendable {
     /// The training scenes.
     public var trainScenes: ArraySlice<Scene> { scenes[0..<configuration.trainSceneCount] }
     /// The held-out scenes.
-    public var heldoutScenes: ArraySlice<Scene> { scenes[configuration.trainSceneCount...] }
+    public var heldoutScenes: ArraySlice<Scene> {
+        scenes[configuration.trainSceneCount..<(configuration.trainSceneCount + configuration.heldoutSceneCount)]
+    }
+    /// The encoder-only pictures (fewer than asked for when some could only repeat a held-out arrangement).
+    public var encoderScenes: ArraySlice<Scene> { scenes[(configuration.trainSceneCount + configuration.heldoutSceneCount)...] }
 
     /// The corpus as one text: documents separated by blank lines.
     public var corpusText: String { corpus.map(\.plainText).joined(separator: "\n\n") + "\n" }

@@ -18,6 +18,8 @@ extension WorldDataset {
         public static let trainPreferences = "preferences.jsonl"
         public static let heldoutPreferences = "preferences-heldout.jsonl"
         public static let corpus = "corpus.txt"
+        public static let trainRegions = "regions.jsonl"
+        public static let heldoutRegions = "regions-heldout.jsonl"
         public static let record = "world.json"
     }
 
@@ -42,6 +44,8 @@ extension WorldDataset {
         text(FileName.trainPreferences, JSONLines.preferences(trainPreferences))
         text(FileName.heldoutPreferences, JSONLines.preferences(heldoutPreferences))
         text(FileName.corpus, corpusText)
+        text(FileName.trainRegions, JSONLines.regions(trainScenes + encoderScenes))
+        text(FileName.heldoutRegions, JSONLines.regions(heldoutScenes))
         text(FileName.record, recordJSON())
         return files
     }
@@ -51,7 +55,7 @@ extension WorldDataset {
         typealias J = JSONLines
         let c = configuration
         let counts: [(String, Int)] = [
-            ("scenes_train", c.trainSceneCount), ("scenes_heldout", c.heldoutSceneCount),
+            ("scenes_train", c.trainSceneCount), ("scenes_heldout", c.heldoutSceneCount), ("scenes_encoder", encoderScenes.count),
             ("pretrain_noisy", noisyPairs.count), ("pretrain_hq", highQualityPairs.count), ("sft", instructions.count),
             ("qa_train", trainQuestions.count), ("qa_heldout", heldoutQuestions.count),
             ("preferences_train", trainPreferences.count), ("preferences_heldout", heldoutPreferences.count),
@@ -111,6 +115,18 @@ enum JSONLines {
 
     static func pairs(_ pairs: [CaptionPair]) -> String {
         pairs.map { "{\"id\": \(string($0.id)), \"image\": \(string($0.image)), \"text\": \(string($0.text))}\n" }.joined()
+    }
+
+    /// Region annotations for image-encoder pretraining: each object's box and what it is.
+    static func regions<Scenes: Sequence<Scene>>(_ scenes: Scenes) -> String {
+        scenes.map { scene in
+            let regions = scene.objects.map { o in
+                "{\"box\": \(ints([o.box.x0, o.box.y0, o.box.x1, o.box.y1])), \"shape\": \(string(o.shape.rawValue)), "
+                    + "\"color\": \(string(o.color.rawValue)), \"size\": \(string(o.size.rawValue)), "
+                    + "\"row\": \(string(o.position.row.word)), \"column\": \(string(o.position.column.word))}"
+            }
+            return "{\"id\": \(string(scene.id)), \"image\": \(string(scene.imagePath)), \"regions\": [\(regions.joined(separator: ", "))]}\n"
+        }.joined()
     }
 
     static func questions(_ records: [QuestionRecord]) -> String {

@@ -17,8 +17,8 @@ struct DataCommand: ParsableCommand {
             abstract: "Generate the built-in image–text world: images, captions, instructions, questions, preferences.",
             discussion: """
                 Writes images/NNNNNN.png, pretrain-noisy.jsonl, pretrain-hq.jsonl, sft.json, qa-train.jsonl, \
-                qa-heldout.jsonl, preferences.jsonl, preferences-heldout.jsonl, corpus.txt and world.json \
-                (see Docs/world.md). The same seed gives the same bytes. Example:
+                qa-heldout.jsonl, preferences.jsonl, preferences-heldout.jsonl, corpus.txt, regions.jsonl and \
+                regions-heldout.jsonl (boxes and labels for image-encoder pretraining) and world.json (see Docs/world.md). The same seed gives the same bytes. Example:
                   vlm data synth --out data/world --seed 1 --size small
                 """)
 
@@ -28,7 +28,7 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Seed: the same seed gives byte-identical files.")
         var seed: UInt64 = 0
 
-        @Option(help: "Preset amount: tiny (48+16 scenes), small (400+100) or default (4000+500).")
+        @Option(help: "Preset amount: tiny (48+16 scenes, 16 encoder-only pictures), small (400+100, 4000) or default (4000+500, 8000).")
         var size: WorldConfiguration.Size = .default
 
         @Option(help: "Training scenes (overrides the preset).")
@@ -36,6 +36,9 @@ struct DataCommand: ParsableCommand {
 
         @Option(help: "Held-out scenes (overrides the preset).")
         var heldout: Int?
+
+        @Option(help: "Encoder-only pictures, listed with the training scenes in regions.jsonl for image-encoder pretraining (overrides the preset).")
+        var encoderScenes: Int?
 
         @Option(help: "Image width and height in pixels.")
         var imageSize: Int = 64
@@ -61,6 +64,7 @@ struct DataCommand: ParsableCommand {
             var configuration = WorldConfiguration(size: size, seed: seed, imageSize: imageSize)
             if let scenes { configuration.trainSceneCount = scenes }
             if let heldout { configuration.heldoutSceneCount = heldout }
+            if let encoderScenes { configuration.encoderSceneCount = encoderScenes }
             configuration.maxObjectsPerScene = maxObjects
             configuration.placementJitter = jitter
             if let questionTypes {
@@ -99,8 +103,8 @@ struct DataCommand: ParsableCommand {
                 let dataset = try WorldDataset(configuration: configurationValue())
                 try WorldWriter.write(dataset, to: folder, replacingExisting: force)
                 let seconds = Date().timeIntervalSince(start)
-                print("wrote \(out): \(dataset.trainScenes.count) training and \(dataset.heldoutScenes.count) held-out scenes "
-                      + "(\(dataset.configuration.imageSize)×\(dataset.configuration.imageSize)), "
+                print("wrote \(out): \(dataset.trainScenes.count) training and \(dataset.heldoutScenes.count) held-out scenes, "
+                      + "\(dataset.encoderScenes.count) encoder-only pictures (\(dataset.configuration.imageSize)×\(dataset.configuration.imageSize)), "
                       + "\(dataset.noisyPairs.count) noisy and \(dataset.highQualityPairs.count) high-quality pairs, "
                       + "\(dataset.instructions.count) instructions, \(dataset.trainQuestions.count)+\(dataset.heldoutQuestions.count) questions, "
                       + "\(dataset.trainPreferences.count)+\(dataset.heldoutPreferences.count) preference pairs "

@@ -151,7 +151,7 @@ struct WorldDatasetTests {
     func negativesDifferInOneGroundedWord() throws {
         let world = Self.small
         let pairs = world.trainPreferences + world.heldoutPreferences
-        #expect(pairs.count == 2 * world.scenes.count, "every scene has a short and a sentence pair")
+        #expect(pairs.count == 2 * (world.trainScenes.count + world.heldoutScenes.count), "every scene has a short and a sentence pair")
         for pair in pairs {
             let chosen = GroundedNegative.words(in: pair.chosen), rejected = GroundedNegative.words(in: pair.rejected)
             #expect(chosen.count == rejected.count, "\(pair.chosen) / \(pair.rejected)")
@@ -207,6 +207,31 @@ struct WorldDatasetTests {
         #expect(world.trainPreferences.allSatisfy { trainImages.contains($0.image) })
         #expect(world.heldoutQuestions.allSatisfy { heldoutImages.contains($0.image) })
         #expect(world.heldoutPreferences.allSatisfy { heldoutImages.contains($0.image) })
+    }
+
+    @Test("regions.jsonl lists the training scenes and the encoder-only pictures with their records' boxes; none repeats a held-out arrangement")
+    func regionFiles() throws {
+        let world = Self.small
+        #expect(world.encoderScenes.count == 4000 && world.encoderScenes.allSatisfy { $0.split == .encoder })
+        let heldout = Set(world.heldoutScenes.map(\.signature))
+        #expect(world.encoderScenes.allSatisfy { !heldout.contains($0.signature) })
+        #expect(Set(world.encoderScenes.map(\.imagePath)).isDisjoint(with: Set(world.heldoutScenes.map(\.imagePath))))
+        let encoderImages = Set(world.encoderScenes.map(\.imagePath))
+        for text in [world.instructions.map(\.image), world.trainQuestions.map(\.image), world.highQualityPairs.map(\.image)] {
+            #expect(encoderImages.isDisjoint(with: Set(text)), "no text is written about encoder-only pictures")
+        }
+        let lines = JSONLines.regions(world.trainScenes + world.encoderScenes).split(separator: "\n")
+        #expect(lines.count == 4400)
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(lines[401].utf8)) as? [String: Any])
+        let scene = world.encoderScenes[world.encoderScenes.startIndex + 1]
+        #expect(record["image"] as? String == scene.imagePath)
+        let regions = try #require(record["regions"] as? [[String: Any]])
+        #expect(regions.count == scene.objects.count)
+        for (region, object) in zip(regions, scene.objects) {
+            #expect(region["box"] as? [Int] == [object.box.x0, object.box.y0, object.box.x1, object.box.y1])
+            #expect(region["shape"] as? String == object.shape.rawValue && region["color"] as? String == object.color.rawValue)
+            #expect(region["row"] as? String == object.position.row.word && region["column"] as? String == object.position.column.word)
+        }
     }
 
     @Test("with no noise, noisy captions name only attributes the scene has; with full wrong-attribute noise, most name one it lacks")

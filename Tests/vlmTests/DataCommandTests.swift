@@ -28,8 +28,9 @@ struct DataCommandTests {
         try run(["data", "synth", "--out", out.path, "--size", "tiny", "--seed", "7", "--image-size", "32"])
         let names = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
         #expect(names == ["corpus.txt", "images", "preferences-heldout.jsonl", "preferences.jsonl", "pretrain-hq.jsonl",
-                          "pretrain-noisy.jsonl", "qa-heldout.jsonl", "qa-train.jsonl", "sft.json", "world.json"])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("images").path).count == 64)
+                          "pretrain-noisy.jsonl", "qa-heldout.jsonl", "qa-train.jsonl", "regions-heldout.jsonl", "regions.jsonl", "sft.json",
+                          "world.json"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("images").path).count == 64 + 16)
 
         func lines(_ name: String) throws -> [[String: Any]] {
             try String(contentsOf: out.appendingPathComponent(name), encoding: .utf8).split(separator: "\n").map {
@@ -57,7 +58,7 @@ struct DataCommandTests {
             #expect(turns.enumerated().allSatisfy { $0.element["from"] == ($0.offset % 2 == 0 ? "human" : "gpt") })
         }
         let world = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("world.json"))) as? [String: Any])
-        #expect(world["seed"] as? Int == 7 && (world["scenes"] as? [Any])?.count == 64)
+        #expect(world["seed"] as? Int == 7 && (world["scenes"] as? [Any])?.count == 64 + 16, "train, held-out and encoder-only scenes")
 
         let badNoise = errorDescription { try run(["data", "synth", "--out", out.path, "--noise", "loud=0.5"]) }
         #expect(badNoise?.contains("KIND must be") == true, "\(badNoise ?? "no error")")
