@@ -3,6 +3,9 @@ import TensorCore
 
 /// What a stage does: the loss it trains and the data it reads.
 public enum StageKind: String, Codable, Sendable, CaseIterable {
+    /// The image encoder alone, with a head per label field, trained to name what covers each
+    /// patch of a regions file (image-encoder pretraining; the heads are dropped after the stage).
+    case encoder
     /// Image–caption pairs; the caption tokens are learned (Meta's pretraining stages).
     case pretrain
     /// Conversations; the assistant turns are learned (supervised fine-tuning).
@@ -139,6 +142,9 @@ public struct StageSettings: Codable, Sendable, Equatable {
         if let languageModel { problems += languageModel.problems(kind: kind, trainable: trainable) }
         if kind == .reward && !trainable.contains(VisionRewardModel.headGroup) {
             problems.append(("trainable", "a reward stage trains its scalar head: add \(VisionRewardModel.headGroup) (Meta also trained the image encoder and the cross-attention layers)"))
+        }
+        if kind == .encoder && !trainable.contains(PatchLabelModel.headGroup) {
+            problems.append(("trainable", "an encoder stage trains its patch-label heads: add \(PatchLabelModel.headGroup) (and visionModel)"))
         }
         for dataset in datasets + evalDatasets where dataset.weight <= 0 {
             problems.append(("datasets", "'\(dataset.path)' has weight \(dataset.weight); weights must be positive"))

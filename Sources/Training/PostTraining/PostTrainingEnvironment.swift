@@ -231,7 +231,7 @@ public enum PostTrainingEnvironment {
             }
             return environment
 
-        case .pretrain, .sft:
+        case .pretrain, .sft, .encoder:
             throw TrainingError("stage \(stage.name): \(stage.kind.rawValue) is not a post-training stage")
         }
     }

@@ -1,0 +1,96 @@
+import Foundation
+import Layers
+import Models
+import TensorCore
+
+// Shapes: B images, P patches of a tile, W the encoder's output width, C a field's classes.
+
+/// Llama 3.2 Vision's image encoder with one linear head per label field on its output patch
+/// tokens: the model an `encoder` stage trains to name what covers every patch. The heads only
+/// serve the stage; its output is the fusion model alone (``model``), encoder updated.
+///
+/// ```swift
+/// let labelled = PatchLabelModel(model: mllama, classCounts: classes.classCounts, seed: 0)
+/// let logits = labelled.patchLogits(batch.inputs)     // per field: (B·P, C)
+/// ```
+public final class PatchLabelModel: Module, TrainableLanguageModel {
+    /// The trainable group of the heads.
+    public static let headGroup = "patchHeads"
+
+    public let model: MllamaForConditionalGeneration
+    /// One `W → C` head per field.
+    public let heads: [Linear]
+
+    /// Fresh heads (seeded normal, standard deviation 0.02, zero bias) on `model`.
+    public init(model: MllamaForConditionalGeneration, classCounts: [Int], seed: UInt64) {
+        self.model = model
+        heads = classCounts.enumerated().map { index, classes in
+            Linear(inFeatures: model.visionModel.outputWidth, outFeatures: classes, bias: true,
+                   factory: ParameterFactory(.random(seed: seed &+ UInt64(index), standardDeviation: 0.02)))
+        }
+        super.init()
+    }
+
+    /// Patches of one tile.
+    public var patchesPerTile: Int { model.visionModel.tokensPerTile - 1 }
+
+    /// Each field's class scores on every patch of each image's first tile (the class token
+    /// dropped): `(B·P, C)` per field, in patch row-major order.
+    public func patchLogits(_ inputs: ModelInputs) -> [Tensor] {
+        guard let pixels = inputs.pixelValues, let ids = inputs.aspectRatioIDs else {
+            preconditionFailure("patch labelling needs images")
+        }
+        let features = model.visionModel(pixelValues: pixels, aspectRatioIds: ids, aspectRatioMask: inputs.aspectRatioMask)  // (B, 1, X, L, W)
+        let (b, p, w) = (features.shape[0], patchesPerTile, features.shape[4])
+        let patches = features.slice(axis: 2, 0..<1).slice(axis: 3, 1..<(1 + p)).contiguous().reshaped([b * p, w])
+        return heads.map { $0(patches) }
+    }
+
+    // MARK: TrainableLanguageModel
+
+    public func hiddenStates(_ inputs: ModelInputs) -> Tensor { model.hiddenStates(inputs) }
+    public func logits(hiddenStates: Tensor) -> Tensor { model.logits(hiddenStates: hiddenStates) }
+    public var parameterGroupNames: [String] { model.parameterGroupNames + [Self.headGroup] }
+    public func parameterPatterns(forGroup name: String) -> [String]? {
+        if name == Self.headGroup { return ["heads.**"] }
+        return model.parameterPatterns(forGroup: name)?.map { "model." + $0 }
+    }
+    public func setActivationCheckpointing(_ enabled: Bool) { model.setActivationCheckpointing(enabled) }
+}
+
+/// The `encoder` stage's step: the sum over fields of the mean cross-entropy over every patch of
+/// the micro-batch (background patches learn class 0), averaged over the step's micro-batches.
+final class PatchLabelStepper: OneStepForEveryRankCount {
+    let model: PatchLabelModel
+    let optimizer: AdamW
+    let maxGradNorm: Double
+    let fieldCount: Int
+
+    init(model: PatchLabelModel, optimizer: AdamW, maxGradNorm: Double, fieldCount: Int) {
+        self.model = model
+        self.optimizer = optimizer
+        self.maxGradNorm = maxGradNorm
+        self.fieldCount = fieldCount
+    }
+
+    func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
+        let share = 1.0 / Double(microBatches.count)
+        return try preferenceStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
+                                  runs: { parallelism?.runs(microBatch: $0) ?? true },
+                                  combine: { try parallelism?.combine(&$0, parameters: self.optimizer.parameters) }) { _, batch in
+            patchLabelLoss(model: model, batch: batch, fieldCount: fieldCount) * share
+        }
+    }
+}
+
+/// The sum over fields of the mean patch cross-entropy; `batch.labels` is `(B, P, F)` classes.
+func patchLabelLoss(model: PatchLabelModel, batch: TrainingBatch, fieldCount: Int) -> Tensor {
+    let logits = model.patchLogits(batch.inputs)
+    let targets = batch.labels.reshaped([-1, fieldCount])                                  // (B·P, F)
+    var loss: Tensor? = nil
+    for (field, scores) in logits.enumerated() {
+        let term = crossEntropy(logits: scores, targets: targets.slice(axis: 1, field..<(field + 1)).contiguous().reshaped([-1]))
+        loss = loss.map { $0 + term } ?? term
+    }
+    return loss!
+}

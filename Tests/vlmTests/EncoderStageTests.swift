@@ -1,0 +1,110 @@
+import Checkpoint
+import Foundation
+import Models
+import Testing
+import TensorCore
+import Training
+import _TestSupport
+@testable import vlm
+
+/// The `encoder` stage (image-encoder pretraining on the world's regions) on the tiny world.
+@Suite("vlm train: the encoder stage", .serialized)
+struct EncoderStageTests {
+    static func recipe(in scratch: Scratch, steps: Int = 6) throws -> String {
+        let text = """
+            defaults: {micro_batch_size: 4, max_length: 320, learning_rate: 0.003, warmup_steps: 1, checkpoint_every: 2}
+            stages:
+              - name: encoder
+                kind: encoder
+                trainable: [visionModel, patchHeads]
+                datasets: [regions.jsonl]
+                eval_datasets: [regions-heldout.jsonl]
+                steps: \(steps)
+            """
+        try text.write(toFile: scratch.path("encoder.yaml"), atomically: true, encoding: .utf8)
+        return scratch.path("encoder.yaml")
+    }
+
+    static func weights(_ folder: String) throws -> [String: [Float]] {
+        try SafetensorsFile(path: folder + "/model.safetensors").tensors().mapValues { $0.floats() }
+    }
+
+    @Test("it trains only the image encoder, reports held-out patch accuracy, and writes a model every tool loads")
+    func trainsTheEncoderOnly() throws {
+        let scratch = try Scratch()
+        let recipe = try Self.recipe(in: scratch)
+        let run = scratch.path("run")
+        try runVLM(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", run, "--data-root", TinyVisionSetup.world.path])
+        let summary = try JSONDecoder().decode(StageSummary.self, from: Data(contentsOf: URL(fileURLWithPath: run + "/encoder/summary.json")))
+        #expect(summary.steps == 6 && summary.samples == 24)
+        #expect(summary.finalLoss! < summary.firstLoss!, "the patch-label loss falls: \(summary.firstLoss!) → \(summary.finalLoss!)")
+        for field in ["color", "column", "row", "shape", "size"] {
+            #expect((0...1).contains(summary.evaluation["patch_accuracy/\(field)"] ?? -1), "\(field)")
+        }
+        let before = try Self.weights(TinyVisionSetup.vision.path), after = try Self.weights(run + "/encoder/model")
+        #expect(before.keys.sorted() == after.keys.sorted(), "the heads are not written into the model")
+        let changed = before.keys.filter { before[$0] != after[$0] }
+        #expect(!changed.isEmpty && changed.allSatisfy { $0.hasPrefix("model.vision_model.") || $0.hasPrefix("vision_model.") },
+                "only encoder weights change: \(changed.filter { !$0.contains("vision_model.") })")
+        let model = try MllamaForConditionalGeneration.load(directory: URL(fileURLWithPath: run + "/encoder/model"))
+        #expect(model.config.imageTokenIndex == 512)
+        for file in ["tokenizer.json", "preprocessor_config.json", "chat_template.json"] {
+            #expect(FileManager.default.fileExists(atPath: run + "/encoder/model/" + file), "\(file)")
+        }
+    }
+
+    @Test("the same seed gives the same bits; a run stopped twice resumes to them")
+    func reproducibleAndResumable() throws {
+        let scratch = try Scratch()
+        let recipe = try Recipe.load(from: URL(fileURLWithPath: try Self.recipe(in: scratch)), dataRoot: TinyVisionSetup.world)
+        let settings = recipe.stages[0]
+        func environment() throws -> StageEnvironment {
+            try TrainingEnvironment.make(stage: settings, recipe: recipe, input: TinyVisionSetup.vision, base: TinyVisionSetup.vision)
+        }
+        var outputs: [[String: [Float]]] = []
+        for name in ["a", "b"] {
+            _ = try StageRunner(settings: settings, folder: scratch.url.appendingPathComponent(name), environment: environment()).run()
+            outputs.append(try Self.weights(scratch.path(name + "/model")))
+        }
+        #expect(outputs[0] == outputs[1], "same seed, same bits")
+
+        let folder = scratch.url.appendingPathComponent("stopped")
+        for stepsThisRun in [3, 2] {
+            var steps = 0
+            let runner = StageRunner(settings: settings, folder: folder, environment: try environment(),
+                                     onEvent: { if case .step = $0 { steps += 1 } }, shouldStop: { steps >= stepsThisRun })
+            #expect(throws: TrainingInterrupted.self) { _ = try runner.run() }
+        }
+        _ = try StageRunner(settings: settings, folder: folder, environment: environment()).run()
+        #expect(try Self.weights(folder.appendingPathComponent("model").path) == outputs[0], "resumed: the same bits")
+    }
+
+    @Test("a bad regions line is named by file, line and field; a recipe without the heads is refused")
+    func badInput() throws {
+        let scratch = try Scratch()
+        let lines = try String(contentsOf: TinyVisionSetup.world.appendingPathComponent("regions.jsonl"), encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+        let broken = [lines[0], lines[1].replacingOccurrences(of: "\"box\": [", with: "\"box\": [\"x\", ")] + lines[2...]
+        try FileManager.default.createDirectory(at: scratch.url.appendingPathComponent("world"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: scratch.url.appendingPathComponent("world/images"),
+                                                   withDestinationURL: TinyVisionSetup.world.appendingPathComponent("images"))
+        try (broken.joined(separator: "\n") + "\n").write(toFile: scratch.path("world/regions.jsonl"), atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(at: TinyVisionSetup.world.appendingPathComponent("regions-heldout.jsonl"),
+                                         to: scratch.url.appendingPathComponent("world/regions-heldout.jsonl"))
+        let recipe = try Self.recipe(in: scratch)
+        let result = failure(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                              "--data-root", scratch.path("world")])
+        #expect(result?.status == 1)
+        #expect(result?.message.contains("regions.jsonl:2: field \"regions[0].box\": expected [x0, y0, x1, y1]") == true,
+                "\(result?.message ?? "no error")")
+
+        let noHeads = try String(contentsOfFile: recipe, encoding: .utf8).replacingOccurrences(of: ", patchHeads", with: "")
+        try noHeads.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let refused = failure(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run2"),
+                               "--data-root", TinyVisionSetup.world.path])
+        #expect(refused?.status == 1)
+        #expect(refused?.message.contains("encoder'.trainable: an encoder stage trains its patch-label heads") == true,
+                "\(refused?.message ?? "no error")")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("run2/encoder")), "refused before any work")
+    }
+}
