@@ -33,6 +33,9 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "The cross-attention adapter layout (adapters/*.yaml); the token-stream designs take its image encoder.")
     var adapter: String
 
+    @Option(help: "A model folder whose image encoder every design starts from (an encoder stage's output; default: each design's fresh one).")
+    var imageEncoder: String?
+
     @Option(help: "The comparison's folder (created; reused to resume).")
     var out: String
 
@@ -86,6 +89,7 @@ struct CompareCommand: ParsableCommand {
         var comparison = FusionComparison(recipe: recipe, settings: settings, baseLlama: URL(fileURLWithPath: base),
                                           layout: try loadAdapterLayout(path: adapter), output: URL(fileURLWithPath: out))
         comparison.firstSeed = seed
+        comparison.imageEncoder = imageEncoder.map { URL(fileURLWithPath: $0) }
         comparison.captionSampleLimit = captionSamples
         let worldRecord = recipe.dataRoot.appendingPathComponent(WorldDataset.FileName.record)
         if FileManager.default.fileExists(atPath: worldRecord.path) {

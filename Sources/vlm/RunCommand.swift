@@ -74,17 +74,20 @@ struct RunCommand: ParsableCommand {
         let comparison = try Recipe.load(from: URL(fileURLWithPath: recipe)).comparison
         if comparison != nil && !noCompare {
             step("5/6 (continued) the fusion designs compared on the same world (vlm compare)")
+            // Every design starts from the recipe's pretrained image encoder, as LLaVA starts from CLIP's.
+            let encoder = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages.last { $0.kind == .encoder }
             try runVLM(["compare", recipe, "--base", base, "--adapter", adapter, "--out", path("compare"), "--data-root", path("world"),
-                        "--seed", "\(seed)"] + overrides.flatMap { ["--set", $0] })
+                        "--seed", "\(seed)"] + (encoder.map { ["--image-encoder", path("run/\($0.name)/model")] } ?? [])
+                       + overrides.flatMap { ["--set", $0] })
         }
 
         step("6/6 evaluation and report")
         let heldOut = URL(fileURLWithPath: path("world/qa-heldout.jsonl"))
         let recipeStages = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages
         let stages = recipeStages.map(\.name)
-        // A reward stage's output scores answers; it is not a policy to ask questions (its held-out
-        // pairwise accuracy is in its summary).
-        let policies = recipeStages.filter { $0.kind != .reward }.map(\.name)
+        // A reward stage's output scores answers and an encoder stage's has untrained adapters:
+        // neither is a policy to ask questions (their held-out figures are in their summaries).
+        let policies = recipeStages.filter { $0.kind != .reward && $0.kind != .encoder }.map(\.name)
         let models = [("base Llama (no image)", base)] + policies.map { ($0, path("run/\($0)/model")) }
         var evaluations: [RunReport.Evaluation] = []
         var answers: [[String]] = []

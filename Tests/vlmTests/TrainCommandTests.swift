@@ -227,6 +227,8 @@ struct RunCommandTests {
             defaults: {trainable: [visionModel, projector, crossAttentionLayers, extraEmbeddingRows], micro_batch_size: 8,
                        max_length: 320, learning_rate: 0.003, checkpoint_every: 100}
             stages:
+              - {name: encoder, kind: encoder, datasets: [regions.jsonl], eval_datasets: [regions-heldout.jsonl],
+                 trainable: [visionModel, patchHeads], steps: 2}
               - {name: pretrain, kind: pretrain, datasets: [pretrain-hq.jsonl], steps: 4}
               - {name: sft, kind: sft, datasets: [qa-train.jsonl], eval_datasets: [qa-heldout.jsonl], eval_samples: 8, steps: 4}
               - {name: reward, kind: reward, datasets: [preferences.jsonl], trainable: [visionModel, crossAttentionLayers, rewardHead], steps: 2}
@@ -276,6 +278,22 @@ struct RunCommandTests {
         #expect(html.contains("Held-out exact match by question type, per fusion design"))
         #expect(html.components(separatedBy: "<svg").count - 1 >= 3, "the comparison's chart too")
         #expect(FileManager.default.fileExists(atPath: scratch.path("job/compare/comparison.md")))
+        // The encoder stage: its own metric in the report, not asked questions, and the encoder every design starts from.
+        let encoder = try #require(stages.first { $0["stage"] as? String == "encoder" })
+        let patches = try #require((encoder["evaluation"] as? [String: Double])?["patch_accuracy"])
+        #expect(report.contains("## Image encoder pretraining") && report.contains(String(format: "%.1f %%", 100 * patches)))
+        #expect(html.contains("<h2>Image encoder pretraining</h2>"))
+        let pretrained = try SafetensorsFile(path: scratch.path("job/run/encoder/model/model.safetensors")).tensors()
+        for design in ["cross-attention", "llava-linear"] {
+            let initial = try SafetensorsFile(path: scratch.path("job/compare/\(design)/seed-0/init/model.safetensors")).tensors()
+            let encoderNames = initial.keys.filter { $0.contains("vision_model.") }
+            #expect(!encoderNames.isEmpty)
+            for name in encoderNames {
+                let key = String(name[name.range(of: "vision_model.")!.lowerBound...])
+                let source = try #require(pretrained.first { $0.key.hasSuffix(key) && $0.key.contains("vision_model.") }?.value)
+                #expect(initial[name]!.floats() == source.floats(), "\(design): \(name) is the pretrained encoder's")
+            }
+        }
 
         let weights = scratch.path("job/run/sft/model/model.safetensors")
         let modified = try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as! Date

@@ -105,6 +105,9 @@ public struct FusionComparison {
     public var output: URL
     /// The first seed (seeds are `firstSeed ..< firstSeed + settings.seeds`).
     public var firstSeed: UInt64 = 0
+    /// A checkpoint whose image encoder every design starts from (an `encoder` stage's output);
+    /// nil: each design's freshly initialised one (the same for all, by seed).
+    public var imageEncoder: URL? = nil
     /// Images in the prompt for the generation timings.
     public var timedImageCounts = [1, 2, 4]
     public var onEvent: (TrainingEvent) -> Void = { _ in }
@@ -181,6 +184,7 @@ public struct FusionComparison {
                 } else {
                     try AdapterInitialization.initializeTokenStream(textModel: baseLlama, layout: designLayout, output: building, seed: seed)
                 }
+                if let imageEncoder { try ImageEncoderTransplant.apply(from: imageEncoder, to: building) }
             }
         }
         ProcessMemory.resetPeak()

@@ -57,6 +57,18 @@ public struct RunReport {
         self.machine = machine
     }
 
+    /// One sentence per `encoder` stage: its held-out patch accuracy, overall and per label field.
+    var encoderSentences: [String] {
+        summaries.filter { $0.kind == .encoder }.compactMap { s in
+            guard let mean = s.evaluation["patch_accuracy"] else { return nil }
+            let prefix = "patch_accuracy/"
+            let fields = s.evaluation.keys.filter { $0.hasPrefix(prefix) }.sorted()
+                .map { "\($0.dropFirst(prefix.count)) \(Self.percent(s.evaluation[$0]))" }
+            return "\(s.stage), after \(s.steps) steps: on held-out pictures the encoder names \(Self.percent(mean)) of the labels "
+                + "of the patches objects cover (\(fields.joined(separator: ", "))); the heads that read them are dropped after the stage."
+        }
+    }
+
     /// The question types present in any evaluation, sorted.
     public var questionTypes: [String] {
         Set(evaluations.flatMap { $0.metrics.keys.filter { $0.hasPrefix("exact_match/") } })
@@ -109,6 +121,9 @@ public struct RunReport {
                                 s.firstLoss ?? .nan, s.finalLoss ?? .nan, s.tokensPerSecond, s.seconds,
                                 s.textOnlyLogitsUnchanged == true ? "yes, bit for bit" : "no"))
         }
+        if !encoderSentences.isEmpty {
+            lines += ["", "## Image encoder pretraining", ""] + encoderSentences.map { "- " + $0 }
+        }
         if !rewardDistributions.isEmpty {
             lines += ["", "## Rewards", ""]
             for distribution in rewardDistributions {
@@ -144,7 +159,8 @@ public struct RunReport {
             "evaluations": evaluations.map { ["model": $0.name, "metrics": $0.metrics] },
             "stages": summaries.map { ["stage": $0.stage, "kind": $0.kind.rawValue, "steps": $0.steps, "first_loss": $0.firstLoss ?? -1,
                                        "final_loss": $0.finalLoss ?? -1, "seconds": $0.seconds, "tokens_per_s": $0.tokensPerSecond,
-                                       "text_only_logits_unchanged": $0.textOnlyLogitsUnchanged ?? false] },
+                                       "text_only_logits_unchanged": $0.textOnlyLogitsUnchanged ?? false,
+                                       "evaluation": $0.evaluation] },
             "samples": samples.map { sample -> [String: Any] in
                 ["id": sample.id, "question": sample.question, "reference": sample.reference, "type": sample.type,
                  "answers": Dictionary(sample.answers.map { ($0.model, $0.answer) }, uniquingKeysWith: { a, _ in a })]

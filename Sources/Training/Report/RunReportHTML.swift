@@ -28,6 +28,9 @@ extension RunReport {
         page += captionSection
         page += lossSection
         page += stagesSection
+        if !encoderSentences.isEmpty {
+            page += "<h2>Image encoder pretraining</h2>\n" + encoderSentences.map { "<p>\(e($0))</p>\n" }.joined()
+        }
         page += rewardSection
         page += samplesSection
         page += comparisonSection
