@@ -282,7 +282,7 @@ struct RunCommandTests {
         let encoder = try #require(stages.first { $0["stage"] as? String == "encoder" })
         let patches = try #require((encoder["evaluation"] as? [String: Double])?["patch_accuracy"])
         #expect(report.contains("## Image encoder pretraining") && report.contains(String(format: "%.1f %%", 100 * patches)))
-        #expect(html.contains("<h2>Image encoder pretraining</h2>"))
+        #expect(html.contains("<h2>Image encoder pretraining</h2>") && html.contains("Patch-label loss"))
         let pretrained = try SafetensorsFile(path: scratch.path("job/run/encoder/model/model.safetensors")).tensors()
         for design in ["cross-attention", "llava-linear"] {
             let initial = try SafetensorsFile(path: scratch.path("job/compare/\(design)/seed-0/init/model.safetensors")).tensors()

@@ -28,9 +28,7 @@ extension RunReport {
         page += captionSection
         page += lossSection
         page += stagesSection
-        if !encoderSentences.isEmpty {
-            page += "<h2>Image encoder pretraining</h2>\n" + encoderSentences.map { "<p>\(e($0))</p>\n" }.joined()
-        }
+        page += encoderSection
         page += rewardSection
         page += samplesSection
         page += comparisonSection
@@ -82,7 +80,26 @@ extension RunReport {
             + "CaptionScore).</p>\n"
     }
 
+    /// The stages whose loss is the captions' and answers' cross-entropy (an encoder stage's is
+    /// over patch labels, on another scale: it has its own chart).
+    private var languageLossCurves: [(stage: String, points: [(step: Int, loss: Double)])] {
+        let encoders = Set(summaries.filter { $0.kind == .encoder }.map(\.stage))
+        return lossCurves.filter { !encoders.contains($0.stage) }
+    }
+
+    private var encoderSection: String {
+        guard !encoderSentences.isEmpty else { return "" }
+        let encoders = Set(summaries.filter { $0.kind == .encoder }.map(\.stage))
+        let series = lossCurves.filter { encoders.contains($0.stage) }.map { curve in
+            SVGChart.Series(name: curve.stage, points: Self.smoothed(curve.points).map { (Double($0.step), $0.loss) })
+        }
+        return "<h2>Image encoder pretraining</h2>\n" + encoderSentences.map { "<p>\(SVGChart.escape($0))</p>\n" }.joined()
+            + (series.isEmpty ? "" : SVGChart.lines(series, title: "Patch-label loss (sum over the label fields, smoothed)",
+                                                    xLabel: "optimiser step", yLabel: "loss", width: 940) + "\n")
+    }
+
     private var lossSection: String {
+        let lossCurves = languageLossCurves
         guard !lossCurves.isEmpty else { return "" }
         var offset = 0
         var series: [SVGChart.Series] = []
