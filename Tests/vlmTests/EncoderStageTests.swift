@@ -79,6 +79,52 @@ struct EncoderStageTests {
         #expect(try Self.weights(folder.appendingPathComponent("model").path) == outputs[0], "resumed: the same bits")
     }
 
+    @Test("vlm compare --image-encoder starts every design from that encoder, and redoes runs made from another one")
+    func comparisonFromThePretrainedEncoder() throws {
+        let scratch = try Scratch()
+        try runVLM(["train", try Self.recipe(in: scratch, steps: 2), "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                    "--data-root", TinyVisionSetup.world.path])
+        let encoder = scratch.path("run/encoder/model")
+        let recipe = """
+            defaults: {trainable: [projector, crossAttentionLayers, extraEmbeddingRows], micro_batch_size: 4, max_length: 400,
+                       learning_rate: 0.003, checkpoint_every: 100}
+            stages:
+              - {name: sft, kind: sft, datasets: [qa-train.jsonl], eval_datasets: [qa-heldout.jsonl], eval_samples: 4,
+                 eval_max_new_tokens: 4, steps: 2}
+            compare: {archs: [cross-attention, llava-linear], seeds: 1}
+            """
+        try recipe.write(toFile: scratch.path("compare.yaml"), atomically: true, encoding: .utf8)
+        let arguments = ["compare", scratch.path("compare.yaml"), "--base", TinyVisionSetup.folder.appendingPathComponent("llama").path,
+                         "--adapter", repositoryFile("adapters/world.yaml").path, "--out", scratch.path("compare"),
+                         "--data-root", TinyVisionSetup.world.path, "--caption-samples", "2"]
+        func encoderWeights(_ folder: String) throws -> [String: [Float]] {
+            let tensors = try SafetensorsFile(path: folder + "/model.safetensors").tensors()
+            return Dictionary(uniqueKeysWithValues: tensors.compactMap { name, tensor in
+                name.range(of: "vision_model.").map { (String(name[$0.lowerBound...]), tensor.floats()) }
+            })
+        }
+        try runVLM(arguments)
+        let pretrained = try encoderWeights(encoder)
+        for design in ["cross-attention", "llava-linear"] {
+            #expect(try encoderWeights(scratch.path("compare/\(design)/seed-0/init")) != pretrained, "\(design): the fresh encoder")
+        }
+        try runVLM(arguments + ["--image-encoder", encoder])
+        var results: [String: Date] = [:]
+        for design in ["cross-attention", "llava-linear"] {
+            #expect(try encoderWeights(scratch.path("compare/\(design)/seed-0/init")) == pretrained, "\(design): the pretrained encoder")
+            let mark = try String(contentsOfFile: scratch.path("compare/\(design)/seed-0/image_encoder.txt"), encoding: .utf8)
+            #expect(mark.hasPrefix("pretrained "))
+            let result = scratch.path("compare/\(design)/seed-0/result.json")
+            results[design] = try FileManager.default.attributesOfItem(atPath: result)[.modificationDate] as? Date
+        }
+        try runVLM(arguments + ["--image-encoder", encoder])
+        for design in ["cross-attention", "llava-linear"] {
+            let result = scratch.path("compare/\(design)/seed-0/result.json")
+            #expect(try FileManager.default.attributesOfItem(atPath: result)[.modificationDate] as? Date == results[design],
+                    "\(design): a run from the same encoder is reused")
+        }
+    }
+
     @Test("a bad regions line is named by file, line and field; a recipe without the heads is refused")
     func badInput() throws {
         let scratch = try Scratch()

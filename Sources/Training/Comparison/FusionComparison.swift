@@ -166,6 +166,15 @@ public struct FusionComparison {
         let design = arm.design, label = arm.description
         let folder = output.appendingPathComponent(arm.folderName).appendingPathComponent("seed-\(seed)")
         let resultURL = folder.appendingPathComponent("result.json")
+        // A run started from another image encoder than this one is stale (folders without the
+        // mark started from the fresh one).
+        let encoderMark = folder.appendingPathComponent("image_encoder.txt")
+        let encoder = try imageEncoder.map { "pretrained \(try ImageEncoderTransplant.fingerprint(of: $0))" } ?? "fresh"
+        let recorded = (try? String(contentsOf: encoderMark, encoding: .utf8)) ?? "fresh"
+        if recorded != encoder, FileManager.default.fileExists(atPath: folder.path) {
+            onProgress("\(label) seed \(seed): started from another image encoder (\(recorded)); starting again")
+            try FileManager.default.removeItem(at: folder)
+        }
         if let data = FileManager.default.contents(atPath: resultURL.path), let done = try? ComparisonRun.decoder().decode(ComparisonRun.self, from: data),
            captions == nil || done.captionAccuracy != nil {
             onProgress("\(label) seed \(seed): finished earlier (\(resultURL.path))")
@@ -186,6 +195,7 @@ public struct FusionComparison {
                 }
                 if let imageEncoder { try ImageEncoderTransplant.apply(from: imageEncoder, to: building) }
             }
+            try AtomicFile.write(Data(encoder.utf8), to: encoderMark)
         }
         ProcessMemory.resetPeak()
         onProgress("\(label) seed \(seed): training \(recipe.stages.map(\.name).joined(separator: ", "))")

@@ -9,6 +9,18 @@ import TensorCore
 public enum ImageEncoderTransplant {
     static let prefix = "vision_model."
 
+    /// A fingerprint of the image encoder in the checkpoint folder `source`: its `vision_model.`
+    /// tensors' names, shapes and bytes.
+    public static func fingerprint(of source: URL) throws -> String {
+        let tensors = try SafetensorsFile(path: source.appendingPathComponent("model.safetensors").path).tensors()
+        var hash = ContentHash()
+        for name in tensors.keys.sorted() where name.contains(prefix) {
+            hash.add(name)
+            hash.add(tensors[name]!)
+        }
+        return hash.hex
+    }
+
     /// - Throws: ``CheckpointError`` naming the file and tensor when `source` lacks one of the
     ///   encoder's tensors or holds it in another shape.
     public static func apply(from source: URL, to folder: URL) throws {
