@@ -158,11 +158,17 @@ public enum TrainingEnvironment {
                 if let mllama { try VisionCheckpointFiles.write(from: input, config: mllama.config, to: folder) }
                 else { try copySupportFiles(from: input, to: folder) }
             },
-            textOnlyLogitsUnchanged: !keepsTextModel ? nil : {
-                let now = withNoGrad { model.logits(ModelInputs(inputIDs: probe)).floats() }
-                let reference = try LoadedModel.load(directory: base).model
-                return now == withNoGrad { reference.logits(ModelInputs(inputIDs: probe)).floats() }
-            })
+            textOnlyLogitsUnchanged: !keepsTextModel ? nil : textOnlyLogitsCheck(model: model, probe: probe, base: base))
+    }
+
+    /// The drop-in check every stage runs after training: whether `model`'s logits for the text-only
+    /// `probe` equal, bit for bit, those of the model folder `base`.
+    static func textOnlyLogitsCheck(model: any TrainableLanguageModel, probe: Tensor, base: URL) -> () throws -> Bool {
+        {
+            let now = withNoGrad { model.logits(ModelInputs(inputIDs: probe)).floats() }
+            let reference = try LoadedModel.load(directory: base).model
+            return now == withNoGrad { reference.logits(ModelInputs(inputIDs: probe)).floats() }
+        }
     }
 
     /// The recipe's datasets, opened and indexed before any work starts.

@@ -32,6 +32,9 @@ enum EncoderStageEnvironment {
             from: input.appendingPathComponent(MllamaImageProcessorConfig.fileName)))
         let vision = mllama.config.visionConfig
         let grid = vision.imageSize / vision.patchSize
+        let layout = try ModelDataLayout(mllama)
+        let probe = TrainingEnvironment.textProbe(processor: try loadProcessor(directory: input, imageTokenID: layout.imageTokenID),
+                                                  vocabularySize: layout.textVocabulary)
 
         var environment = StageEnvironment(
             model: model,
@@ -49,15 +52,8 @@ enum EncoderStageEnvironment {
                 try mllama.save(to: folder)
                 try VisionCheckpointFiles.write(from: input, config: mllama.config, to: folder)
             },
-            textOnlyLogitsUnchanged: {
-                // The stage writes only encoder weights; the check is the same as every stage's.
-                let layout = try ModelDataLayout(mllama)
-                let probe = TrainingEnvironment.textProbe(processor: try loadProcessor(directory: input, imageTokenID: layout.imageTokenID),
-                                                          vocabularySize: layout.textVocabulary)
-                let now = withNoGrad { mllama.logits(ModelInputs(inputIDs: probe)).floats() }
-                let reference = try LoadedModel.load(directory: base).model
-                return now == withNoGrad { reference.logits(ModelInputs(inputIDs: probe)).floats() }
-            })
+            // The stage writes only encoder weights; the check is the same as every stage's.
+            textOnlyLogitsUnchanged: TrainingEnvironment.textOnlyLogitsCheck(model: mllama, probe: probe, base: base))
         environment.makeStepper = { optimizer in
             PatchLabelStepper(model: model, optimizer: optimizer, maxGradNorm: stage.maxGradNorm, fieldCount: classes.fields.count)
         }

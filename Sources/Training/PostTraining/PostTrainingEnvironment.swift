@@ -55,11 +55,7 @@ public enum PostTrainingEnvironment {
             return try sampler.sample(prompts, group: group)
         }
         let probe = TrainingEnvironment.textProbe(processor: processor, vocabularySize: mllama.config.textConfig.llama.vocabSize)
-        let textCheck: () throws -> Bool = {
-            let now = withNoGrad { mllama.logits(ModelInputs(inputIDs: probe)).floats() }
-            let reference = try LoadedModel.load(directory: base).model
-            return now == withNoGrad { reference.logits(ModelInputs(inputIDs: probe)).floats() }
-        }
+        let textCheck = TrainingEnvironment.textOnlyLogitsCheck(model: mllama, probe: probe, base: base)
         let keepsText = !stage.trainable.contains("textModel")
         let saveMllama: (URL) throws -> Void = { folder in
             try mllama.save(to: folder)
