@@ -72,12 +72,18 @@ struct DataOrder {
 
     private mutating func permutation(dataset: Int, epoch: Int) -> [Int] {
         if let cached = permutations[dataset], cached.epoch == epoch { return cached.order }
-        var generator = RandomGenerator(seed: Self.derive(seed, 0x7065_726d, UInt64(dataset), UInt64(epoch)))
-        var order = Array(0 ..< counts[dataset])
+        let order = Self.shuffledIndices(count: counts[dataset], seed: Self.derive(seed, 0x7065_726d, UInt64(dataset), UInt64(epoch)))
+        permutations[dataset] = (epoch, order)
+        return order
+    }
+
+    /// `0..<count` in a Fisher–Yates order drawn from a generator seeded with `seed`.
+    static func shuffledIndices(count: Int, seed: UInt64) -> [Int] {
+        var generator = RandomGenerator(seed: seed)
+        var order = Array(0 ..< count)
         for i in stride(from: order.count - 1, to: 0, by: -1) {
             order.swapAt(i, Int(generator.next() % UInt64(i + 1)))
         }
-        permutations[dataset] = (epoch, order)
         return order
     }
 

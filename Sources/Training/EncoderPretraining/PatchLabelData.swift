@@ -50,12 +50,9 @@ final class PatchLabelStream: TrainingDataStream {
         return drawn
     }
 
-    /// Fisher–Yates over `0..<count`, seeded from the seed and the epoch.
+    /// The epoch's order of `0..<count`, seeded from the seed and the epoch.
     static func order(count: Int, seed: UInt64, epoch: Int) -> [Int] {
-        var generator = RandomGenerator(seed: DataOrder.derive(seed, 0x7061_7463_68, UInt64(epoch)))
-        var order = Array(0..<count)
-        for i in stride(from: count - 1, to: 0, by: -1) { order.swapAt(i, Int(generator.next() % UInt64(i + 1))) }
-        return order
+        DataOrder.shuffledIndices(count: count, seed: DataOrder.derive(seed, 0x7061_7463_68, UInt64(epoch)))
     }
 }
 
