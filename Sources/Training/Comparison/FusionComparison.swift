@@ -143,11 +143,13 @@ public struct FusionComparison {
             throw TrainingError("\(recipe.file): the comparison's last stage needs eval_datasets (held-out questions) to measure the designs")
         }
         let captions = try captionSamples?().prefix(captionSampleLimit > 0 ? captionSampleLimit : .max).map { $0 }
+        // Which encoder the runs start from; a run made from another one is stale.
+        let encoder = try imageEncoder.map { "pretrained \(try ImageEncoderTransplant.fingerprint(of: $0))" } ?? "fresh"
         let started = Date()
         var runs: [ComparisonRun] = []
         for arm in arms {
             for offset in 0..<UInt64(settings.seeds) {
-                runs.append(try run(arm: arm, seed: firstSeed + offset, captions: captions))
+                runs.append(try run(arm: arm, seed: firstSeed + offset, captions: captions, encoder: encoder))
             }
         }
         let report = ComparisonReport(runs: runs, arms: arms, stages: recipes[arms[0]]!.stages.map(\.name),
@@ -162,14 +164,14 @@ public struct FusionComparison {
                                  languageModel: arm.languageModel, languageModelStages: settings.languageModelStages)
     }
 
-    func run(arm: ComparisonArm, seed: UInt64, captions: [CaptionSample]?) throws -> ComparisonRun {
+    /// - Parameter encoder: "fresh", or "pretrained" and the fingerprint of ``imageEncoder``.
+    func run(arm: ComparisonArm, seed: UInt64, captions: [CaptionSample]?, encoder: String) throws -> ComparisonRun {
         let design = arm.design, label = arm.description
         let folder = output.appendingPathComponent(arm.folderName).appendingPathComponent("seed-\(seed)")
         let resultURL = folder.appendingPathComponent("result.json")
         // A run started from another image encoder than this one is stale (folders without the
         // mark started from the fresh one).
         let encoderMark = folder.appendingPathComponent("image_encoder.txt")
-        let encoder = try imageEncoder.map { "pretrained \(try ImageEncoderTransplant.fingerprint(of: $0))" } ?? "fresh"
         let recorded = (try? String(contentsOf: encoderMark, encoding: .utf8)) ?? "fresh"
         if recorded != encoder, FileManager.default.fileExists(atPath: folder.path) {
             onProgress("\(label) seed \(seed): started from another image encoder (\(recorded)); starting again")
