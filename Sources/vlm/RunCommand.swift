@@ -71,11 +71,12 @@ struct RunCommand: ParsableCommand {
         try runVLM(["train", recipe, "--base", path("vision-init"), "--out", path("run"), "--data-root", path("world"),
                     "--set", seedSetting] + overrides.flatMap { ["--set", $0] })
 
-        let comparison = try Recipe.load(from: URL(fileURLWithPath: recipe)).comparison
+        let visionRecipe = try Recipe.load(from: URL(fileURLWithPath: recipe))
+        let comparison = visionRecipe.comparison
         if comparison != nil && !noCompare {
             step("5/6 (continued) the fusion designs compared on the same world (vlm compare)")
             // Every design starts from the recipe's pretrained image encoder, as LLaVA starts from CLIP's.
-            let encoder = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages.last { $0.kind == .encoder }
+            let encoder = visionRecipe.stages.last { $0.kind == .encoder }
             try runVLM(["compare", recipe, "--base", base, "--adapter", adapter, "--out", path("compare"), "--data-root", path("world"),
                         "--seed", "\(seed)"] + (encoder.map { ["--image-encoder", path("run/\($0.name)/model")] } ?? [])
                        + overrides.flatMap { ["--set", $0] })
@@ -83,7 +84,7 @@ struct RunCommand: ParsableCommand {
 
         step("6/6 evaluation and report")
         let heldOut = URL(fileURLWithPath: path("world/qa-heldout.jsonl"))
-        let recipeStages = try Recipe.load(from: URL(fileURLWithPath: recipe)).stages
+        let recipeStages = visionRecipe.stages
         let stages = recipeStages.map(\.name)
         // A reward stage's output scores answers and an encoder stage's has untrained adapters:
         // neither is a policy to ask questions (their held-out figures are in their summaries).
