@@ -46,6 +46,16 @@ struct ComparisonSettingsTests {
         #expect(a == b)
     }
 
+    @Test("an override for a stage the comparison leaves out is accepted and dropped; an unknown stage is still refused")
+    func overridesOfLeftOutStages() throws {
+        let recipe = try parse(Self.recipe)
+        let design = try recipe.forComparison(design: .crossAttention, stages: ["hq", "sft"], overrides: ["noisy.steps=9", "sft.steps=4"], seed: 0)
+        #expect(design.stages.map(\.name) == ["hq", "sft"] && design.stages.map(\.steps) == [5, 4])
+        #expect(throws: RecipeError.self) {
+            try recipe.forComparison(design: .crossAttention, stages: ["hq", "sft"], overrides: ["encoder.steps=9"], seed: 0)
+        }
+    }
+
     @Test("mistakes in the section are named by field", arguments: [
         ("compare: {archs: [perceiver]}", "compare.archs"),
         ("compare: {stages: [nope]}", "compare.stages"),

@@ -119,14 +119,16 @@ extension Recipe {
                               languageModel: LanguageModelTraining.Mode = .frozen, languageModelStages: [String] = []) throws -> Recipe {
         var recipe = self
         recipe.comparison = nil
+        // Overrides are checked against the whole recipe, so that one for a stage the comparison
+        // leaves out (`vlm run --set dpo.steps=…`) is accepted, then dropped with its stage.
+        let parser = RecipeParser(file: file)
+        for override in overrides { try parser.apply(override: override, to: &recipe.stages) }
         if !names.isEmpty {
             for name in names where stage(named: name) == nil {
                 throw RecipeError(file: file, field: "compare.stages", reason: "no stage named '\(name)'; stages: \(stages.map(\.name).joined(separator: ", "))")
             }
-            recipe.stages = stages.filter { names.contains($0.name) }
+            recipe.stages = recipe.stages.filter { names.contains($0.name) }
         }
-        let parser = RecipeParser(file: file)
-        for override in overrides { try parser.apply(override: override, to: &recipe.stages) }
         let groups = design == .crossAttention ? nil : Set(TokenStreamParameterGroup.allCases.map(\.rawValue))
         for name in languageModelStages where !recipe.stages.contains(where: { $0.name == name }) {
             throw RecipeError(file: file, field: "compare.lora_stages", reason: "'\(name)' is not a compared stage; they are \(recipe.stages.map(\.name).joined(separator: ", "))")
