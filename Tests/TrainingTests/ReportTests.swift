@@ -33,6 +33,19 @@ struct ReportTests {
         #expect(points.count == 3)
     }
 
+    @Test("marker labels that would overprint stack in rows; far-apart ones stay on the top row")
+    func markerLabels() {
+        // "pretrain-noisy" at 0 and "pretrain-hq" 20 pixels later (short stages) would overlap.
+        let widths = ["pretrain-noisy", "pretrain-hq", "sft", "reward"].map(SVGChart.labelWidth)
+        #expect(SVGChart.markerLabelRows(starts: [0, 20, 200, 600], widths: widths) == [0, 1, 0, 0])
+        #expect(SVGChart.markerLabelRows(starts: [0, 10, 20], widths: [50, 50, 50]) == [0, 1, 2])
+        #expect(SVGChart.markerLabelRows(starts: [0, 10, 100], widths: [50, 50, 50]) == [0, 1, 0])
+        let svg = SVGChart.lines([.init(name: "s", points: [(0, 1), (1000, 2)])], title: "loss", xLabel: "step", yLabel: "loss",
+                                 markers: [(0, "pretrain-noisy"), (10, "pretrain-hq")])
+        let ys = svg.components(separatedBy: "fill=\"#555\">").dropLast().map { $0.components(separatedBy: " y=\"").last!.prefix { $0 != "\"" } }
+        #expect(ys.count == 2 && Set(ys).count == 2, "\(ys)")
+    }
+
     @Test("a comparison with the language-model grid gets a column per arm, a caption accuracy row and the grid chart")
     func comparisonGrid() throws {
         func run(_ design: AdapterLayout.Architecture, _ mode: LanguageModelTraining.Mode?, exactMatch: Double, caption: Double) -> ComparisonRun {

@@ -36,10 +36,11 @@ public enum SVGChart {
         var body = frame.open(title: title) + frame.axes(xLabel: xLabel, yLabel: yLabel)
         body += yTicks.map { frame.yTick(y: yScale($0), label: format($0)) }.joined()
         body += xTicks.map { frame.xTick(x: xScale($0), label: format($0)) }.joined()
-        for marker in markers {
-            let x = xScale(marker.x)
+        let markerXs = markers.map { xScale($0.x) }
+        let labelRows = markerLabelRows(starts: markerXs.map { $0 + 3 }, widths: markers.map { labelWidth($0.label) })
+        for (marker, (x, row)) in zip(markers, zip(markerXs, labelRows)) {
             body += "<line x1=\"\(f(x))\" y1=\"\(f(frame.top))\" x2=\"\(f(x))\" y2=\"\(f(frame.bottom))\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>"
-            body += "<text x=\"\(f(x + 3))\" y=\"\(f(frame.top + 10))\" font-size=\"10\" fill=\"#555\">\(escape(marker.label))</text>"
+            body += "<text x=\"\(f(x + 3))\" y=\"\(f(frame.top + 10 + 11 * Double(row)))\" font-size=\"10\" fill=\"#555\">\(escape(marker.label))</text>"
         }
         for (index, line) in series.enumerated() where !line.points.isEmpty {
             let color = line.color ?? palette[index % palette.count]
@@ -49,6 +50,22 @@ public enum SVGChart {
         body += frame.legend(series.enumerated().map { ($0.element.name, $0.element.color ?? palette[$0.offset % palette.count]) })
         return body + "</svg>"
     }
+
+    /// The text row (0 = top) of each marker label, so that labels starting close together (short
+    /// stages) stack instead of overprinting: each label takes the highest row whose last label
+    /// ends, with a small gap, before it starts. `starts` are in drawing order, left to right.
+    static func markerLabelRows(starts: [Double], widths: [Double], gap: Double = 4) -> [Int] {
+        var rowEnds: [Double] = []
+        return zip(starts, widths).map { start, width in
+            let row = rowEnds.firstIndex { $0 + gap <= start } ?? rowEnds.count
+            if row == rowEnds.count { rowEnds.append(0) }
+            rowEnds[row] = start + width
+            return row
+        }
+    }
+
+    /// The drawn width of a 10-pixel sans-serif label, estimated (SVG text is not measured here).
+    static func labelWidth(_ label: String) -> Double { Double(label.count) * 5.6 }
 
     /// A grouped bar chart: for each category, one bar per series (values in 0…`maximum`), with
     /// an optional dashed reference line per category (e.g. a baseline) and values printed as percent
