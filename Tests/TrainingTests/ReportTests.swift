@@ -92,6 +92,19 @@ struct ReportTests {
         #expect(html.contains("✗ base: blue") && html.contains("✓ sft: Red."))
         #expect(html.contains("50.0 %") && html.contains("90.0 %"))
         #expect(html.contains("sft, image blanked"))
+        #expect(html.contains("This run of vlm run: 12 s;"))
+    }
+
+    @Test("the time line gives this invocation's seconds and the stages' training seconds, which a rerun keeps")
+    func timeLine() throws {
+        func summary(_ stage: String, seconds: Double) throws -> StageSummary {
+            let json = #"{"stage": "\#(stage)", "kind": "sft", "steps": 1, "samples": 1, "skippedSteps": 0, "skippedSamples": {}, "#
+                + #""trainableParameters": 1, "seconds": \#(seconds), "tokensPerSecond": 1, "dataWaitSeconds": 0, "evaluation": {}, "output": "x"}"#
+            return try JSONDecoder().decode(StageSummary.self, from: Data(json.utf8))
+        }
+        let rerun = RunReport(evaluations: [], summaries: [try summary("a", seconds: 100.4), try summary("b", seconds: 200.3)], seconds: 20)
+        #expect(rerun.markdown.contains("This run of vlm run: 20 s; the vision recipe's stages trained for 301 s when they ran."))
+        #expect(rerun.html.contains("the vision recipe&#39;s stages trained for 301 s") || rerun.html.contains("the vision recipe's stages trained for 301 s"))
     }
 
     @Test("reward distributions are drawn as histograms of the share of samples per bin, with their means")

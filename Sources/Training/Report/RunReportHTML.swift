@@ -21,7 +21,7 @@ extension RunReport {
             </style></head><body>
             <h1>VLMKit main job</h1>
             <p class="headline">\(e(headline))</p>
-            <p class="muted">\(e(String(format: "Total time: %.0f s.", seconds))) \(e(machine))</p>
+            <p class="muted">\(e(timeLine)) \(e(machine))</p>
 
             """
         page += accuracySection
