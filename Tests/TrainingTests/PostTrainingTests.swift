@@ -267,6 +267,41 @@ struct PostTrainingTests {
         #expect(rankedPairs(PreferenceLayout(batch: batch)).count == 3, "edited > chosen > rejected gives three ranked pairs")
     }
 
+    @Test("rejected_up_to_difference: a rejected response counts up to its first token that differs from the chosen one")
+    func rejectedUpToDifference() throws {
+        let directory = try TemporaryDirectory()
+        try directory.writePNG("a.png")
+        let prompt = #""prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]"#
+        let file = try directory.write("p.jsonl", """
+            {"images": ["a.png"], \(prompt), "chosen": "Red.", "rejected": "Rot."}
+            {"images": ["a.png"], \(prompt), "chosen": "Red.", "rejected": "Blue."}
+            {"images": ["a.png"], \(prompt), "chosen": "Red.", "rejected": "Red. Very red."}
+            {"images": ["a.png"], \(prompt), "chosen": "Red.", "rejected": "Red."}
+
+            """)
+        func learned(_ sample: EncodedSample) -> [Int] { sample.labels.filter { $0 != -100 } }
+        let dataset = try Dataset(path: file)
+        let truncating = PreferenceEncoder(samples: try DataTestSupport.encoder(), truncatesRejected: true)
+        let plain = PreferenceEncoder(samples: try DataTestSupport.encoder())
+        let expected: [[Int]] = [DataTestSupport.bytes("Ro"), DataTestSupport.bytes("B"), DataTestSupport.bytes("Red. "),
+                                 DataTestSupport.bytes("Red.") + [DataTestSupport.endOfTurn]]
+        for (index, rejected) in expected.enumerated() {
+            let record = try dataset.record(at: index).get()
+            let truncated = try truncating.encode(record), whole = try plain.encode(record)
+            #expect(learned(truncated.rejected) == rejected, "record \(index)")
+            #expect(truncated.rejected.tokenIDs == whole.rejected.tokenIDs, "only labels change")
+            #expect(truncated.chosen.labels == whole.chosen.labels, "the chosen response is whole")
+        }
+        // The recipe key: true sets it; false leaves it unset, so older recipes' digests stay.
+        func recipe(_ value: Bool) throws -> Recipe {
+            try Recipe.parse(yaml: "stages: [{name: d, kind: dpo, datasets: [p.jsonl], steps: 1, rejected_up_to_difference: \(value)}]",
+                             file: "r.yaml", directory: directory.url)
+        }
+        let yes = try recipe(true), no = try recipe(false)
+        #expect(yes.stages[0].post.rejectedUpToDifference == true)
+        #expect(no.stages[0].postTraining?.rejectedUpToDifference == nil)
+    }
+
     /// Two thread ranks each run one of a step's two preference micro-batches and sum their
     /// gradients; one process accumulates both. In float32 the sum of two gradients is the same
     /// single addition either way (a + b), so the weights, the EMA reference and TRL's figures are

@@ -33,7 +33,11 @@ public enum PostTrainingEnvironment {
         let post = stage.post
         let processor = try loadProcessor(directory: input, imageTokenID: mllama.config.imageTokenIndex)
         let samples = try SampleEncoder(processor: processor, maxLength: stage.maxLength, maxImages: stage.maxImages)
-        let preferences = PreferenceEncoder(samples: samples, masksFormattingTokens: stage.kind == .dpo && post.maskFormattingTokens)
+        let preferences = PreferenceEncoder(samples: samples, masksFormattingTokens: stage.kind == .dpo && post.maskFormattingTokens,
+                                            truncatesRejected: stage.kind == .dpo && post.rejectedUpToDifference == true)
+        // Held-out pairs are scored on whole responses, so their figures compare with TRL's either way.
+        var wholeResponses = preferences
+        wholeResponses.truncatesRejected = false
         let held = try TrainingEnvironment.datasets(stage.evalDatasets, recipe: recipe, field: "eval_datasets", stage: stage)
         let heldPreferences = held.filter { $0.dataset.format == .preference }, heldOther = held.filter { $0.dataset.format != .preference }
         let stageFolder = runFolder?.appendingPathComponent(stage.name)
@@ -156,7 +160,7 @@ public enum PostTrainingEnvironment {
             let data = preferenceData(includesEdited: false)
             /// TRL's DPO figures of the policy against the reference on held-out pairs.
             func preferenceFigures(_ sources: [DataSource], maxSamples: Int) throws -> [String: Double] {
-                try evaluatePreferences(sources, encoder: preferences, maxSamples: maxSamples, blankImages: false, includesEdited: false,
+                try evaluatePreferences(sources, encoder: wholeResponses, maxSamples: maxSamples, blankImages: false, includesEdited: false,
                                         group: group) { batch, _ in
                     preferenceStatistics(policy: mllama, reference: reference, batch: batch, beta: post.dpoBeta)
                 }.metrics

@@ -34,6 +34,10 @@ public struct PostTrainingSettings: Codable, Sendable, Equatable {
     public var referenceEMAAlpha: Double = 0.6
     /// Leave special tokens (`<|eot_id|>`, headers) out of the DPO log-probabilities (Llama 3).
     public var maskFormattingTokens: Bool = false
+    /// Count each rejected response only up to its first token that differs from the chosen one
+    /// (``PreferenceEncoder/rejectedUpToDifference(chosen:rejected:)``); nil (false) keeps TRL's
+    /// loss and the digests of recipes written before the key existed.
+    public var rejectedUpToDifference: Bool?
     /// Build the DPO pairs from the policy's own samples ranked by the reward model.
     public var onPolicy: Bool = false
     /// On-policy pairs are kept only when the best and worst samples' rewards differ by more than this.
@@ -103,6 +107,12 @@ extension RecipeParser {
         "reference_ema_every": post(\.referenceEMAEvery),
         "reference_ema_alpha": post(\.referenceEMAAlpha),
         "mask_formatting_tokens": post(\.maskFormattingTokens),
+        "rejected_up_to_difference": { parser, settings, node, field in
+            guard let value = node.bool else { throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'") }
+            var post = settings.postTraining ?? PostTrainingSettings()
+            post.rejectedUpToDifference = value ? true : nil
+            settings.postTraining = post
+        },
         "on_policy": post(\.onPolicy),
         "pair_reward_gap": post(\.pairRewardGap),
         "reward_model": { parser, settings, node, field in

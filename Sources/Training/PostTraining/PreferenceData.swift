@@ -21,15 +21,19 @@ public struct EncodedPreference: Sendable {
 /// Each response is encoded as the conversation prompt + response with ``Llama3ChatFormat``; the
 /// learned positions are the response's content and its `<|eot_id|>` (after the prompt and its
 /// open assistant header). With `masksFormattingTokens` (Llama 3's choice for DPO), special
-/// tokens such as `<|eot_id|>` are not learned either: only the words of the response.
+/// tokens such as `<|eot_id|>` are not learned either: only the words of the response. With
+/// `truncatesRejected`, the rejected response counts only up to its first token that differs from
+/// the chosen one (see ``rejectedUpToDifference(chosen:rejected:)``).
 public struct PreferenceEncoder: Sendable {
     public let samples: SampleEncoder
     public var masksFormattingTokens: Bool
+    public var truncatesRejected: Bool
     let formattingTokens: Set<Int>
 
-    public init(samples: SampleEncoder, masksFormattingTokens: Bool = false) {
+    public init(samples: SampleEncoder, masksFormattingTokens: Bool = false, truncatesRejected: Bool = false) {
         self.samples = samples
         self.masksFormattingTokens = masksFormattingTokens
+        self.truncatesRejected = truncatesRejected
         let tokenizer = samples.processor.tokenizer
         formattingTokens = Set(["<|eot_id|>", "<|eom_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|end_of_text|>",
                                 "<|begin_of_text|>"].compactMap { tokenizer.specialTokenID($0) })
@@ -45,10 +49,30 @@ public struct PreferenceEncoder: Sendable {
         guard record.images.count <= samples.maxImages else {
             throw DataIssue(.tooManyImages, at: record.location, "\(record.images.count) images, more than the \(samples.maxImages) allowed per sample")
         }
-        return EncodedPreference(id: record.id, location: record.location,
-                                 chosen: try response(prompt, chosen, record: record, name: "chosen"),
-                                 rejected: try response(prompt, rejected, record: record, name: "rejected"),
+        let chosenSample = try response(prompt, chosen, record: record, name: "chosen")
+        var rejectedSample = try response(prompt, rejected, record: record, name: "rejected")
+        if truncatesRejected { rejectedSample = Self.rejectedUpToDifference(chosen: chosenSample, rejected: rejectedSample) }
+        return EncodedPreference(id: record.id, location: record.location, chosen: chosenSample, rejected: rejectedSample,
                                  edited: try edited.map { try response(prompt, $0, record: record, name: "edited") })
+    }
+
+    /// The rejected response with its tokens after the first one that differs from the chosen
+    /// response's token at the same place no longer learned.
+    ///
+    /// Both responses follow the same prompt, so their tokens before that place are the same and
+    /// cancel in DPO's margin; the first differing token is where the rejected answer goes wrong.
+    /// The tokens after it continue an answer that is already wrong, and lowering them lowers the
+    /// same tokens where they complete right answers: with "red" split as `re` + `d`, pairs that
+    /// reject "red" (or "There" + `d`) taught a policy that was right on every red object to answer
+    /// "re". Identical responses are returned unchanged.
+    public static func rejectedUpToDifference(chosen: EncodedSample, rejected: EncodedSample) -> EncodedSample {
+        guard let firstLearned = rejected.labels.firstIndex(where: { $0 != SampleEncoder.ignoreIndex }) else { return rejected }
+        var place = firstLearned
+        while place < rejected.tokenIDs.count, place < chosen.tokenIDs.count, rejected.tokenIDs[place] == chosen.tokenIDs[place] { place += 1 }
+        guard place < rejected.tokenIDs.count else { return rejected }
+        var truncated = rejected
+        for index in (place + 1)..<truncated.labels.count { truncated.labels[index] = SampleEncoder.ignoreIndex }
+        return truncated
     }
 
     /// The prompt's ids with the assistant header open: what generation continues from.
