@@ -302,6 +302,51 @@ struct PostTrainingTests {
         #expect(no.stages[0].postTraining?.rejectedUpToDifference == nil)
     }
 
+    @Test("on-policy pairs: anchor_unpaired writes a prompt without a pair as its right answer paired with itself; the DPO step sees no preference in it")
+    func anchoredPairs() throws {
+        let directory = try TemporaryDirectory()
+        let image = try directory.writePNG("a.png")
+        func prompt(_ id: String) -> SamplingPrompt {
+            SamplingPrompt(id: id, location: RecordLocation(file: "q.jsonl", place: id), messages: [ChatMessage(role: .user, parts: [.image, .text("Colour?")])],
+                           images: [.file(URL(fileURLWithPath: image))], reference: "red")
+        }
+        let prompts = [prompt("paired"), prompt("all-right"), prompt("all-wrong")]
+        let candidates = [
+            PromptCandidates(prompt: 0, texts: ["red", "blue"], correct: [true, false], rewards: [2, -1]),
+            PromptCandidates(prompt: 1, texts: ["red", "red"], correct: [true, true], rewards: [2, 2]),
+            PromptCandidates(prompt: 2, texts: ["blue", "green"], correct: [false, false], rewards: [1, -1]),
+        ]
+        var settings = PostTrainingSettings()
+        settings.pairRewardGap = 0.5
+        let file = directory.url.appendingPathComponent("pairs.jsonl")
+        #expect(try OnPolicyData.writePairs(candidates, prompts: prompts, settings: settings, to: file) == (1, 0))
+        #expect(try OnPolicyData.writePairs(candidates, prompts: prompts, settings: settings, to: file, anchors: true) == (1, 1))
+        let dataset = try Dataset(path: file.path)
+        #expect(dataset.count == 2)
+        let encoder = PreferenceEncoder(samples: try DataTestSupport.encoder())
+        let records = try (0..<2).map { try encoder.encode(try dataset.record(at: $0).get()) }
+        #expect(records.map(\.id) == ["paired-pair", "all-right-anchor"])
+        #expect(records[1].chosen.tokenIDs == records[1].rejected.tokenIDs)
+
+        // Collated as a DPO micro-batch, the anchor is the pair without a preference.
+        let loader = try PreferenceLoader(sources: [DataSource(dataset)], encoder: encoder,
+                                          options: DataLoaderOptions(microBatchSize: 2, seed: 0, shuffle: false), includesEdited: false)
+        let batch = try #require(try loader.next())
+        let flags = PreferenceLayout(batch: batch).preferencePairs(in: batch)
+        let order = batch.sampleIDs.prefix(2).map { $0.hasPrefix("paired") }
+        #expect(flags == order, "\(batch.sampleIDs): \(flags)")
+
+        // The key needs on-policy DPO with an NLL term; the error names the field.
+        func parse(_ yaml: String) throws -> Recipe {
+            try Recipe.parse(yaml: "stages: [{name: d, kind: dpo, datasets: [p.jsonl], steps: 1, learning_rate: 0.001, reward_model: r, \(yaml)}]",
+                             file: "r.yaml", directory: directory.url)
+        }
+        #expect(try parse("anchor_unpaired: true, on_policy: true, dpo_nll_weight: 1.0").stages[0].post.anchorUnpaired == true)
+        for wrong in ["anchor_unpaired: true, on_policy: true", "anchor_unpaired: true, dpo_nll_weight: 1.0"] {
+            #expect { _ = try parse(wrong) } throws: { "\($0)".contains("anchor_unpaired") }
+        }
+    }
+
     /// Two thread ranks each run one of a step's two preference micro-batches and sum their
     /// gradients; one process accumulates both. In float32 the sum of two gradients is the same
     /// single addition either way (a + b), so the weights, the EMA reference and TRL's figures are

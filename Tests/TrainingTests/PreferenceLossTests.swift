@@ -119,5 +119,31 @@ struct PreferenceLossTests {
                                  pairNormalizer: 2, chosenTokenNormalizer: 10).loss
         }
         #expect(dpoFailure == nil, "\(dpoFailure ?? "")")
+        let maskedFailure = gradientCheck([tokens]) {
+            directPreferenceLoss(tokenLogProbabilities: $0[0], referenceSums: [-4, -5, -6, -3], beta: 0.7, nllWeight: 0.2,
+                                 pairNormalizer: 1, chosenTokenNormalizer: 10, preferencePairs: [true, false]).loss
+        }
+        #expect(maskedFailure == nil, "\(maskedFailure ?? "")")
+    }
+
+    /// An on-policy anchor (an answer paired with itself) adds nothing to the DPO term, to its
+    /// normaliser or to the figures; its chosen tokens count in the NLL term.
+    @Test("a pair of a response with itself counts in the NLL term only")
+    func anchorPairs() {
+        let tokens = randomDoubles([4, 5], in: -3...0, seed: 9), reference = [-4.0, -5, -6, -3]
+        let (beta, weight) = (0.7, 0.2)
+        let (masked, statistics) = directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: reference, beta: beta, nllWeight: weight,
+                                                        pairNormalizer: 1, chosenTokenNormalizer: 10, preferencePairs: [true, false])
+        let sums = tokens.sum(axes: [1]).doubles()
+        let z = beta * ((sums[0] - reference[0]) - (sums[2] - reference[2]))
+        let expected = log(1 + exp(-z)) - weight * (sums[0] + sums[1]) / 10
+        #expect(abs(masked.item() - expected) <= 1e-12 * abs(expected), "\(masked.item()) against \(expected)")
+        #expect(statistics.policyChosen == [sums[0]] && statistics.referenceRejected == [reference[2]])
+        // All flags true is TRL's loss.
+        let all = directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: reference, beta: beta, nllWeight: weight,
+                                       pairNormalizer: 2, chosenTokenNormalizer: 10, preferencePairs: [true, true]).loss.item()
+        let trl = directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: reference, beta: beta, nllWeight: weight,
+                                       pairNormalizer: 2, chosenTokenNormalizer: 10).loss.item()
+        #expect(all == trl)
     }
 }

@@ -57,27 +57,40 @@ enum OnPolicyData {
 
     /// One pair per prompt: chosen = the best-rewarded candidate (among the correct ones where there
     /// is a reference answer), rejected = the worst-rewarded one, when their rewards differ by more
-    /// than `pair_reward_gap`. Returns the pairs written.
+    /// than `pair_reward_gap`.
+    ///
+    /// With `anchors`, a prompt that gives no pair but whose best candidate passed the correctness
+    /// check is written as that answer paired with itself (id `…-anchor`). Such a pair carries no
+    /// preference and adds nothing to the DPO term; its answer is learned by the NLL term. Without
+    /// anchors, the prompts the policy already answers right in every sample are never seen, and
+    /// lowering a rejected token elsewhere can lower their answers too (Docs/training.md, "On a
+    /// policy that is already right").
     static func writePairs(_ all: [PromptCandidates], prompts: [SamplingPrompt], settings: PostTrainingSettings, to file: URL,
-                           write: Bool = true) throws -> Int {
+                           write: Bool = true, anchors: Bool = false) throws -> (pairs: Int, anchors: Int) {
         var lines: [String] = []
+        var anchorCount = 0
         for entry in all {
             let prompt = prompts[entry.prompt]
             let scored = entry.texts.indices.compactMap { index in entry.rewards[index].map { (index: index, reward: $0) } }
             let candidatesForChosen = scored.filter { entry.correct[$0.index] != false }
-            guard let best = candidatesForChosen.max(by: { $0.reward < $1.reward }),
-                  let worst = scored.min(by: { $0.reward < $1.reward }),
-                  best.index != worst.index, best.reward - worst.reward > settings.pairRewardGap,
-                  entry.texts[best.index] != entry.texts[worst.index] else { continue }
+            guard let best = candidatesForChosen.max(by: { $0.reward < $1.reward }) else { continue }
+            var rejected = best.index
+            if let worst = scored.min(by: { $0.reward < $1.reward }), worst.index != best.index,
+               best.reward - worst.reward > settings.pairRewardGap, entry.texts[best.index] != entry.texts[worst.index] {
+                rejected = worst.index
+            } else {
+                guard anchors, entry.correct[best.index] == true else { continue }
+                anchorCount += 1
+            }
             lines.append(try jsonLine([
-                "id": "\(prompt.id)-pair", "images": try imagePaths(prompt, relativeTo: file),
+                "id": "\(prompt.id)-\(rejected == best.index ? "anchor" : "pair")", "images": try imagePaths(prompt, relativeTo: file),
                 "prompt": prompt.messages.map(messageJSON),
                 "chosen": [messageJSON(ChatMessage(role: .assistant, text: entry.texts[best.index]))],
-                "rejected": [messageJSON(ChatMessage(role: .assistant, text: entry.texts[worst.index]))],
+                "rejected": [messageJSON(ChatMessage(role: .assistant, text: entry.texts[rejected]))],
             ]))
         }
         if write { try AtomicFile.write(Data(lines.map { $0 + "\n" }.joined().utf8), to: file) }
-        return lines.count
+        return (lines.count - anchorCount, anchorCount)
     }
 
     static func imagePaths(_ prompt: SamplingPrompt, relativeTo file: URL) throws -> [String] {

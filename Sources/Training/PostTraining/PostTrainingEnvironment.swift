@@ -127,7 +127,8 @@ public enum PostTrainingEnvironment {
                     let folder = try needFolder()
                     let (candidates, figures) = try sampleAndRank(prompts, in: folder)
                     let pairs = folder.appendingPathComponent("on-policy-pairs.jsonl")
-                    let written = try OnPolicyData.writePairs(candidates, prompts: prompts, settings: post, to: pairs, write: writer)
+                    let (written, anchors) = try OnPolicyData.writePairs(candidates, prompts: prompts, settings: post, to: pairs,
+                                                                         write: writer, anchors: post.anchorUnpaired == true)
                     guard written > 0 else {
                         throw TrainingError("stage \(stage.name): no on-policy pair had a reward gap above \(post.pairRewardGap) among \(prompts.count) prompts; lower pair_reward_gap or sample more")
                     }
@@ -141,13 +142,14 @@ public enum PostTrainingEnvironment {
                         if writer { try FileManager.default.createDirectory(at: heldFolder, withIntermediateDirectories: true) }
                         let (heldCandidates, _) = try sampleAndRank(heldPrompts, in: heldFolder)
                         let heldFile = folder.appendingPathComponent("heldout-on-policy-pairs.jsonl")
-                        heldPairs = try OnPolicyData.writePairs(heldCandidates, prompts: heldPrompts, settings: post, to: heldFile, write: writer)
+                        heldPairs = try OnPolicyData.writePairs(heldCandidates, prompts: heldPrompts, settings: post, to: heldFile, write: writer).pairs
                         if heldPairs > 0 { sampled.heldOutPairs = [DataSource(try Dataset(path: heldFile.path))] }
                     }
                     try group?.barrier()   // the pairs files are whole before the other ranks read them
                     sampled.sources = [DataSource(try Dataset(path: pairs.path))]
-                    sampled.count = written
+                    sampled.count = written + anchors
                     sampled.figures = ["sampling/pairs": Double(written), "sampling/prompts": Double(prompts.count),
+                                       "sampling/anchors": post.anchorUnpaired == true ? Double(anchors) : .nan,
                                        "sampling/candidates_per_s": figures.candidatesPerSecond,
                                        "sampling/heldout_pairs": heldPrompts.isEmpty ? .nan : Double(heldPairs)].filter { $0.value.isFinite }
                 }

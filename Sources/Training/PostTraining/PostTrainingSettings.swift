@@ -42,6 +42,10 @@ public struct PostTrainingSettings: Codable, Sendable, Equatable {
     public var onPolicy: Bool = false
     /// On-policy pairs are kept only when the best and worst samples' rewards differ by more than this.
     public var pairRewardGap: Double = 0
+    /// On-policy DPO: a prompt that gives no pair but has a correct answer adds that answer to the
+    /// NLL term, as a pair of the answer with itself (``OnPolicyData/writePairs``); nil (false)
+    /// keeps the digests of recipes written before the key existed.
+    public var anchorUnpaired: Bool?
 
     // Sampling (rejection sampling and on-policy DPO).
     /// The reward model: a stage of this recipe (its output) or a folder relative to the data root.
@@ -90,6 +94,9 @@ public struct PostTrainingSettings: Codable, Sendable, Equatable {
                 problems.append(("answer_pattern", "answer_check: regex needs an answer_pattern"))
             }
         }
+        if anchorUnpaired == true && (kind != .dpo || !onPolicy || dpoNLLWeight <= 0) {
+            problems.append(("anchor_unpaired", "anchors are learned by the NLL term of on-policy DPO: set on_policy: true and a positive dpo_nll_weight"))
+        }
         if (kind == .rejection || (kind == .dpo && onPolicy)) && rewardModel == nil {
             problems.append(("reward_model", "\(kind == .rejection ? "rejection sampling" : "on-policy DPO") ranks candidates with a reward model: name a reward stage or folder"))
         }
@@ -111,6 +118,12 @@ extension RecipeParser {
             guard let value = node.bool else { throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'") }
             var post = settings.postTraining ?? PostTrainingSettings()
             post.rejectedUpToDifference = value ? true : nil
+            settings.postTraining = post
+        },
+        "anchor_unpaired": { parser, settings, node, field in
+            guard let value = node.bool else { throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'") }
+            var post = settings.postTraining ?? PostTrainingSettings()
+            post.anchorUnpaired = value ? true : nil
             settings.postTraining = post
         },
         "on_policy": post(\.onPolicy),

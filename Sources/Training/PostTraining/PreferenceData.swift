@@ -122,6 +122,16 @@ public struct PreferenceLayout: Sendable, Equatable {
     }
 
     public var chosenRows: Range<Int> { 0..<pairs }
+
+    /// Whether each pair's chosen and rejected rows differ (tokens or learned positions). A pair
+    /// of an answer with itself (an on-policy anchor) carries no preference.
+    public func preferencePairs(in batch: TrainingBatch) -> [Bool] {
+        let t = batch.labels.shape[1], ids = batch.inputs.inputIDs.integers(), labels = batch.labels.integers()
+        return (0..<pairs).map { pair in
+            let chosen = (pair * t)..<((pair + 1) * t), rejected = ((pairs + pair) * t)..<((pairs + pair + 1) * t)
+            return ids[chosen] != ids[rejected] || labels[chosen] != labels[rejected]
+        }
+    }
     public var rejectedRows: Range<Int> { pairs..<(2 * pairs) }
     public var editedRows: Range<Int>? { hasEdited ? (2 * pairs)..<(3 * pairs) : nil }
 }

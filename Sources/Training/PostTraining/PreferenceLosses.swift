@@ -99,13 +99,20 @@ public func sequenceLogProbabilities(_ tokenLogProbabilities: Tensor) -> Tensor 
 /// tokens. `n_pairs` and `n_tokens` count the pairs and the chosen response tokens of the whole
 /// optimiser step (with one micro-batch: TRL's means).
 ///
+/// A pair whose two responses are the same (`preferencePairs[p]` false) carries no preference: it
+/// is left out of the first sum, of `n_pairs` and of the figures, and counts in the NLL term only.
+/// (TRL adds its constant −log σ(0) to the mean; the gradient is the same up to that mean's
+/// normaliser.)
+///
 /// - Parameters:
 ///   - tokenLogProbabilities: (2P, L) the policy's log-probability of each learned position, 0
 ///     elsewhere; rows `0..<P` chosen, `P..<2P` rejected.
 ///   - referenceSums: (2P) the reference model's summed log-probabilities, same row order.
+///   - preferencePairs: (P) whether each pair's responses differ (nil: all do).
 /// - Returns: the loss and the step's figures (TRL's `rewards/*` and `logps/*`).
 public func directPreferenceLoss(tokenLogProbabilities: Tensor, referenceSums: [Double], beta: Double, nllWeight: Double = 0,
-                                 pairNormalizer: Int, chosenTokenNormalizer: Int) -> (loss: Tensor, statistics: PreferenceStatistics) {
+                                 pairNormalizer: Int, chosenTokenNormalizer: Int,
+                                 preferencePairs: [Bool]? = nil) -> (loss: Tensor, statistics: PreferenceStatistics) {
     let rows = tokenLogProbabilities.shape[0], pairs = rows / 2
     ensure(tokenLogProbabilities.rank == 2 && rows == 2 * pairs && pairs > 0, "log-probabilities must be (2P, L), got \(tokenLogProbabilities.shape)")
     ensure(referenceSums.count == rows, "\(referenceSums.count) reference sums for \(rows) rows")
@@ -114,14 +121,21 @@ public func directPreferenceLoss(tokenLogProbabilities: Tensor, referenceSums: [
     let policyChosen = sums.slice(axis: 0, 0..<pairs), policyRejected = sums.slice(axis: 0, pairs..<rows)
     let reference = Tensor(referenceSums, shape: [rows]).converted(to: sums.dtype)
     let logits = (policyChosen - reference.slice(axis: 0, 0..<pairs)) - (policyRejected - reference.slice(axis: 0, pairs..<rows))
-    var loss = negativeLogSigmoid(logits * beta).sum() * (1 / Double(pairNormalizer))
+    var perPair = negativeLogSigmoid(logits * beta)                                  // (P)
+    if let preferencePairs {
+        ensure(preferencePairs.count == pairs, "\(preferencePairs.count) pair flags for \(pairs) pairs")
+        if preferencePairs.contains(false) {
+            perPair = perPair * Tensor(preferencePairs.map { $0 ? 1.0 : 0.0 }, shape: [pairs]).converted(to: perPair.dtype)
+        }
+    }
+    var loss = perPair.sum() * (1 / Double(pairNormalizer))
     if nllWeight != 0 {
         ensure(chosenTokenNormalizer > 0, "the NLL term needs chosen response tokens")
         loss = loss - policyChosen.sum() * (nllWeight / Double(chosenTokenNormalizer))
     }
     let values = sums.doubles()
     var statistics = PreferenceStatistics(beta: beta)
-    for pair in 0..<pairs {
+    for pair in 0..<pairs where preferencePairs?[pair] ?? true {
         statistics.add(policyChosen: values[pair], policyRejected: values[pairs + pair],
                        referenceChosen: referenceSums[pair], referenceRejected: referenceSums[pairs + pair])
     }

@@ -191,7 +191,8 @@ final class DPOStepper: OneStepForEveryRankCount {
     /// This rank's share of the step (all of it alone): the reference's log-probabilities of its
     /// own micro-batches only; the normalisers count the whole step's pairs and chosen tokens.
     func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
-        let pairs = microBatches.reduce(0) { $0 + PreferenceLayout(batch: $1).pairs }
+        let flags = microBatches.map { PreferenceLayout(batch: $0).preferencePairs(in: $0) }
+        let pairs = max(1, flags.reduce(0) { $0 + $1.filter { $0 }.count })
         let chosenTokens = microBatches.reduce(0) { $0 + Self.chosenTokenCount($1) }
         var statistics: [Int: PreferenceStatistics] = [:]
         let report = try customLossStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
@@ -205,7 +206,7 @@ final class DPOStepper: OneStepForEveryRankCount {
             let tokens = labelLogProbabilities(model: policy, inputs: batch.inputs, labels: batch.labels, after: prefix)   // (2P, T−1)
             let (loss, figures) = directPreferenceLoss(tokenLogProbabilities: tokens, referenceSums: referenceSums, beta: beta,
                                                        nllWeight: nllWeight, pairNormalizer: pairs,
-                                                       chosenTokenNormalizer: max(1, chosenTokens))
+                                                       chosenTokenNormalizer: max(1, chosenTokens), preferencePairs: flags[index])
             statistics[index] = figures
             return loss
         }
