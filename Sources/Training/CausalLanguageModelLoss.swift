@@ -10,17 +10,32 @@ import TensorCore
 /// the number of learned tokens over *all* micro-batches of an optimiser step (not each
 /// micro-batch's own count) makes k accumulated micro-batches equal one batch k times larger.
 ///
-/// Only the first T − 1 positions go through the output head (the last predicts nothing).
+/// Only the learned positions go through the output head: in SFT most positions are the prompt's,
+/// and with Llama 3's 128k vocabulary their logits would be most of a step's time and memory. The
+/// loss and every gradient are those of projecting all positions and ignoring the −100 ones.
 public func causalLanguageModelLoss(model: some TrainableLanguageModel, inputs: ModelInputs, labels: Tensor,
                                     normalizer: Int) -> Tensor {
     ensure(labels.shape == inputs.inputIDs.shape, "labels \(labels.shape) must match input_ids \(inputs.inputIDs.shape)")
     ensure(normalizer > 0, "the loss normalizer must be positive, got \(normalizer)")
     let (b, t) = (inputs.batchSize, inputs.length)
     let hidden = model.hiddenStates(inputs)                                          // (B, T, D)
-    let predicting = hidden.slice(axis: 1, 0..<(t - 1))                              // (B, T−1, D)
-    let logits = model.logits(hiddenStates: predicting.contiguous())                 // (B, T−1, V)
+    let width = hidden.shape[2]
+    let predicting = hidden.slice(axis: 1, 0..<(t - 1)).contiguous()                 // (B, T−1, D)
     let targets = labels.slice(axis: 1, 1..<t).contiguous().reshaped([b * (t - 1)])  // (B·(T−1))
-    let summed = crossEntropy(logits: logits.reshaped([b * (t - 1), logits.shape[2]]), targets: targets, reduction: .sum)
+    let targetValues = targets.integers()
+    let learned = targetValues.indices.filter { targetValues[$0] != -100 }
+    guard !learned.isEmpty, learned.count < targetValues.count else {
+        // Nothing or everything learned: all positions, as they are (a zero loss keeps its graph).
+        let logits = model.logits(hiddenStates: predicting)                          // (B, T−1, V)
+        let summed = crossEntropy(logits: logits.reshaped([b * (t - 1), logits.shape[2]]), targets: targets, reduction: .sum)
+        return summed * (1 / Double(normalizer))
+    }
+    // The learned rows, gathered with a differentiable row lookup (its backward scatters the rows back).
+    let rows = embedding(Tensor(indices: learned, shape: [learned.count]), table: predicting.reshaped([b * (t - 1), width]))
+    let logits = model.logits(hiddenStates: rows.reshaped([1, learned.count, width]))   // (1, N, V)
+    let summed = crossEntropy(logits: logits.reshaped([learned.count, logits.shape[2]]),
+                              targets: Tensor(indices: learned.map { targetValues[$0] }, shape: [learned.count], dtype: targets.dtype),
+                              reduction: .sum)
     return summed * (1 / Double(normalizer))
 }
 
