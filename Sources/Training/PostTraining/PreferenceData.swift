@@ -122,6 +122,8 @@ public struct PreferenceLayout: Sendable, Equatable {
     }
 
     public var chosenRows: Range<Int> { 0..<pairs }
+    public var rejectedRows: Range<Int> { pairs..<(2 * pairs) }
+    public var editedRows: Range<Int>? { hasEdited ? (2 * pairs)..<(3 * pairs) : nil }
 
     /// Whether each pair's chosen and rejected rows differ (tokens or learned positions). A pair
     /// of an answer with itself (an on-policy anchor) carries no preference.
@@ -132,8 +134,6 @@ public struct PreferenceLayout: Sendable, Equatable {
             return ids[chosen] != ids[rejected] || labels[chosen] != labels[rejected]
         }
     }
-    public var rejectedRows: Range<Int> { pairs..<(2 * pairs) }
-    public var editedRows: Range<Int>? { hasEdited ? (2 * pairs)..<(3 * pairs) : nil }
 }
 
 /// Preference micro-batches in the seed's order (the same ``DataOrder`` as ``DataLoader``), with a
