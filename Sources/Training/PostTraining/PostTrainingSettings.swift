@@ -114,18 +114,8 @@ extension RecipeParser {
         "reference_ema_every": post(\.referenceEMAEvery),
         "reference_ema_alpha": post(\.referenceEMAAlpha),
         "mask_formatting_tokens": post(\.maskFormattingTokens),
-        "rejected_up_to_difference": { parser, settings, node, field in
-            guard let value = node.bool else { throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'") }
-            var post = settings.postTraining ?? PostTrainingSettings()
-            post.rejectedUpToDifference = value ? true : nil
-            settings.postTraining = post
-        },
-        "anchor_unpaired": { parser, settings, node, field in
-            guard let value = node.bool else { throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'") }
-            var post = settings.postTraining ?? PostTrainingSettings()
-            post.anchorUnpaired = value ? true : nil
-            settings.postTraining = post
-        },
+        "rejected_up_to_difference": post(\.rejectedUpToDifference),
+        "anchor_unpaired": post(\.anchorUnpaired),
         "on_policy": post(\.onPolicy),
         "pair_reward_gap": post(\.pairRewardGap),
         "reward_model": { parser, settings, node, field in
@@ -177,6 +167,17 @@ extension RecipeParser {
             guard let value = node.int else { throw parser.error(node, field, "expected a whole number, found '\(node.string ?? "\(node)")'") }
             var post = settings.postTraining ?? PostTrainingSettings()
             post[keyPath: path] = value
+            settings.postTraining = post
+        }
+    }
+
+    /// A flag added after recipes were first written: true, or nil for false, so that the settings
+    /// digests of older recipes (and their finished stages) stay valid.
+    static func post(_ path: WritableKeyPath<PostTrainingSettings, Bool?>) -> Setter {
+        { parser, settings, node, field in
+            guard let value = node.bool else { throw parser.error(node, field, "expected true or false, found '\(node.string ?? "\(node)")'") }
+            var post = settings.postTraining ?? PostTrainingSettings()
+            post[keyPath: path] = value ? true : nil
             settings.postTraining = post
         }
     }
