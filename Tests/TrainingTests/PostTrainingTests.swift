@@ -26,6 +26,9 @@ private func tinyPreferenceBatch(pairs: Int, dtype: DType = .float32) -> Trainin
 
 @Suite("Post-training: the reward model, DPO through the model, sampling")
 struct PostTrainingTests {
+    /// A preference record's prompt: one picture and a colour question.
+    static let colourPrompt = #""prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]"#
+
     /// The reward of a row is the head applied to the hidden state of its last real token: the
     /// same number the full (B, T) score map has there, padding never read.
     @Test("sampled datasets name their images relative to the file, as every dataset format does")
@@ -232,7 +235,7 @@ struct PostTrainingTests {
     func samplingPromptReferences() throws {
         let directory = try TemporaryDirectory()
         try directory.writePNG("a.png")
-        let prompt = #""prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]"#
+        let prompt = Self.colourPrompt
         let preferences = try directory.write("p.jsonl", """
             {"images": ["a.png"], \(prompt), "chosen": "The circle is red.", "rejected": "The circle is blue."}
             {"images": ["a.png"], \(prompt), "chosen": [{"role": "assistant", "content": "Red."}, {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "Yes."}], "rejected": "Blue."}
@@ -248,7 +251,7 @@ struct PostTrainingTests {
     func preferenceLabels() throws {
         let directory = try TemporaryDirectory()
         try directory.writePNG("a.png")
-        let file = try directory.write("p.jsonl", #"{"images": ["a.png"], "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}], "chosen": "Red.", "rejected": "Blue.", "edited": "Bright red."}"# + "\n")
+        let file = try directory.write("p.jsonl", #"{"images": ["a.png"], \#(Self.colourPrompt), "chosen": "Red.", "rejected": "Blue.", "edited": "Bright red."}"# + "\n")
         let record = try Dataset(path: file).record(at: 0).get()
         let plain = try PreferenceEncoder(samples: DataTestSupport.encoder()).encode(record)
         func learned(_ sample: EncodedSample) -> [Int] { sample.labels.filter { $0 != -100 } }
@@ -271,7 +274,7 @@ struct PostTrainingTests {
     func rejectedUpToDifference() throws {
         let directory = try TemporaryDirectory()
         try directory.writePNG("a.png")
-        let prompt = #""prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]"#
+        let prompt = Self.colourPrompt
         let file = try directory.write("p.jsonl", """
             {"images": ["a.png"], \(prompt), "chosen": "Red.", "rejected": "Rot."}
             {"images": ["a.png"], \(prompt), "chosen": "Red.", "rejected": "Blue."}
