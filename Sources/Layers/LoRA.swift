@@ -59,8 +59,8 @@ public final class LowRankAdapter: Module {
     public let up: Linear
     public let alpha: Double
     public let dropout: Double
-    /// The dropout masks' source. With dropout > 0 a resumed stage draws other masks than an
-    /// uninterrupted one would (the generator's state is not checkpointed).
+    /// The dropout masks' source; training restarts it before each micro-batch
+    /// (``Module/restartLowRankDropout(seed:)``), so that masks never depend on what ran before.
     private var generator: RandomGenerator
 
     /// A fresh update for a `[outFeatures, inFeatures]` layer.
@@ -85,6 +85,11 @@ public final class LowRankAdapter: Module {
         self.dropout = dropout
         generator = RandomGenerator(seed: seed)
         super.init()
+    }
+
+    /// Draws the dropout masks from here on from `seed`.
+    public func restartDropout(seed: UInt64) {
+        generator = RandomGenerator(seed: seed)
     }
 
     public var rank: Int { down.outFeatures }
@@ -161,6 +166,15 @@ extension Module {
     /// The layers that carry an adapter, with their names.
     public func lowRankAdaptedLayers() -> [(name: String, layer: Linear)] {
         namedLinearLayers().filter { $0.layer.adapter != nil }
+    }
+
+    /// Restarts the dropout masks of every adapter below this module, each adapter from its own
+    /// stream drawn from `seed` in declaration order. Training calls it before each micro-batch
+    /// with a seed fixed by the stage's seed, the step and the micro-batch's place in the step, so
+    /// a resumed stage and a data-parallel one draw the masks of one uninterrupted process.
+    public func restartLowRankDropout(seed: UInt64) {
+        var streams = RandomGenerator(seed: seed)
+        for (_, layer) in lowRankAdaptedLayers() { layer.adapter?.restartDropout(seed: streams.next()) }
     }
 
     /// Folds every adapter into its layer's weight (``Linear/mergeAdapter()``).

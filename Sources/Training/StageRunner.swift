@@ -79,6 +79,9 @@ public final class StageRunner {
         self.shouldStop = shouldStop
     }
 
+    /// Mixed into LoRA dropout's seeds so that they differ from the data order's.
+    static let dropoutPurpose: UInt64 = 0x6C6F_7261_6472_6F70   // "loradrop"
+
     public var checkpointsFolder: URL { folder.appendingPathComponent("checkpoints") }
     public var outputFolder: URL { folder.appendingPathComponent("model") }
 
@@ -164,6 +167,11 @@ public final class StageRunner {
             let waitBefore = data.dataWaitSeconds
             var batches: [TrainingBatch] = []
             for _ in 0..<settings.gradientAccumulation { batches.append(try data.nextBatch()) }
+            if usesDropout {
+                for index in batches.indices {
+                    batches[index].dropoutSeed = DataOrder.derive(settings.seed, Self.dropoutPurpose, UInt64(progress.step), UInt64(index))
+                }
+            }
             let learningRate = schedule.learningRate(at: progress.step)
             let report: StepReport
             // Only LoRA's dropout reads the training flag; evaluation and saving see the model in inference mode.

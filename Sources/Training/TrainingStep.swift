@@ -70,6 +70,7 @@ public final class TrainingStepper {
         }
         for (index, batch) in microBatches.enumerated() where runs(index) {
             var start = DispatchTime.now().uptimeNanoseconds
+            if let seed = batch.dropoutSeed { model.restartLowRankDropout(seed: seed) }
             let loss = causalLanguageModelLoss(model: model, inputs: batch.inputs, labels: batch.labels, normalizer: learned)
             let value = loss.item()
             report.forwardSeconds += Self.seconds(since: &start)

@@ -91,6 +91,33 @@ struct LoRATests {
         #expect(withNoGrad { layer(x) }.floats() == inference)
     }
 
+    @Test("restarting the dropout streams from a seed gives the same masks again, whatever ran before; each adapter its own")
+    func dropoutRestart() {
+        final class Pair: Module {
+            let first = Linear(weight: randomFloats([8, 8], seed: 21), bias: nil)
+            let second = Linear(weight: randomFloats([8, 8], seed: 22), bias: nil)
+        }
+        let model = Pair()
+        for (index, (_, layer)) in model.namedLinearLayers().enumerated() {
+            layer.adapter = LowRankAdapter(down: randomFloats([2, 8], seed: 23), up: randomFloats([8, 2], seed: 24),
+                                           alpha: 2, dropout: 0.5, seed: UInt64(index))
+        }
+        let x = randomFloats([4, 8], seed: 25)
+        model.train()
+        func updates() -> [[Float]] {
+            model.namedLinearLayers().map { entry in withNoGrad { entry.layer.adapter!(x, training: true) }.floats() }
+        }
+        model.restartLowRankDropout(seed: 7)
+        let first = updates()
+        _ = updates()                                  // the streams move on
+        #expect(updates() != first)
+        model.restartLowRankDropout(seed: 7)
+        #expect(updates() == first)
+        model.restartLowRankDropout(seed: 8)
+        #expect(updates() != first)
+        #expect(first[0] != first[1], "the two adapters (same weights) draw different masks")
+    }
+
     @Test("adapters attach by PEFT's target-module rule, in a fixed order from the seed")
     func attaching() {
         final class Block: Module {

@@ -246,4 +246,30 @@ struct DataParallelStageTests {
         #expect(try RunCheckpoint.latest(in: folder.appendingPathComponent("checkpoints"))?.lastPathComponent == "step-00000004")
         #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("model/model.safetensors").path))
     }
+
+    /// LoRA dropout's masks are fixed by the step and the micro-batch's place in it, not by the
+    /// rank that runs it, so the ranks draw the masks one process draws.
+    @Test("with LoRA dropout, 2 ranks end with one process's weights")
+    func loraDropoutOnTwoRanks() throws {
+        var settings = settings(steps: 3)
+        settings.languageModel = LanguageModelTraining(mode: .lora, lora: LoRAConfiguration(rank: 2, alpha: 4, dropout: 0.5))
+        func model() throws -> MllamaForConditionalGeneration {
+            let model = tinyTrainingModel()
+            try attachLanguageModelAdapters(to: model, stage: settings)
+            return model
+        }
+        let alone = try model()
+        _ = try StageRunner(settings: settings, folder: try temporaryFolder("lora-alone"), environment: environment(alone)).run()
+        let expected = alone.trainableParameters().map { $0.tensor.floats() }
+
+        let folder = try temporaryFolder("lora-two-ranks")
+        let weights = try ThreadRanks(size: 2).run { rank -> [[Float]] in
+            let model = try model()
+            let runner = StageRunner(settings: settings, folder: folder, environment: self.environment(model))
+            runner.parallelism = DataParallelism(group: rank)
+            _ = try runner.run()
+            return model.trainableParameters().map { $0.tensor.floats() }
+        }
+        #expect(weights[0] == weights[1] && weights[0] == expected)
+    }
 }

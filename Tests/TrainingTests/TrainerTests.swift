@@ -210,6 +210,41 @@ struct TrainerTests {
         #expect(written.projector.weight.floats() == model.projector.weight.floats())
     }
 
+    @Test("with LoRA dropout, a stage stopped and started again still ends bit-identical to an uninterrupted one")
+    func resumeWithLoRADropoutIsExact() throws {
+        func settings(dropout: Double) -> StageSettings {
+            var settings = stage(steps: 6)
+            settings.languageModel = LanguageModelTraining(mode: .lora, lora: LoRAConfiguration(rank: 2, alpha: 4, dropout: dropout))
+            return settings
+        }
+        func adaptedModel(_ settings: StageSettings) throws -> MllamaForConditionalGeneration {
+            let model = tinyTrainingModel()
+            try attachLanguageModelAdapters(to: model, stage: settings)
+            return model
+        }
+        let dropout = settings(dropout: 0.5)
+        let straight = try adaptedModel(dropout)
+        _ = try StageRunner(settings: dropout, folder: try temporaryFolder("lora-straight"), environment: environment(straight)).run()
+        let expected = trainableWeights(straight)
+        #expect(expected.keys.contains { $0.hasSuffix("lora_A.weight") })
+
+        let without = try adaptedModel(settings(dropout: 0))
+        _ = try StageRunner(settings: settings(dropout: 0), folder: try temporaryFolder("lora-without"), environment: environment(without)).run()
+        #expect(trainableWeights(without) != expected, "the dropout masks shape the run")
+
+        let folder = try temporaryFolder("lora-resumed")
+        for stepsThisRun in [2, 1] {
+            var steps = 0
+            let runner = StageRunner(settings: dropout, folder: folder, environment: environment(try adaptedModel(dropout)),
+                                     onEvent: { if case .step = $0 { steps += 1 } }, shouldStop: { steps >= stepsThisRun })
+            #expect(throws: TrainingInterrupted.self) { _ = try runner.run() }
+        }
+        let resumed = try adaptedModel(dropout)
+        _ = try StageRunner(settings: dropout, folder: folder, environment: environment(resumed)).run()
+        let identical = trainableWeights(resumed) == expected
+        #expect(identical)
+    }
+
     @Test("a run killed without a fresh checkpoint resumes from the last whole one and still ends identical")
     func resumeFromAnOlderCheckpoint() throws {
         let settings = stage(steps: 7)

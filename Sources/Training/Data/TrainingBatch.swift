@@ -20,6 +20,9 @@ public struct TrainingBatch: @unchecked Sendable {
     public var sampleIDs: [String]
     /// Seconds the consumer waited for this batch (0 when it was ready).
     public var dataWaitSeconds: Double = 0
+    /// Where LoRA dropout's masks for this micro-batch come from (nil: no dropout). The stage sets it
+    /// from its seed, the step and the micro-batch's place in the step.
+    public var dropoutSeed: UInt64?
 
     public init(inputs: ModelInputs, labels: Tensor, lossTokenCount: Int, sampleIDs: [String], dataWaitSeconds: Double = 0) {
         self.inputs = inputs

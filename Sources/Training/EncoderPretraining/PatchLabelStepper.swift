@@ -20,7 +20,7 @@ final class PatchLabelStepper: OneStepForEveryRankCount {
 
     func step(_ microBatches: [TrainingBatch], learningRate: Double, parallelism: DataParallelism?) throws -> StepReport {
         let share = 1.0 / Double(microBatches.count)
-        return try customLossStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
+        return try customLossStep(microBatches, model: model, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
                                   runs: { parallelism?.runs(microBatch: $0) ?? true },
                                   combine: { try parallelism?.combine(&$0, parameters: self.optimizer.parameters) }) { _, batch in
             patchLabelLoss(model: model, batch: batch, fieldCount: fieldCount) * share

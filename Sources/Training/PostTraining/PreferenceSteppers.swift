@@ -8,11 +8,12 @@ import TensorCore
 
 /// The optimiser half of a step shared by the steppers with a loss of their own (the reward
 /// model's, DPO's, the encoder stage's patch labels): forward and backward each
-/// micro-batch `runs` accepts with `loss` (gradients accumulate; `loss` gets the micro-batch's
+/// micro-batch `runs` accepts with `loss` (LoRA dropout in `model` restarted from the micro-batch's
+/// `dropoutSeed`; gradients accumulate; `loss` gets the micro-batch's
 /// index in the step), let `combine` make the loss and gradients the whole group's (data
 /// parallelism: sums over the ranks), clip the global norm, AdamW, clear the gradients. A
 /// non-finite loss or gradient skips the update, as ``TrainingStepper`` does.
-func customLossStep(_ microBatches: [TrainingBatch], learningRate: Double, optimizer: AdamW, maxGradNorm: Double,
+func customLossStep(_ microBatches: [TrainingBatch], model: Module, learningRate: Double, optimizer: AdamW, maxGradNorm: Double,
                     runs: (Int) -> Bool = { _ in true }, combine: (inout StepReport) throws -> Void = { _ in },
                     loss: (Int, TrainingBatch) -> Tensor) rethrows -> StepReport {
     ensure(!microBatches.isEmpty, "a training step needs at least one micro-batch")
@@ -25,6 +26,7 @@ func customLossStep(_ microBatches: [TrainingBatch], learningRate: Double, optim
     }
     var clock = DispatchTime.now().uptimeNanoseconds
     for (index, batch) in microBatches.enumerated() where runs(index) {
+        if let seed = batch.dropoutSeed { model.restartLowRankDropout(seed: seed) }
         let value = loss(index, batch)
         let number = value.item()
         report.forwardSeconds += TrainingStepper.seconds(since: &clock)
@@ -82,7 +84,7 @@ final class RewardStepper: OneStepForEveryRankCount {
             return total + rankedPairs(layout).count * layout.pairs
         }
         var statistics: [Int: RewardPairStatistics] = [:]
-        let report = try customLossStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
+        let report = try customLossStep(microBatches, model: model, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
                                         runs: { parallelism?.runs(microBatch: $0) ?? true },
                                         combine: { try parallelism?.combine(&$0, parameters: optimizer.parameters) }) { index, batch in
             let rewards = model.rewards(batch.inputs)                                     // (R)
@@ -195,7 +197,7 @@ final class DPOStepper: OneStepForEveryRankCount {
         let pairs = max(1, flags.reduce(0) { $0 + $1.filter { $0 }.count })
         let chosenTokens = microBatches.reduce(0) { $0 + Self.chosenTokenCount($1) }
         var statistics: [Int: PreferenceStatistics] = [:]
-        let report = try customLossStep(microBatches, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
+        let report = try customLossStep(microBatches, model: policy, learningRate: learningRate, optimizer: optimizer, maxGradNorm: maxGradNorm,
                                         runs: { parallelism?.runs(microBatch: $0) ?? true },
                                         combine: { try parallelism?.combine(&$0, parameters: optimizer.parameters) }) { index, batch in
             // The layers before the first image read are frozen in both models: run them once.
