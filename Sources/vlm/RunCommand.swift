@@ -135,13 +135,21 @@ struct RunCommand: ParsableCommand {
             // What the policies say, scored by the job's reward model: before (SFT) and after rejection sampling and DPO.
             let rewardModel = URL(fileURLWithPath: path("run/\(rewardStage.name)/model"))
             var series: [(name: String, values: [Double])] = []
+            var scoredByStage: [String: [ScoredAnswer]] = [:]
             for stage in recipeStages where [.sft, .rejection, .dpo].contains(stage.kind) {
                 let scored = try scoreHeldOutAnswers(policy: URL(fileURLWithPath: path("run/\(stage.name)/model")), rewardModel: rewardModel,
                                                      dataset: heldOut, maxSamples: Self.rewardScoredQuestions, maxNewTokens: 8)
+                scoredByStage[stage.name] = scored
                 series.append((stage.name, scored.map(\.reward)))
                 if let index = evaluations.firstIndex(where: { $0.name == stage.name }) {
                     report.evaluations[index].metrics["held_out_reward"] = scored.meanReward
                 }
+            }
+            // A post-training stage against the policy it started from (its `input_stage`, else the stage before it).
+            for (index, stage) in recipeStages.enumerated() where [.rejection, .dpo].contains(stage.kind) {
+                let from = stage.inputStage ?? (index > 0 ? recipeStages[index - 1].name : nil)
+                guard let from, let before = scoredByStage[from], let after = scoredByStage[stage.name] else { continue }
+                report.pairedChanges.append(PairedChange(before: from, before, after: stage.name, after))
             }
             report.rewardDistributions.append((title: "Held-out reward of each policy's answers (the first \(Self.rewardScoredQuestions) held-out questions, scored by \(rewardStage.name))",
                                                series: series))

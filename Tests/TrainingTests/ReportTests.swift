@@ -121,6 +121,39 @@ struct ReportTests {
         #expect(first.count == 2 + 2 * 4)
     }
 
+    /// Exact McNemar p-values against sums of binomial terms done by hand (Python's `math.comb`).
+    @Test("a paired change counts answers gained and lost on the same questions, with an exact McNemar p-value")
+    func pairedChange() {
+        #expect(PairedChange.mcNemarPValue(gained: 0, lost: 0) == 1)
+        #expect(abs(PairedChange.mcNemarPValue(gained: 3, lost: 2) - 1) < 1e-12)                  // 2·(1 + 5 + 10)/32
+        #expect(abs(PairedChange.mcNemarPValue(gained: 10, lost: 0) - 2 / 1024) < 1e-12)
+        #expect(abs(PairedChange.mcNemarPValue(gained: 5, lost: 15) - 0.04138946533203125) < 1e-12)
+        #expect(abs(PairedChange.mcNemarPValue(gained: 550, lost: 450) - 0.0017305360849763176) < 1e-9)
+
+        func answers(_ correct: [Bool], _ rewards: [Double], ids: [String]? = nil) -> [ScoredAnswer] {
+            zip(correct, rewards).enumerated().map { index, entry in
+                ScoredAnswer(id: ids?[index] ?? "q\(index)", type: "color", answer: "", correct: entry.0, reward: entry.1)
+            }
+        }
+        // q0 gained, q1 lost, q2 and q3 right both times, q4 wrong both times; q9 only after: left out.
+        let before = answers([false, true, true, true, false], [0, 1, 1, 1, 0])
+        let after = answers([true, false, true, true, false, true], [1, 0, 2, 3, 0, 5], ids: ["q0", "q1", "q2", "q3", "q4", "q9"])
+        let change = PairedChange(before: "sft", before, after: "dpo", after)
+        #expect(change.questions == 5 && change.gained == 1 && change.lost == 1 && change.exactMatchChange == 0)
+        #expect(abs(change.exactMatchPValue - 1) < 1e-12 && !change.exactMatchChangeIsSignificant)
+        // Differences 1, −1, 1, 2, 0: mean 0.6, sample variance 1.3.
+        #expect(abs(change.rewardChange - 0.6) < 1e-12 && abs(change.rewardChangeStandardError - (1.3 / 5).squareRoot()) < 1e-12)
+        #expect(change.rewardChangeIsSignificant == (0.6 > 2 * (1.3 / 5).squareRoot()))
+
+        var report = RunReport(evaluations: [], summaries: [], seconds: 1)
+        report.pairedChanges = [change]
+        #expect(report.markdown.contains("- dpo against sft: exact match +0.0 points (1 gained, 1 lost of 5; p = 1.00, within noise); "
+                                         + "reward +0.600 ± 0.510 (within noise)."))
+        #expect(report.html.contains("<td>dpo</td><td>sft</td><td>5</td><td>1</td><td>1</td>"))
+        let json = try? JSONSerialization.jsonObject(with: report.json) as? [String: Any]
+        #expect((json?["paired_changes"] as? [[String: Any]])?.first?["lost"] as? Int == 1)
+    }
+
     private func heights(of svg: String) throws -> [Double] {
         svg.components(separatedBy: "<rect ").dropFirst().compactMap { element -> Double? in
             guard element.contains("<title>"), let range = element.range(of: "height=\"") else { return nil }

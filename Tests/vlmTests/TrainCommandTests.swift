@@ -232,7 +232,7 @@ struct RunCommandTests {
               - {name: pretrain, kind: pretrain, datasets: [pretrain-hq.jsonl], steps: 4}
               - {name: sft, kind: sft, datasets: [qa-train.jsonl], eval_datasets: [qa-heldout.jsonl], eval_samples: 8, steps: 4}
               - {name: reward, kind: reward, datasets: [preferences.jsonl], trainable: [visionModel, crossAttentionLayers, rewardHead], steps: 2}
-              - {name: dpo, kind: dpo, datasets: [preferences.jsonl], steps: 2}
+              - {name: dpo, kind: dpo, input_stage: sft, datasets: [preferences.jsonl], steps: 2}
             compare: {archs: [cross-attention, llava-linear], stages: [pretrain, sft], seeds: 1}
             """
         try base.write(toFile: scratch.path("base.yaml"), atomically: true, encoding: .utf8)
@@ -257,6 +257,16 @@ struct RunCommandTests {
         #expect(rewards.count == 2 && rewards.allSatisfy(\.isFinite))
         #expect(report.contains("## Rewards") && report.contains("Held-out reward of each policy's answers")
                 && report.contains(String(format: "dpo: mean %.3f", rewards[1])))
+        // DPO against the SFT policy it started from, question by question, in all three files.
+        let paired = try #require((metrics["paired_changes"] as? [[String: Any]])?.first)
+        #expect(paired["before"] as? String == "sft" && paired["after"] as? String == "dpo")
+        let questions = try #require(paired["questions"] as? Int), gained = try #require(paired["gained"] as? Int)
+        let lost = try #require(paired["lost"] as? Int)
+        #expect(questions > 0 && gained + lost <= questions)
+        #expect(report.contains(String(format: "- dpo against sft: exact match %+.1f points (%d gained, %d lost of %d;",
+                                       100 * Double(gained - lost) / Double(questions), gained, lost, questions)))
+        let pairedHTML = try String(contentsOfFile: scratch.path("job/report.html"), encoding: .utf8)
+        #expect(pairedHTML.contains("<td>dpo</td><td>sft</td><td>\(questions)</td>"))
         let final = (evaluations.last!["metrics"] as! [String: Double])
         #expect(final["exact_match"] != nil && final["exact_match_blank_images"] != nil)
         #expect(report.contains(String(format: "%.1f %%", 100 * final["exact_match"]!)), "the report shows the measured number")

@@ -41,6 +41,8 @@ public struct RunReport {
     public var samples: [Sample]
     /// Reward distributions to draw as histograms (e.g. rejection sampling's candidates, all and kept).
     public var rewardDistributions: [(title: String, series: [(name: String, values: [Double])])] = []
+    /// Each post-training policy against the one it was trained from, on the same held-out questions.
+    public var pairedChanges: [PairedChange] = []
     /// The fusion comparison (`vlm compare`) the job ran after its stages, if any.
     public var comparison: ComparisonReport? = nil
     public var seconds: Double
@@ -137,6 +139,10 @@ public struct RunReport {
                 lines.append("- \(distribution.title): " + Self.rewardMeans(distribution.series).joined(separator: "; ") + ".")
             }
         }
+        if !pairedChanges.isEmpty {
+            lines += ["", "## Post-training, question by question", "", Self.pairedChangesNote, ""]
+            lines += pairedChanges.map { "- " + $0.sentence + "." }
+        }
         if let comparison {
             lines += ["", "## Fusion designs compared (vlm compare)", ""]
             lines += comparison.markdown.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(2).map(String.init)
@@ -150,6 +156,10 @@ public struct RunReport {
         }
         return lines.joined(separator: "\n") + "\n"
     }
+
+    static let pairedChangesNote = "Each policy against the one it was trained from, on the same held-out questions: exact match "
+        + "gained and lost with an exact McNemar test (within noise: p ≥ 0.05), and the mean change of the reward model's score "
+        + "± its standard error (within noise: under two standard errors)."
 
     /// "name: mean M over N" for each series of a reward distribution.
     static func rewardMeans(_ series: [(name: String, values: [Double])]) -> [String] {
@@ -173,6 +183,7 @@ public struct RunReport {
                  "answers": Dictionary(sample.answers.map { ($0.model, $0.answer) }, uniquingKeysWith: { a, _ in a })]
             },
         ]
+        if !pairedChanges.isEmpty { object["paired_changes"] = pairedChanges.map(\.json) }
         if let comparison { object["comparison"] = try? JSONSerialization.jsonObject(with: comparison.json) }
         return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
     }

@@ -30,6 +30,7 @@ extension RunReport {
         page += stagesSection
         page += encoderSection
         page += rewardSection
+        page += pairedChangesTable
         page += samplesSection
         page += comparisonSection
         page += "<p class=\"muted\">Exact match: the greedy answer after lower-casing, collapsing spaces and dropping a final full stop "
@@ -145,6 +146,26 @@ extension RunReport {
             section += "<p class=\"muted\">\(SVGChart.escape(means.joined(separator: "; ")))</p>\n"
         }
         return section
+    }
+
+    /// Each post-training policy against the one it was trained from; changes within noise are greyed.
+    private var pairedChangesTable: String {
+        guard !pairedChanges.isEmpty else { return "" }
+        func cell(_ text: String, significant: Bool) -> String {
+            "<td\(significant ? "" : " class=\"muted\"")>\(SVGChart.escape(text))\(significant ? "" : " (within noise)")</td>"
+        }
+        var table = "<h3>Post-training, question by question</h3>\n<p class=\"muted\">\(SVGChart.escape(Self.pairedChangesNote))</p>\n"
+        table += "<table><tr><th>policy</th><th>trained from</th><th>questions</th><th>gained</th><th>lost</th>"
+            + "<th>exact match change</th><th>p</th><th>reward change</th></tr>\n"
+        for change in pairedChanges {
+            table += "<tr><td>\(SVGChart.escape(change.after))</td><td>\(SVGChart.escape(change.before))</td>"
+                + "<td>\(change.questions)</td><td>\(change.gained)</td><td>\(change.lost)</td>"
+                + cell(String(format: "%+.1f points", 100 * change.exactMatchChange), significant: change.exactMatchChangeIsSignificant)
+                + String(format: "<td>%.2f</td>", change.exactMatchPValue)
+                + cell(String(format: "%+.3f ± %.3f", change.rewardChange, change.rewardChangeStandardError),
+                       significant: change.rewardChangeIsSignificant) + "</tr>\n"
+        }
+        return table + "</table>\n"
     }
 
     private var comparisonSection: String {
