@@ -121,15 +121,17 @@ struct RunCommand: ParsableCommand {
             .prefix(Self.describedScenes))
         // Asked in chat (what SFT teaches), and as the pretraining pairs lay a caption out (what those stages teach).
         for (index, (_, directory)) in models.enumerated() {
-            // The base Llama sees no image anyway: no blanked run for it.
-            let requests = [DescriptionRequest(layout: .chat), DescriptionRequest(layout: .caption)]
-                + (index > 0 ? [DescriptionRequest(layout: .caption, blankImages: true)] : [])
-            let scores = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions, requests: requests)
-            report.evaluations[index].metrics["caption_accuracy"] = scores[0].accuracy
-            report.evaluations[index].metrics["caption_recall"] = scores[0].recall
-            report.evaluations[index].metrics["caption_layout_accuracy"] = scores[1].accuracy
-            report.evaluations[index].metrics["caption_layout_recall"] = scores[1].recall
-            if scores.count > 2 { report.evaluations[index].metrics["caption_layout_accuracy_blank_images"] = scores[2].accuracy }
+            // Each request with the names of its two figures (recall is not reported with blanked images);
+            // the base Llama sees no image anyway: no blanked run for it.
+            let requests: [(request: DescriptionRequest, accuracy: String, recall: String?)] = [
+                (DescriptionRequest(layout: .chat), "caption_accuracy", "caption_recall"),
+                (DescriptionRequest(layout: .caption), "caption_layout_accuracy", "caption_layout_recall"),
+            ] + (index > 0 ? [(DescriptionRequest(layout: .caption, blankImages: true), "caption_layout_accuracy_blank_images", nil)] : [])
+            let scores = try captionScores(directory: URL(fileURLWithPath: directory), samples: captions, requests: requests.map(\.request))
+            for (entry, score) in zip(requests, scores) {
+                report.evaluations[index].metrics[entry.accuracy] = score.accuracy
+                if let recall = entry.recall { report.evaluations[index].metrics[recall] = score.recall }
+            }
         }
         if let rewardStage = recipeStages.first(where: { $0.kind == .reward }) {
             // What the policies say, scored by the job's reward model: before (SFT) and after rejection sampling and DPO.
