@@ -152,6 +152,11 @@ struct ReportTests {
         #expect(report.html.contains("<td>dpo</td><td>sft</td><td>5</td><td>1</td><td>1</td>"))
         let json = try? JSONSerialization.jsonObject(with: report.json) as? [String: Any]
         #expect((json?["paired_changes"] as? [[String: Any]])?.first?["lost"] as? Int == 1)
+        // One question: no standard error; metrics.json leaves it out rather than failing on NaN.
+        report.pairedChanges = [PairedChange(before: "sft", Array(before.prefix(1)), after: "dpo", Array(after.prefix(1)))]
+        let single = try? JSONSerialization.jsonObject(with: report.json) as? [String: Any]
+        let figures = (single?["paired_changes"] as? [[String: Any]])?.first
+        #expect(figures?["gained"] as? Int == 1 && figures?["reward_change"] as? Double == 1 && figures?["reward_change_standard_error"] == nil)
     }
 
     private func heights(of svg: String) throws -> [Double] {

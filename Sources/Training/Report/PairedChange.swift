@@ -58,8 +58,8 @@ public struct PairedChange: Sendable, Equatable {
         return min(1, 2 * tail)
     }
 
-    /// One line for the report: "rejection against sft: exact match +0.3 points (5 gained, 4 lost of
-    /// 400; p = 1.00, within noise); reward +0.019 ± 0.008 (beyond noise)".
+    /// One line for the report: "rejection against sft: exact match +0.2 points (20 gained, 19 lost
+    /// of 400; p = 1.00, within noise); reward +0.018 ± 0.018 (within noise)".
     public var sentence: String {
         let exactMatch = String(format: "exact match %+.1f points (%d gained, %d lost of %d; p = %.2f, %@)",
                                 100 * exactMatchChange, gained, lost, questions, exactMatchPValue,
@@ -69,9 +69,12 @@ public struct PairedChange: Sendable, Equatable {
         return "\(after) against \(before): \(exactMatch); \(reward)"
     }
 
+    /// For `metrics.json`; a figure that is not a number (no questions, or one) is left out, as JSON has no NaN.
     var json: [String: Any] {
-        ["before": before, "after": after, "questions": questions, "gained": gained, "lost": lost,
-         "exact_match_change": exactMatchChange, "exact_match_p_value": exactMatchPValue,
-         "reward_change": rewardChange, "reward_change_standard_error": rewardChangeStandardError]
+        let figures = ["exact_match_change": exactMatchChange, "exact_match_p_value": exactMatchPValue,
+                       "reward_change": rewardChange, "reward_change_standard_error": rewardChangeStandardError]
+        var object: [String: Any] = ["before": before, "after": after, "questions": questions, "gained": gained, "lost": lost]
+        for (key, value) in figures where value.isFinite { object[key] = value }
+        return object
     }
 }
