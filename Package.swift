@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoint", "_TestSupport",
                                                        .product(name: "Yams", package: "Yams")]),
         // The command line, run in-process through the executable target.
-        .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Layers", "Checkpoint", "Tokenization", "Training",
+        .testTarget(name: "vlmTests", dependencies: ["vlm", "Models", "Layers", "Checkpoint", "Tokenization", "Training", "Processing",
                                                    "Collectives", "_TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Processing", "Media", "Tokenization",
                                                          "Checkpoint", "Layers", "Collectives", "_TestSupport"]),

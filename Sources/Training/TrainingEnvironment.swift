@@ -94,7 +94,7 @@ public enum TrainingEnvironment {
             return try PostTrainingEnvironment.make(stage: stage, recipe: recipe, input: input, base: base, group: group,
                                                    runFolder: runFolder, warn: warn)
         }
-        if stage.kind == .encoder { return try EncoderStageEnvironment.make(stage: stage, recipe: recipe, input: input, base: base) }
+        if stage.kind == .encoder { return try EncoderStageEnvironment.make(stage: stage, recipe: recipe, input: input, base: base, group: group) }
         let loaded = try LoadedModel.load(directory: input)
         let model = loaded.model
         let adapted = try attachLanguageModelAdapters(to: model, stage: stage)

@@ -1,9 +1,11 @@
 import Checkpoint
+import Collectives
 import Foundation
 import Models
+import Processing
 import Testing
 import TensorCore
-import Training
+@testable import Training
 import _TestSupport
 @testable import vlm
 
@@ -152,5 +154,45 @@ struct EncoderStageTests {
         #expect(refused?.message.contains("encoder'.trainable: an encoder stage trains its patch-label heads") == true,
                 "\(refused?.message ?? "no error")")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("run2/encoder")), "refused before any work")
+    }
+
+    /// Rank `rank` of `size` on its own: a sum leaves this rank's values as they are (as if every
+    /// other rank added zeros) and records them.
+    final class OneRankAlone: ProcessGroup {
+        let rank: Int, size: Int
+        private(set) var sums: [[Double]] = []
+        init(rank: Int, size: Int) { (self.rank, self.size) = (rank, size) }
+        func allReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws {}
+        func allReduceSum(_ values: UnsafeMutableBufferPointer<Double>) throws { sums.append(Array(values)) }
+        func broadcast(_ bytes: UnsafeMutableRawBufferPointer, from root: Int) throws {}
+        func allGather(_ bytes: [UInt8]) throws -> [[UInt8]] { [bytes] }
+        func barrier() throws {}
+        func abort(status: Int32) -> Never { fatalError("abort(\(status))") }
+    }
+
+    @Test("on 2 ranks each evaluates half the held-out batches, and the summed counts give one process's figures")
+    func evaluationSplitAcrossRanks() throws {
+        let mllama = try MllamaForConditionalGeneration.load(directory: TinyVisionSetup.vision)
+        let held = try RegionDataset(path: TinyVisionSetup.world.appendingPathComponent("regions-heldout.jsonl").path)
+        let model = PatchLabelModel(model: mllama, classCounts: held.classes.classCounts, seed: 1)
+        let processor = try MllamaImageProcessor(config: try MllamaImageProcessorConfig.load(
+            from: TinyVisionSetup.vision.appendingPathComponent(MllamaImageProcessorConfig.fileName)))
+        let grid = mllama.config.visionConfig.imageSize / mllama.config.visionConfig.patchSize
+        let batchSize = 4, batches = (held.records.count + batchSize - 1) / batchSize
+        try #require(batches >= 3, "the tiny world has \(held.records.count) held-out pictures")
+        let alone = try EncoderStageEnvironment.patchAccuracy(model: model, dataset: held, processor: processor, grid: grid, batchSize: batchSize)
+        // Each rank's local counts [loss sum, batches, covered patches, correct per field], as it passes them to the sum.
+        let local = try (0..<2).map { rank -> [Double] in
+            let group = OneRankAlone(rank: rank, size: 2)
+            _ = try EncoderStageEnvironment.patchAccuracy(model: model, dataset: held, processor: processor, grid: grid,
+                                                          batchSize: batchSize, group: group)
+            return try #require(group.sums.first)
+        }
+        #expect(local[0][1] == Double((batches + 1) / 2) && local[1][1] == Double(batches / 2), "rank r takes every second batch from r")
+        let total = zip(local[0], local[1]).map { $0 + $1 }
+        #expect(abs(total[0] / total[1] - alone["loss"]!) <= 1e-6 * alone["loss"]!)
+        for (field, name) in held.classes.fields.enumerated() {
+            #expect(total[3 + field] / total[2] == alone["patch_accuracy/\(name)"]!, "\(name)")
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Checkpoint
+import Collectives
 import Foundation
 import Models
 import Processing
@@ -12,7 +13,8 @@ import TensorCore
 /// built from nothing (the built-in world's) gets the same start from this stage: the encoder
 /// learns to name what covers each patch before any text reads it (Docs/training.md).
 enum EncoderStageEnvironment {
-    static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL) throws -> StageEnvironment {
+    /// - Parameter group: the ranks that share the held-out evaluation (nil: this process alone).
+    static func make(stage: StageSettings, recipe: Recipe, input: URL, base: URL, group: (any ProcessGroup)? = nil) throws -> StageEnvironment {
         guard let mllama = try LoadedModel.load(directory: input).model as? MllamaForConditionalGeneration else {
             throw TrainingError("\(stage.name): an encoder stage trains a Llama 3.2 Vision (mllama) model's image encoder; \(input.path) is not one")
         }
@@ -46,7 +48,7 @@ enum EncoderStageEnvironment {
             evaluate: heldOut.isEmpty ? nil : { settings in
                 var held = RegionDataset(records: heldOut.flatMap(\.records), classes: classes)
                 if settings.evalSamples > 0 { held.records = Array(held.records.prefix(settings.evalSamples)) }
-                return try patchAccuracy(model: model, dataset: held, processor: processor, grid: grid, batchSize: settings.microBatchSize)
+                return try patchAccuracy(model: model, dataset: held, processor: processor, grid: grid, batchSize: settings.microBatchSize, group: group)
             },
             saveModel: { folder in
                 try mllama.save(to: folder)
@@ -61,12 +63,14 @@ enum EncoderStageEnvironment {
     }
 
     /// Held-out figures: `loss`, and per field the share of patches inside a region whose class
-    /// the heads name (`patch_accuracy/FIELD`), with their mean (`patch_accuracy`).
+    /// the heads name (`patch_accuracy/FIELD`), with their mean (`patch_accuracy`). With `group`,
+    /// each rank takes every N-th batch and the counts are summed, so every rank gets the figures.
     static func patchAccuracy(model: PatchLabelModel, dataset: RegionDataset, processor: MllamaImageProcessor, grid: Int,
-                              batchSize: Int) throws -> [String: Double] {
+                              batchSize: Int, group: (any ProcessGroup)? = nil) throws -> [String: Double] {
         let fields = dataset.classes.fields.count
         var correct = [Int](repeating: 0, count: fields), covered = 0, lossSum = 0.0, batches = 0
-        for start in stride(from: 0, to: dataset.records.count, by: max(1, batchSize)) {
+        for (index, start) in stride(from: 0, to: dataset.records.count, by: max(1, batchSize)).enumerated() {
+            if let group, index % group.size != group.rank { continue }
             let records = Array(dataset.records[start..<min(start + batchSize, dataset.records.count)])
             let batch = try patchLabelBatch(records, classes: dataset.classes, processor: processor, grid: grid)
             let (logits, loss) = withNoGrad {
@@ -85,6 +89,11 @@ enum EncoderStageEnvironment {
                     if predicted == targets[patch * fields + field] { correct[field] += 1 }
                 }
             }
+        }
+        if let group {
+            let sums = try group.sum([lossSum, Double(batches), Double(covered)] + correct.map(Double.init))
+            (lossSum, batches, covered) = (sums[0], Int(sums[1]), Int(sums[2]))
+            correct = sums[3...].map { Int($0) }
         }
         var metrics: [String: Double] = ["loss": lossSum / Double(max(1, batches)), "samples": Double(dataset.records.count)]
         for (field, name) in dataset.classes.fields.enumerated() {
