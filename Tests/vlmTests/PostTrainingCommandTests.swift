@@ -305,6 +305,9 @@ struct PostTrainingCommandTests {
         let recipe = try String(contentsOfFile: Self.recipe, encoding: .utf8)
         let mistakes: [(old: String, new: String, message: String)] = [
             ("input_stage: sft", "input_stage: dpo", "'dpo' is not an earlier stage"),
+            ("input_stage: sft", "", "'reward', the stage before it, trains a reward model, and a rejection stage trains on from a policy; "
+                + "name the stage it starts from (input_stage: sft)"),
+            ("input_stage: sft", "input_stage: reward", "'reward' trains a reward model"),
             ("trainable: [visionModel, crossAttentionLayers, rewardHead]", "trainable: [visionModel]", "add rewardHead"),
             ("answer_check: exact", "answer_check: regex", "needs an answer_pattern"),
             ("dpo_beta: 0.1", "dpo_betta: 0.1", "did you mean 'dpo_beta'"),
