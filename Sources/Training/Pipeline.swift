@@ -65,8 +65,9 @@ public final class Pipeline {
 
     /// The model folder a stage starts from: its `input_stage`'s output, else the previous stage's, or the base model.
     public func input(of stage: StageSettings) -> URL {
-        guard let index = recipe.stages.firstIndex(where: { $0.name == stage.name }), index > 0 else { return base }
-        return runFolder.appendingPathComponent(stage.inputStage ?? recipe.stages[index - 1].name).appendingPathComponent("model")
+        guard let index = recipe.stages.firstIndex(where: { $0.name == stage.name }),
+              let source = recipe.stages.inputStageName(at: index) else { return base }
+        return runFolder.appendingPathComponent(source).appendingPathComponent("model")
     }
 
     /// Runs the selected stages; returns the summaries of those that ran (skipped ones excluded).

@@ -96,9 +96,9 @@ public struct Recipe: Sendable {
             }
         }
         // A reward stage's output is a reward model: no other kind of stage trains on from it.
-        for (index, stage) in stages.enumerated() where index > 0 && stage.kind != .reward {
-            let source = stage.inputStage ?? stages[index - 1].name
-            guard let rewardStage = stages[..<index].first(where: { $0.name == source && $0.kind == .reward }) else { continue }
+        for (index, stage) in stages.enumerated() where stage.kind != .reward {
+            guard let source = stages.inputStageName(at: index),
+                  let rewardStage = stages[..<index].first(where: { $0.name == source && $0.kind == .reward }) else { continue }
             let policy = stages[..<index].last { $0.kind != .reward }.map { " (input_stage: \($0.name))" } ?? ""
             throw RecipeError(file: file, line: stageNodes[index].mark?.line, field: "stages[\(index)] '\(stage.name)'.input_stage",
                               reason: "'\(rewardStage.name)'\(stage.inputStage == nil ? ", the stage before it," : "") trains a reward model, "

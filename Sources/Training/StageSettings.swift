@@ -162,3 +162,11 @@ public struct StageSettings: Codable, Sendable, Equatable {
         return String(format: "%016llx", hash)
     }
 }
+
+extension Array where Element == StageSettings {
+    /// The stage whose output the stage at `index` starts from: its `input_stage`, else the stage
+    /// before it; nil for the first stage, which starts from the base model.
+    public func inputStageName(at index: Int) -> String? {
+        index > 0 ? self[index].inputStage ?? self[index - 1].name : nil
+    }
+}

@@ -147,10 +147,9 @@ struct RunCommand: ParsableCommand {
                     report.evaluations[index].metrics["held_out_reward"] = scored.meanReward
                 }
             }
-            // A post-training stage against the policy it started from (its `input_stage`, else the stage before it).
+            // A post-training stage against the policy it started from.
             for (index, stage) in recipeStages.enumerated() where [.rejection, .dpo].contains(stage.kind) {
-                let from = stage.inputStage ?? (index > 0 ? recipeStages[index - 1].name : nil)
-                guard let from, let before = scoredByStage[from], let after = scoredByStage[stage.name] else { continue }
+                guard let from = recipeStages.inputStageName(at: index), let before = scoredByStage[from], let after = scoredByStage[stage.name] else { continue }
                 report.pairedChanges.append(PairedChange(before: from, before, after: stage.name, after))
             }
             report.rewardDistributions.append((title: "Held-out reward of each policy's answers (the first \(Self.rewardScoredQuestions) held-out questions, scored by \(rewardStage.name))",
