@@ -80,7 +80,7 @@ enum EncoderStageEnvironment {
             batches += 1
             let targets = batch.labels.integers()
             let patches = targets.count / fields
-            for patch in 0..<patches where (0..<fields).contains(where: { targets[patch * fields + $0] != 0 }) {
+            for patch in 0..<patches where (0..<fields).contains(where: { targets[patch * fields + $0] > 0 }) {
                 covered += 1
                 for field in 0..<fields {
                     let classes = dataset.classes.classCounts[field]

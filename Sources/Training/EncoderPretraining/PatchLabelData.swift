@@ -56,39 +56,51 @@ final class PatchLabelStream: TrainingDataStream {
     }
 }
 
-/// The images of `records` through the image processor, with labels `(B, P, F)`: the boxes are
-/// scaled from each image's pixels to the encoder's tile.
-/// - Throws: ``DataIssue`` naming the line of an image that cannot be read, is not square, or
-///   does not fit one tile.
+/// The images of `records` through the image processor, with labels `(B, X·P, F)` for every
+/// patch of every tile slot (X = the processor's `max_image_tiles`), from ``tilePatchClasses``.
+/// - Throws: ``DataIssue`` naming the line of an image that cannot be read or processed.
 func patchLabelBatch(_ records: [RegionRecord], classes: PatchLabelClasses, processor: MllamaImageProcessor,
                      grid: Int) throws -> TrainingBatch {
     var images: [Image] = [], labels: [Int] = []
     for record in records {
         let image = try ImageLoading.load(record.image, for: record.location)
-        guard image.width == image.height else {
-            throw DataIssue(.undecodableImage, at: record.location, field: "image",
-                            "\(record.image.name) is \(image.width)×\(image.height); region pretraining reads square images")
-        }
-        let scale = Double(processor.tileSize) / Double(image.width)
-        let scaled = record.regions.map { r in
-            LabelledRegion(x0: Int((Double(r.x0) * scale).rounded()), y0: Int((Double(r.y0) * scale).rounded()),
-                           x1: Int((Double(r.x1) * scale).rounded()), y1: Int((Double(r.y1) * scale).rounded()), labels: r.labels)
-        }
         images.append(image)
-        labels += classes.patchClasses(scaled, imageSide: processor.tileSize, grid: grid)
+        labels += tilePatchClasses(record.regions, classes: classes, width: image.width, height: image.height,
+                                   processor: processor, grid: grid)
     }
     let processed: MllamaImageBatch
     do { processed = try processor.preprocess(images.map { [$0] }) } catch {
         throw DataIssue(.undecodableImage, at: records[0].location, "\(error)")
     }
-    if let index = processed.numTiles.firstIndex(where: { $0 != [1] }) {
-        throw DataIssue(.undecodableImage, at: records[index].location, field: "image",
-                        "\(records[index].image.name) takes \(processed.numTiles[index]) tiles; region pretraining reads one-tile images (at most \(processor.tileSize) px)")
-    }
-    let b = records.count
+    let b = records.count, slots = processor.config.maxImageTiles
     let inputs = ModelInputs(inputIDs: Tensor(indices: Array(repeating: 0, count: b), shape: [b, 1]),
                              pixelValues: processed.pixelValues, aspectRatioIDs: processed.aspectRatioIDs,
                              aspectRatioMask: processed.aspectRatioMask)
-    return TrainingBatch(inputs: inputs, labels: Tensor(indices: labels, shape: [b, grid * grid, classes.fields.count]),
-                         lossTokenCount: b * grid * grid, sampleIDs: records.map(\.id))
+    let trained = stride(from: 0, to: labels.count, by: classes.fields.count).filter { labels[$0] != PatchLabelClasses.ignored }.count
+    return TrainingBatch(inputs: inputs, labels: Tensor(indices: labels, shape: [b, slots * grid * grid, classes.fields.count]),
+                         lossTokenCount: trained, sampleIDs: records.map(\.id))
+}
+
+/// The classes `(X·P·F)` of every patch of an image's tile slots as the Mllama processor lays the
+/// image out: resized (aspect kept) onto the top left of a canvas of whole tiles, cut into tiles
+/// row by row, each tile into `grid`×`grid` patches. Each patch's centre is mapped back to the
+/// image's pixels, where the boxes are, and named by ``PatchLabelClasses/patchClasses(_:imageSide:grid:)``'s
+/// rule; patches on the canvas's padding and the slots past the image's tiles are
+/// ``PatchLabelClasses/ignored``.
+func tilePatchClasses(_ regions: [LabelledRegion], classes: PatchLabelClasses, width: Int, height: Int,
+                      processor: MllamaImageProcessor, grid: Int) -> [Int] {
+    let (arrangement, resizedHeight, resizedWidth) = processor.layout(height: height, width: width)
+    let t = Double(processor.tileSize), step = t / Double(grid)
+    let (toImageX, toImageY) = (Double(width) / Double(resizedWidth), Double(height) / Double(resizedHeight))
+    var labels: [Int] = []
+    for slot in 0..<processor.config.maxImageTiles {
+        let (row, column) = (slot / arrangement.columns, slot % arrangement.columns)
+        labels += classes.patchClasses(regions, grid: grid) { px, py in
+            guard slot < arrangement.rows * arrangement.columns else { return nil }
+            let x = Double(column) * t + (Double(px) + 0.5) * step, y = Double(row) * t + (Double(py) + 0.5) * step
+            guard x < Double(resizedWidth), y < Double(resizedHeight) else { return nil }
+            return (x * toImageX, y * toImageY)
+        }
+    }
+    return labels
 }

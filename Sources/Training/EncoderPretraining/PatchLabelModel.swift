@@ -34,15 +34,15 @@ public final class PatchLabelModel: Module, TrainableLanguageModel {
     /// Patches of one tile.
     public var patchesPerTile: Int { model.visionModel.tokensPerTile - 1 }
 
-    /// Each field's class scores on every patch of each image's first tile (the class token
-    /// dropped): `(B·P, C)` per field, in patch row-major order.
+    /// Each field's class scores on every patch of every tile slot of each image (class tokens
+    /// dropped): `(B·X·P, C)` per field, image by image, tile by tile, patches row-major.
     public func patchLogits(_ inputs: ModelInputs) -> [Tensor] {
         guard let pixels = inputs.pixelValues, let ids = inputs.aspectRatioIDs else {
             preconditionFailure("patch labelling needs images")
         }
         let features = model.visionModel(pixelValues: pixels, aspectRatioIds: ids, aspectRatioMask: inputs.aspectRatioMask)  // (B, 1, X, L, W)
-        let (b, p, w) = (features.shape[0], patchesPerTile, features.shape[4])
-        let patches = features.slice(axis: 2, 0..<1).slice(axis: 3, 1..<(1 + p)).contiguous().reshaped([b * p, w])
+        let (b, x, p, w) = (features.shape[0], features.shape[2], patchesPerTile, features.shape[4])
+        let patches = features.slice(axis: 3, 1..<(1 + p)).contiguous().reshaped([b * x * p, w])
         return heads.map { $0(patches) }
     }
 

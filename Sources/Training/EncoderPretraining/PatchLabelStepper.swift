@@ -4,7 +4,8 @@ import TensorCore
 // Shapes: B images, P patches of a tile, F label fields, C a field's classes.
 
 /// The `encoder` stage's step: the sum over fields of the mean cross-entropy over every patch of
-/// the micro-batch (background patches learn class 0), averaged over the step's micro-batches.
+/// the images' tiles (background patches learn class 0; the canvas's padding and unused tile
+/// slots are left out), averaged over the step's micro-batches.
 final class PatchLabelStepper: OneStepForEveryRankCount {
     let model: PatchLabelModel
     let optimizer: AdamW

@@ -110,19 +110,34 @@ public struct PatchLabelClasses: Codable, Sendable, Equatable {
     /// Classes per field, "none" included.
     public var classCounts: [Int] { labels.map { $0.count + 1 } }
 
+    /// The class every field gets on a patch that is not trained on or counted (a tile slot past
+    /// the image's tiles, or the canvas's padding): the cross-entropy's ignore index.
+    public static let ignored = -100
+
     /// The class of every patch and field, `(P·F)` row-major, for an image of `side`×`side` pixels
     /// cut into a `grid`×`grid` patch grid: the last listed region containing the patch's centre
     /// names it; a field the region lacks, an unknown label, or no region gives class 0.
     public func patchClasses(_ regions: [LabelledRegion], imageSide: Int, grid: Int) -> [Int] {
-        var classes = [Int](repeating: 0, count: grid * grid * fields.count)
         let step = Double(imageSide) / Double(grid)
+        return patchClasses(regions, grid: grid) { px, py in ((Double(px) + 0.5) * step, (Double(py) + 0.5) * step) }
+    }
+
+    /// The class of every patch and field of one `grid`×`grid` patch grid, `(P·F)` row-major, where
+    /// `centre(px, py)` is the patch's centre in the boxes' pixels, or nil for a patch outside the
+    /// image (``ignored`` in every field). Otherwise named as in ``patchClasses(_:imageSide:grid:)``.
+    func patchClasses(_ regions: [LabelledRegion], grid: Int, centre: (Int, Int) -> (x: Double, y: Double)?) -> [Int] {
+        var classes = [Int](repeating: 0, count: grid * grid * fields.count)
         for py in 0..<grid {
             for px in 0..<grid {
-                let (x, y) = ((Double(px) + 0.5) * step, (Double(py) + 0.5) * step)
+                let patch = (py * grid + px) * fields.count
+                guard let (x, y) = centre(px, py) else {
+                    for f in fields.indices { classes[patch + f] = Self.ignored }
+                    continue
+                }
                 guard let region = regions.last(where: { $0.contains(x: x, y: y) }) else { continue }
                 for (f, field) in fields.enumerated() {
                     if let label = region.labels[field], let k = labels[f].firstIndex(of: label) {
-                        classes[(py * grid + px) * fields.count + f] = k + 1
+                        classes[patch + f] = k + 1
                     }
                 }
             }
