@@ -16,6 +16,11 @@ Only the image tokens differ between modes:
   --query-llama DIR         the question read by a frozen Llama (its hidden state after
                             --query-layer layers at the answer position) instead of a bag of words
   --encoder-learning-rate R or train it at rate R
+  --reader transformer      instead of one cross-attention read of a bag of words, a small
+                            transformer trained from scratch on the question's words in order:
+                            --layers blocks of self-attention, cross-attention to the image tokens
+                            and an MLP (an upper bound for a frozen Llama with adapters: nothing
+                            is frozen), answer read at the last word
 
     vlm data synth --out w64 --scenes 20000 --heldout 1000
     python3 Scripts/experiments/world_selection_toy.py --world w64 --types position --image-tokens symbolic
@@ -45,6 +50,9 @@ def arguments():
     parser.add_argument("--encoder-learning-rate", type=float, help="the ViT's rate while the reader trains (default: --learning-rate)")
     parser.add_argument("--query-llama", metavar="DIR", help="read the question with this frozen Llama checkpoint instead of a bag of words")
     parser.add_argument("--query-layer", type=int, default=4, help="its hidden state after this many layers, at the answer position")
+    parser.add_argument("--reader", choices=["bag", "transformer"], default="bag")
+    parser.add_argument("--layers", type=int, default=4, help="the transformer reader's blocks")
+    parser.add_argument("--width", type=int, default=WIDTH, help="the reader's and tokens' width")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=16)
@@ -93,13 +101,16 @@ class World:
                 [SHAPES.index(item["shape"]), self.colors.index(item["color"]), SIZES.index(item["size"])])
         return cells
 
-    def tensors(self, rows, symbolic):
+    def tensors(self, rows, symbolic, right_aligned=False):
         images = torch.stack([(self.cells if symbolic else self.pixels)(row["image"]) for row in rows])
         length = max(len(words(row["question"])) for row in rows)
         query = torch.full((len(rows), length), len(self.vocabulary))
         for index, row in enumerate(rows):
             ids = [self.vocabulary[word] for word in words(row["question"])]
-            query[index, : len(ids)] = torch.tensor(ids)
+            if right_aligned:
+                query[index, length - len(ids):] = torch.tensor(ids)
+            else:
+                query[index, : len(ids)] = torch.tensor(ids)
         return images, query, torch.tensor([self.answers[row["answer"]] for row in rows])
 
 
@@ -151,6 +162,30 @@ class Reader(torch.nn.Module):
         return self.answer(read[:, 0])
 
 
+class TransformerReader(torch.nn.Module):
+    """Words in order through pre-norm blocks of causal self-attention, cross-attention to the image
+    tokens and an MLP; the answer is read from the last word's state."""
+
+    def __init__(self, tokens, vocabulary, answers, layers, length=32):
+        super().__init__()
+        self.tokens = tokens
+        self.words = torch.nn.Embedding(vocabulary + 1, WIDTH)
+        self.position = torch.nn.Parameter(torch.randn(length, WIDTH) * 0.02)
+        self.blocks = torch.nn.ModuleList(torch.nn.TransformerDecoderLayer(
+            WIDTH, 4, 4 * WIDTH, 0.0, "gelu", batch_first=True, norm_first=True) for _ in range(layers))
+        self.norm = torch.nn.LayerNorm(WIDTH)
+        self.answer = torch.nn.Linear(WIDTH, answers)
+
+    def forward(self, images, query):
+        memory = self.tokens(images)
+        # Right-aligned question words so the last position is always the last word.
+        x = self.words(query) + self.position[: query.shape[1]]
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(query.shape[1])
+        for block in self.blocks:
+            x = block(x, memory, tgt_mask=causal, tgt_is_causal=True)
+        return self.answer(self.norm(x[:, -1]))
+
+
 def llama_queries(directory, layer, rows):
     """The frozen Llama's hidden state after `layer` layers at the last prompt token of each question,
     asked in Llama 3's chat format as the base Llama's question stage saw it (no image)."""
@@ -192,14 +227,17 @@ def pretrain_encoder(encoder, world, args, generator):
 
 
 def main():
+    global WIDTH
     args = arguments()
+    WIDTH = args.width
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     world = World(args.world, args.types)
     symbolic = args.image_tokens == "symbolic"
-    train, heldout = world.tensors(world.train, symbolic), world.tensors(world.heldout, symbolic)
+    aligned = args.reader == "transformer"
+    train, heldout = world.tensors(world.train, symbolic, aligned), world.tensors(world.heldout, symbolic, aligned)
     print(f"{len(world.train)} training and {len(world.heldout)} held-out questions, {len(world.answers)} answers", flush=True)
     if symbolic:
         tokens = SymbolicTokens(len(world.colors))
@@ -212,7 +250,10 @@ def main():
     if args.query_llama:
         train = (train[0], llama_queries(args.query_llama, args.query_layer, world.train), train[2])
         heldout = (heldout[0], llama_queries(args.query_llama, args.query_layer, world.heldout), heldout[2])
-    model = Reader(tokens, len(world.vocabulary), len(world.answers), train[1].shape[-1] if args.query_llama else None)
+    if args.reader == "transformer":
+        model = TransformerReader(tokens, len(world.vocabulary), len(world.answers), args.layers)
+    else:
+        model = Reader(tokens, len(world.vocabulary), len(world.answers), train[1].shape[-1] if args.query_llama else None)
     encoder_parameters = {id(p) for p in tokens.parameters()} if not symbolic else set()
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_parameters]}]
     if not symbolic and not args.freeze_encoder:
