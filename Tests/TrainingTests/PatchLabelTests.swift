@@ -108,4 +108,25 @@ struct PatchLabelTests {
         // The wide image's box is its second tile's bottom row, both patches.
         #expect(Array(targets[(8 + 6) * 2..<(8 + 8) * 2]) == [1, 2, 1, 2])
     }
+
+    @Test("a box past the image's edge (x and y swapped on a wide image) is an error naming the line, the box and the image's size")
+    func boxOutsideImage() throws {
+        let scratch = try TemporaryDirectory()
+        let url = scratch.url.appendingPathComponent("wide.png")
+        try PNGEncoder.encode(Image(width: 56, height: 28, layout: .rgb, pixels: [UInt8](repeating: 90, count: 56 * 28 * 3))).write(to: url)
+        let inside = Self.region([28, 0, 56, 28], ["shape": "square"]), swapped = Self.region([0, 28, 28, 56], ["shape": "square"])
+        let record = { (regions: [LabelledRegion]) in
+            RegionRecord(id: "wide", location: RecordLocation(file: "regions.jsonl", line: 3), image: .file(url), regions: regions)
+        }
+        let classes = PatchLabelClasses(records: [record([inside])])
+        let processor = try Self.processor(tileSize: 28, maxImageTiles: 2)
+        _ = try patchLabelBatch([record([inside])], classes: classes, processor: processor, grid: 2)
+        #expect(throws: DataIssue.self) { try patchLabelBatch([record([inside, swapped])], classes: classes, processor: processor, grid: 2) }
+        do {
+            _ = try patchLabelBatch([record([inside, swapped])], classes: classes, processor: processor, grid: 2)
+        } catch {
+            let message = "\(error)"
+            #expect(message.contains("regions.jsonl:3") && message.contains("regions[1].box") && message.contains("56×28"), "\(message)")
+        }
+    }
 }

@@ -64,6 +64,7 @@ func patchLabelBatch(_ records: [RegionRecord], classes: PatchLabelClasses, proc
     var images: [Image] = [], labels: [Int] = []
     for record in records {
         let image = try ImageLoading.load(record.image, for: record.location)
+        try checkBoxesInside(record, width: image.width, height: image.height)
         images.append(image)
         labels += tilePatchClasses(record.regions, classes: classes, width: image.width, height: image.height,
                                    processor: processor, grid: grid)
@@ -79,6 +80,18 @@ func patchLabelBatch(_ records: [RegionRecord], classes: PatchLabelClasses, proc
     let trained = stride(from: 0, to: labels.count, by: classes.fields.count).filter { labels[$0] != PatchLabelClasses.ignored }.count
     return TrainingBatch(inputs: inputs, labels: Tensor(indices: labels, shape: [b, slots * grid * grid, classes.fields.count]),
                          lossTokenCount: trained, sampleIDs: records.map(\.id))
+}
+
+/// Every box of `record` must lie in its `width`×`height` image: a box past the edge is most often
+/// a box in other coordinates (normalised, or x and y swapped), which would label the wrong patches.
+/// - Throws: ``DataIssue`` naming the line, the region's box and the image's size.
+func checkBoxesInside(_ record: RegionRecord, width: Int, height: Int) throws(DataIssue) {
+    for (index, region) in record.regions.enumerated()
+    where region.x0 < 0 || region.y0 < 0 || region.x1 > width || region.y1 > height {
+        throw DataIssue(.malformedRecord, at: record.location, field: "regions[\(index)].box",
+                        "[\(region.x0), \(region.y0), \(region.x1), \(region.y1)] is not inside the \(width)×\(height) image "
+                        + "(boxes are [x0, y0, x1, y1] in the image's pixels, x1 and y1 exclusive)")
+    }
 }
 
 /// The classes `(X·P·F)` of every patch of an image's tile slots as the Mllama processor lays the
