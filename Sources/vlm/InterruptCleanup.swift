@@ -12,12 +12,17 @@ enum InterruptCleanup {
     private static var sources: [DispatchSourceSignal] = []
     /// Called with the signal before the temporaries are removed (e.g. a rank saying why it stops).
     nonisolated(unsafe) static var onSignal: ((Int32) -> Void)? = nil
+    /// A command that stops gracefully on a signal (``InterruptFlag``) takes it here instead: when
+    /// this returns true the process goes on. Needed because the signal reaches either a C handler
+    /// or this dispatch source, depending on which thread the kernel picks.
+    nonisolated(unsafe) static var gracefulStop: ((Int32) -> Bool)? = nil
 
     static func install() {
         for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler {
+                if let gracefulStop, gracefulStop(signalNumber) { return }
                 onSignal?(signalNumber)
                 PendingTemporaries.removeAll()
                 signal(signalNumber, SIG_DFL)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Collectives
 import Foundation
 import Training
@@ -97,6 +98,17 @@ enum InterruptFlag {
         }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
+        // A signal that reaches InterruptCleanup's dispatch source instead of the handler above
+        // (it depends on the thread the kernel picks) must stop the run the same way, not end it.
+        InterruptCleanup.gracefulStop = { signalNumber in
+            guard signalNumber == SIGINT || signalNumber == SIGTERM else { return false }
+            InterruptFlag.count += 1
+            if InterruptFlag.count > 1 {
+                PendingTemporaries.removeAll()
+                _exit(130)
+            }
+            return true
+        }
     }
 }
 
