@@ -74,6 +74,8 @@ public final class Pipeline {
     @discardableResult
     public func run(only: String? = nil, from: String? = nil) throws -> [StageSummary] {
         let writer = parallelism?.isWriter ?? true
+        let selected = try selectedStages(only: only, from: from)
+        try checkDatasetsExist(selected)
         if writer {
             try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
             // What writers killed mid-write left behind (a stage that is skipped below is not revisited).
@@ -88,7 +90,7 @@ public final class Pipeline {
         var record = try loadRecord()
         try parallelism?.group.barrier()   // every rank read the record before rank 0 changes it
         var summaries: [StageSummary] = []
-        for stage in try selectedStages(only: only, from: from) {
+        for stage in selected {
             let input = input(of: stage)
             let folder = runFolder.appendingPathComponent(stage.name)
             let output = folder.appendingPathComponent("model")
@@ -129,6 +131,21 @@ public final class Pipeline {
             try saveRecord(record)
         }
         return summaries
+    }
+
+    /// A dataset file that is missing is named before any stage runs, not when its stage starts
+    /// after the earlier ones have trained. (Shard patterns are expanded, and checked, by their stage.)
+    func checkDatasetsExist(_ stages: [StageSettings]) throws {
+        for stage in stages {
+            for (field, specs) in [("datasets", stage.datasets), ("eval_datasets", stage.evalDatasets)] {
+                for (index, spec) in specs.enumerated() where !spec.path.contains("{") {
+                    let path = recipe.url(of: spec).path
+                    guard !FileManager.default.fileExists(atPath: path) else { continue }
+                    throw RecipeError(file: recipe.file, field: "\(stage.name).\(field)[\(index)]",
+                                      reason: "\(spec.path): \(path) does not exist")
+                }
+            }
+        }
     }
 
     func loadRecord() throws -> RunRecord {
