@@ -201,6 +201,8 @@ struct Evaluation {
     /// The ranks that share the work (nil: this process alone): each takes every N-th held-out batch
     /// and a contiguous share of the questions; the sums are reduced, so every rank gets the metrics.
     var group: (any ProcessGroup)? = nil
+    /// Told of each record the loss pass skips (unreadable line, missing image, too long); nil: silent.
+    var onSkip: (@Sendable (DataIssue) -> Void)? = nil
 
     func run() throws -> [String: Double] {
         var metrics: [String: Double] = [:]
@@ -223,9 +225,10 @@ struct Evaluation {
 
     /// The mean loss per learned token over the held-out samples, in file order.
     func heldOutLoss(blankImages: Bool) throws -> (loss: Double, samples: Int) {
-        let options = DataLoaderOptions(microBatchSize: 8, seed: 0, shuffle: false, epochs: 1, blankImages: blankImages,
-                                        prefetchBatches: 0, maxSkipShare: 1)
-        let loader = try DataLoader(sources: datasets.map { DataSource($0) }, encoder: encoder, options: options)
+        let options = DataLoaderOptions(microBatchSize: Self.lossBatchSize(maxSamples: maxSamples), seed: 0, shuffle: false, epochs: 1,
+                                        blankImages: blankImages, prefetchBatches: 0, maxSkipShare: 1)
+        let loader = try DataLoader(sources: datasets.map { DataSource($0) }, encoder: encoder, options: options,
+                                    onSkip: blankImages ? nil : onSkip)
         var total = 0.0, tokens = 0, samples = 0, index = -1
         while let batch = try loader.next(), maxSamples == 0 || samples < maxSamples {
             index += 1
@@ -243,6 +246,13 @@ struct Evaluation {
             (total, tokens) = (sums[0], Int(sums[1]))
         }
         return (tokens == 0 ? .nan : total / Double(tokens), samples)
+    }
+
+    /// Batches of 8, or of the largest divisor of `maxSamples` up to 8, so that the loss reads at
+    /// most `maxSamples` samples (whole batches are read).
+    static func lossBatchSize(maxSamples: Int) -> Int {
+        guard maxSamples > 0 else { return 8 }
+        return (1...min(8, maxSamples)).last { maxSamples % $0 == 0 }!
     }
 
     /// Exact match over `questions`, this rank's share answered here and the counts summed over the ranks.
@@ -286,11 +296,20 @@ func questionRecords(in datasets: [Dataset], maxSamples: Int) -> [(record: Datas
 /// Evaluates the model in `directory` on held-out files, as a stage's evaluation does: the loss
 /// per learned token and, for question–answer data, exact match (overall and `exact_match/TYPE`),
 /// each also with the images blanked (`…_blank_images`) for a vision model.
+/// - Parameter onSkip: told of each record that cannot be used (named by file and line).
+/// - Throws: ``TrainingError`` when no record can be used.
 public func evaluateModel(directory: URL, datasets: [URL], maxSamples: Int = 0, maxNewTokens: Int = 16,
-                          maxLength: Int = 2048) throws -> [String: Double] {
+                          maxLength: Int = 2048, onSkip: (@Sendable (DataIssue) -> Void)? = nil) throws -> [String: Double] {
     let (model, encoder) = try openForEvaluation(directory: directory, maxLength: maxLength)
     let opened = try datasets.map { try Dataset(path: $0.path) }
-    return try Evaluation(model: model, encoder: encoder, datasets: opened, maxSamples: maxSamples, maxNewTokens: maxNewTokens).run()
+    var evaluation = Evaluation(model: model, encoder: encoder, datasets: opened, maxSamples: maxSamples, maxNewTokens: maxNewTokens)
+    evaluation.onSkip = onSkip
+    let metrics = try evaluation.run()
+    guard metrics["samples"] ?? 0 > 0 else {
+        throw TrainingError("\(datasets.map(\.path).joined(separator: ", ")): no record could be used for \(directory.path)"
+                            + (onSkip == nil ? "" : " (each is named above)"))
+    }
+    return metrics
 }
 
 /// The model in `directory` and a sample encoder with its processor (a text model reads records

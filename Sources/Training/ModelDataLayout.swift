@@ -3,7 +3,7 @@ import Processing
 
 /// What the data pipeline needs to know of a model: where `<|image|>` is, whether the model reads
 /// images at all, and how many text positions an image takes in its token stream.
-struct ModelDataLayout {
+struct ModelDataLayout: Equatable {
     /// The text vocabulary size (ids below it are text).
     var textVocabulary: Int
     /// The id of `<|image|>` (past the text vocabulary for a text model, which never sees it).

@@ -67,7 +67,8 @@ struct EvalCommand: ParsableCommand {
             if reference != nil && preferenceFiles.isEmpty { throw CommandFailure("--reference needs a preference file among --data") }
             if !otherFiles.isEmpty {
                 metrics = try evaluateModel(directory: try modelFolder(model), datasets: otherFiles.map { URL(fileURLWithPath: $0) },
-                                            maxSamples: samples, maxNewTokens: maxNewTokens)
+                                            maxSamples: samples, maxNewTokens: maxNewTokens,
+                                            onSkip: { issue in FileHandle.standardError.write(Data("warning: skipped \(issue)\n".utf8)) })
             }
             for file in preferenceFiles {
                 let figures = try evaluatePreferencePairs(directory: try modelFolder(model), dataset: URL(fileURLWithPath: file),

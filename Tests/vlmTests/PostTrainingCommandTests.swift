@@ -288,6 +288,26 @@ struct PostTrainingCommandTests {
         let noPairs = failure(["eval", "--model", model, "--data", TinyVisionSetup.world.appendingPathComponent("qa-heldout.jsonl").path,
                                "--reference", model])
         #expect(noPairs?.message.contains("--reference needs a preference file") == true, "\(noPairs?.message ?? "no error")")
+        // The pairs are encoded for the policy: a reference of another kind is an error, not a crash.
+        let otherKind = failure(["eval", "--model", model, "--data", data.path,
+                                 "--reference", TinyVisionSetup.folder.appendingPathComponent("llama").path])
+        #expect(otherKind?.status == 1 && otherKind?.message.contains("is not the same kind of model") == true, "\(otherKind?.message ?? "no error")")
+    }
+
+    @Test("vlm eval reads at most --samples records; a file none of whose records can be used is an error")
+    func evalSamplesAndUnusableRecords() throws {
+        let scratch = try Scratch()
+        let heldOut = TinyVisionSetup.world.appendingPathComponent("qa-heldout.jsonl")
+        let model = TinyVisionSetup.vision.path
+        for count in [1, 3, 5, 10] {
+            let metrics = try #require(try VLM.parseAsRoot(["eval", "--model", model, "--data", heldOut.path, "--samples", "\(count)",
+                                                            "--max-new-tokens", "2"]) as? EvalCommand).metrics()
+            #expect(metrics["samples"] == Double(count), "--samples \(count): \(metrics["samples"] ?? -1)")
+        }
+        // Copied away from its images, no record can be used.
+        try FileManager.default.copyItem(atPath: heldOut.path, toPath: scratch.path("moved.jsonl"))
+        let none = failure(["eval", "--model", model, "--data", scratch.path("moved.jsonl")])
+        #expect(none?.status == 1 && none?.message.contains("no record could be used") == true, "\(none?.message ?? "no error")")
     }
 
     /// The recipe's SFT and reward stages only, shorter, into `run/` of `scratch`.

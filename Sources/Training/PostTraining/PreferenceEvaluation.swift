@@ -17,6 +17,16 @@ public func evaluatePreferencePairs(directory: URL, dataset: URL, reference: URL
                                     maxSamples: Int = 0, maxLength: Int = 2048) throws -> [String: Double] {
     let (policy, samples) = try openForEvaluation(directory: directory, maxLength: maxLength)
     let referenceModel = try reference.map { try openForEvaluation(directory: $0, maxLength: maxLength).model }
+    if let reference, let referenceModel {
+        // The pairs are encoded once, for the policy: the reference must read the same inputs.
+        let processorFile = "preprocessor_config.json"
+        let sameProcessor = FileManager.default.contents(atPath: directory.appendingPathComponent(processorFile).path)
+            == FileManager.default.contents(atPath: reference.appendingPathComponent(processorFile).path)
+        guard ObjectIdentifier(type(of: referenceModel)) == ObjectIdentifier(type(of: policy)), try ModelDataLayout(referenceModel) == ModelDataLayout(policy), sameProcessor else {
+            throw TrainingError("the reference \(reference.path) is not the same kind of model as \(directory.path) "
+                                + "(architecture, vocabulary, <|image|> id and image processor must match: a DPO stage's input and output)")
+        }
+    }
     let source = DataSource(try Dataset(path: dataset.path))
     let statistics = try evaluatePreferences([source], encoder: PreferenceEncoder(samples: samples), maxSamples: maxSamples,
                                              blankImages: false, includesEdited: false) { batch, _ in
