@@ -18,6 +18,11 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
 
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
+            let given = try decoder.container(keyedBy: AnyCodingKey.self).allKeys.map(\.stringValue)
+            if let unknown = given.first(where: { CodingKeys(stringValue: $0) == nil }) {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                        debugDescription: "unknown key '\(unknown)' (cross_attention has 'layers', or 'every' with optional 'first')"))
+            }
             if let layers = try c.decodeIfPresent([Int].self, forKey: .layers) {
                 self = .fusedIndices(layers)
             } else if let every = try c.decodeIfPresent(Int.self, forKey: .every) {
@@ -103,6 +108,9 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
             crossAttention = .fusedIndices([])
         }
         vision = try c.decode(MllamaVisionConfig.self, forKey: .vision)
+        if let problem = Self.visionProblem(vision) {
+            throw DecodingError.dataCorruptedError(forKey: .vision, in: c, debugDescription: problem)
+        }
         // transformers' default list is for 4 tiles only (it refuses a config that pairs it with
         // another max_num_tiles), so a layout that names no grids gets those of its own tile count.
         if vision.supportedAspectRatios == MllamaVisionConfig.defaultSupportedAspectRatios {
@@ -113,6 +121,22 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
         guard gateInit.isFinite else {
             throw DecodingError.dataCorruptedError(forKey: .gateInit, in: c, debugDescription: "gate_init must be a finite number")
         }
+    }
+
+    /// What makes an image encoder shape unbuildable, or nil.
+    static func visionProblem(_ v: MllamaVisionConfig) -> String? {
+        if v.imageSize <= 0 || v.patchSize <= 0 || v.imageSize % v.patchSize != 0 {
+            return "image_size (\(v.imageSize)) must be a positive multiple of patch_size (\(v.patchSize))"
+        }
+        if v.maxNumTiles < 1 { return "max_num_tiles must be at least 1, got \(v.maxNumTiles)" }
+        if v.hiddenSize <= 0 || v.attentionHeads <= 0 || v.hiddenSize % v.attentionHeads != 0 {
+            return "hidden_size (\(v.hiddenSize)) must be a positive multiple of attention_heads (\(v.attentionHeads))"
+        }
+        if v.numHiddenLayers < 1 || v.numGlobalLayers < 0 { return "num_hidden_layers must be at least 1 and num_global_layers at least 0" }
+        if let bad = v.intermediateLayersIndices.first(where: { $0 < 0 || $0 >= v.numHiddenLayers }) {
+            return "intermediate_layers_indices holds \(bad), outside the \(v.numHiddenLayers) layers"
+        }
+        return nil
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -173,4 +197,12 @@ public struct AdapterLayout: Codable, Sendable, Equatable {
         let cross = Set(try crossAttentionIndices(textLayers: textLayers))
         return (0..<(textLayers + cross.count)).filter { !cross.contains($0) }
     }
+}
+
+/// Any key, for listing the keys a mapping has.
+private struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
 }

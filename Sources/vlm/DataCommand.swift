@@ -96,7 +96,7 @@ struct DataCommand: ParsableCommand {
         }
 
         func run() throws {
-            let folder = URL(fileURLWithPath: out)
+            let folder = URL(fileURLWithPath: out).resolvingSymlinksInPath()   // a link to a folder is written through
             let start = Date()
             do {
                 try WorldWriter.checkDestination(folder, replacingExisting: force)

@@ -58,7 +58,13 @@ struct GenerateCommand: ParsableCommand {
 
     private func writeText(_ data: Data) {
         if let sink = Thread.current.threadDictionary[TextSink.key] as? TextSink { sink.append(data) }
-        else { FileHandle.standardOutput.write(data) }
+        else {
+            do { try FileHandle.standardOutput.write(contentsOf: data) } catch {
+                // The stream cannot throw through the decoder; a full disk or a closed file ends the command here.
+                FileHandle.standardError.write(Data("Error: cannot write to standard output (\(error.localizedDescription))\n".utf8))
+                Glibc.exit(1)
+            }
+        }
     }
 
     func validate() throws {

@@ -33,13 +33,18 @@ struct LlamaInitCommand: ParsableCommand {
     @Flag(help: "Replace an existing output folder.") var force = false
 
     func validate() throws {
-        guard hiddenSize > 0, layers > 0, heads > 0, kvHeads > 0, hiddenSize % heads == 0, heads % kvHeads == 0 else {
+        guard hiddenSize > 0, layers > 0, heads > 0, kvHeads > 0, intermediateSize > 0, maxPositions > 0,
+              hiddenSize % heads == 0, heads % kvHeads == 0 else {
             throw ValidationError("need positive sizes, --hidden-size divisible by --heads and --heads by --kv-heads")
+        }
+        // Rotary embeddings turn pairs of a head's dimensions.
+        guard (hiddenSize / heads) % 2 == 0 else {
+            throw ValidationError("--hidden-size / --heads (the head dimension) must be even for rotary position embeddings; got \(hiddenSize / heads)")
         }
     }
 
     func run() throws {
-        let output = URL(fileURLWithPath: out)
+        let output = URL(fileURLWithPath: out).resolvingSymlinksInPath()   // a link to a folder is written through
         if FileManager.default.fileExists(atPath: output.path) && !force {
             throw CommandFailure("\(out) exists; pass --force to replace it")
         }

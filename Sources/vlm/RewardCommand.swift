@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
 import Training
 
@@ -39,7 +40,7 @@ struct RewardCommand: ParsableCommand {
             let object: [String: Any] = ["id": score.id, "rewards": score.rewards]
             lines += String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self) + "\n"
         }
-        if let out { try Data(lines.utf8).write(to: URL(fileURLWithPath: out), options: .atomic) } else { print(lines, terminator: "") }
+        if let out { try AtomicFile.write(Data(lines.utf8), to: outputURL(out)) } else { print(lines, terminator: "") }
         let pairs = scores.compactMap { score in score.rewards["chosen"].flatMap { c in score.rewards["rejected"].map { (c, $0) } } }
         if !pairs.isEmpty {
             let right = pairs.filter { $0.0 > $0.1 }.count

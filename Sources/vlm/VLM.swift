@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct VLM: ParsableCommand {
@@ -30,6 +33,16 @@ struct VLM: ParsableCommand {
         } catch {
             exit(withError: error)
         }
+        exitIfStandardOutputFailed()
+    }
+
+    /// What `print` wrote sits in a buffer until exit; a full disk or a closed file loses it there
+    /// unless it is flushed and checked here.
+    static func exitIfStandardOutputFailed() {
+        guard fflush(stdout) != 0 || ferror(stdout) != 0 else { return }
+        let reason = String(cString: strerror(errno))
+        FileHandle.standardError.write(Data("Error: cannot write to standard output (\(reason))\n".utf8))
+        Glibc.exit(1)
     }
 
     /// `vlm` alone: the help, on standard error, and a usage error's status.

@@ -81,6 +81,23 @@ struct AdaptersInitSafetyTests {
         let message = failure(["adapters", "init", "--text-model", llamaFixture.path, "--adapter", missing.path, "--out", scratch.path("o")])
         #expect(message?.message.contains("missing key 'vision'") == true && message?.message.contains("keyNotFound") == false,
                 "\(String(describing: message))")
+        // A misspelt placement key is named, not reported as a missing 'every'.
+        let placement = scratch.url.appendingPathComponent("placement.yaml")
+        try text.replacingOccurrences(of: "  every: 2", with: "  evry: 2").write(to: placement, atomically: true, encoding: .utf8)
+        let misspeltPlacement = failure(["adapters", "init", "--text-model", llamaFixture.path, "--adapter", placement.path, "--out", scratch.path("o")])
+        #expect(misspeltPlacement?.message.contains("unknown key 'evry'") == true, "\(String(describing: misspeltPlacement))")
+        // An image encoder that cannot be built is refused before anything is written.
+        let shapes = [("  image_size: 28", "  image_size: 0", "image_size (0)"), ("  max_num_tiles: 4", "  max_num_tiles: 0", "max_num_tiles"),
+                      ("  attention_heads: 4", "  attention_heads: 3", "attention_heads (3)"),
+                      ("intermediate_layers_indices: [0, 1]", "intermediate_layers_indices: [0, 2]", "holds 2")]
+        for (old, new, named) in shapes {
+            let file = scratch.url.appendingPathComponent("shape.yaml")
+            try text.replacingOccurrences(of: old, with: new).write(to: file, atomically: true, encoding: .utf8)
+            let refused = failure(["adapters", "init", "--text-model", llamaFixture.path, "--adapter", file.path, "--out", scratch.path("o")])
+            #expect(refused?.status == 1 && refused?.message.contains(named) == true, "\(new): \(String(describing: refused))")
+            try FileManager.default.removeItem(at: file)
+        }
+        try FileManager.default.removeItem(at: placement)
         #expect(scratch.contents == ["bad.yaml", "missing.yaml"])
         for name in try FileManager.default.contentsOfDirectory(atPath: Fixtures.repositoryRoot.appendingPathComponent("adapters").path)
         where name.hasSuffix(".yaml") {

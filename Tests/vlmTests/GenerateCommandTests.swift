@@ -27,6 +27,32 @@ struct GenerateInputTests {
         #expect(result?.message.contains("vocabulary") == true, "the tiny model's only complaint is its vocabulary: \(String(describing: result))")
     }
 
+    @Test("a standard output that cannot be written (a full disk) is an error naming it, exit 1, not a crash or silence")
+    func fullStandardOutput() throws {
+        let binary = builtVLM
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the release binary first (swift build -c release)")
+        let scratch = try Scratch()
+        let model = scratch.url.appendingPathComponent("llama")
+        try copyFixture("llama/gqa2_untied_padded", to: model)
+        try writeByteTokenizer(to: model.appendingPathComponent("tokenizer.json"))
+        var device = stat()
+        try #require(stat("/dev/full", &device) == 0 && (device.st_mode & S_IFMT) == S_IFCHR, "/dev/full is not the full device here")
+        // generate streams through a file handle; inspect prints, which is flushed at exit.
+        for arguments in [["generate", "--model", model.path, "--prompt", "hi", "--max-tokens", "8"], ["inspect", model.path]] {
+            let process = Process()
+            process.executableURL = binary
+            process.arguments = arguments
+            process.standardOutput = try #require(FileHandle(forWritingAtPath: "/dev/full"))
+            let errors = Pipe()
+            process.standardError = errors
+            try process.run()
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationReason == .exit && process.terminationStatus == 1, "\(arguments[0]): \(process.terminationStatus): \(message)")
+            #expect(message.contains("cannot write to standard output"), "\(arguments[0]): \(message)")
+        }
+    }
+
     @Test("Bad numbers, <|image|> without --image and over-long prompts are refused; a huge --max-tokens stops at the maximum length")
     func refusedInputs() throws {
         let scratch = try Scratch()

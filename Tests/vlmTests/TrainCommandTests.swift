@@ -160,6 +160,67 @@ struct TrainCommandTests {
         #expect(!FileManager.default.fileExists(atPath: scratch.path("run/sft")))
     }
 
+    @Test("vlm llama init refuses an odd head dimension and zero sizes as usage errors, writing nothing")
+    func llamaInitSizes() throws {
+        let scratch = try Scratch()
+        let base = ["llama", "init", "--tokenizer", TinyVisionSetup.folder.appendingPathComponent("tokenizer").path, "--out", scratch.path("llama")]
+        let odd = failure(base + ["--hidden-size", "60", "--heads", "4"])
+        #expect(odd?.status == 64 && odd?.message.contains("must be even") == true, "\(String(describing: odd))")
+        for option in ["--max-positions", "--intermediate-size"] {
+            #expect(failure(base + [option, "0"])?.status == 64, "\(option) 0")
+        }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("llama")))
+    }
+
+    @Test("a recipe read from standard input ('-') runs as the same file would")
+    func recipeFromStandardInput() throws {
+        let binary = builtVLM
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the release binary first (swift build -c release)")
+        let scratch = try Scratch()
+        let text = try String(contentsOfFile: try TinyVisionSetup.recipe(in: scratch), encoding: .utf8)
+            .replacingOccurrences(of: "steps: 6", with: "steps: 1")
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["train", "-", "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"), "--data-root", TinyVisionSetup.world.path]
+        let input = Pipe(), errors = Pipe()
+        (process.standardInput, process.standardOutput, process.standardError) = (input, FileHandle.nullDevice, errors)
+        try process.run()
+        input.fileHandleForWriting.write(Data(text.utf8))
+        try input.fileHandleForWriting.close()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(message)")
+        #expect(FileManager.default.fileExists(atPath: scratch.path("run/sft/model/model.safetensors")))
+    }
+
+    @Test("vlm data synth and vlm llama init write through a link to a folder, keeping the link")
+    func outputThroughLink() throws {
+        let scratch = try Scratch()
+        for (name, command) in [("world", ["data", "synth", "--size", "tiny", "--out"]),
+                                ("llama", ["llama", "init", "--tokenizer", TinyVisionSetup.folder.appendingPathComponent("tokenizer").path,
+                                           "--force", "--out"])] {
+            try FileManager.default.createDirectory(atPath: scratch.path(name + "-target"), withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(atPath: scratch.path(name), withDestinationPath: scratch.path(name + "-target"))
+            try runVLM(command + [scratch.path(name)])
+            #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: scratch.path(name))) == scratch.path(name + "-target"), "\(name)")
+            #expect(try !FileManager.default.contentsOfDirectory(atPath: scratch.path(name + "-target")).isEmpty, "\(name): written into the target")
+        }
+    }
+
+    @Test("a later stage's missing dataset is named before the first stage trains")
+    func missingLaterDataset() throws {
+        let scratch = try Scratch()
+        let recipe = try TinyVisionSetup.recipe(in: scratch)
+        let text = try String(contentsOfFile: recipe, encoding: .utf8).replacingOccurrences(of: "[qa-train.jsonl]", with: "[qa-trian.jsonl]")
+        try text.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let result = failure(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", scratch.path("run"),
+                              "--data-root", TinyVisionSetup.world.path])
+        #expect(result?.status == 1)
+        #expect(result?.message.contains("recipe.yaml: sft.datasets[0]: qa-trian.jsonl:") == true && result?.message.contains("does not exist") == true,
+                "\(result?.message ?? "no error")")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("run/pretrain")), "the first stage did not start")
+    }
+
     /// `kill -9` at random moments — some inside checkpoint writes, which take most of a step at
     /// this size — then the same command, until it finishes: the weights equal an uninterrupted
     /// run's bit for bit, and no file in the run folder is ever torn.
@@ -209,6 +270,57 @@ struct TrainCommandTests {
             #expect(leftovers.isEmpty, "trial \(trial): temporaries of killed writers were removed: \(leftovers)")
         }
         #expect(kills >= 10, "\(kills) kills landed")
+    }
+
+    /// Ctrl-C stops at the next step boundary after a checkpoint, every time: the signal can reach
+    /// the process's C handler or its cleanup's dispatch source, depending on the thread the
+    /// kernel picks, and both must stop the run the same way (before, most tries died of the signal
+    /// with no checkpoint). The same command then resumes to an uninterrupted run's bits.
+    @Test("Ctrl-C stops at a step boundary with a checkpoint and exit 130, every time; the same command resumes to the same bits")
+    func interruptAndResume() throws {
+        let binary = builtVLM
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the release binary first (swift build -c release)")
+        let scratch = try Scratch()
+        let recipe = try TinyVisionSetup.recipe(in: scratch)
+        func launch(_ run: String, log: String) throws -> Process {
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let process = Process()
+            process.executableURL = binary
+            process.arguments = ["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", run, "--data-root", TinyVisionSetup.world.path,
+                                 "--progress-every", "1"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            try process.run()
+            return process
+        }
+        let straight = try launch(scratch.path("straight"), log: scratch.path("straight.log"))
+        straight.waitUntilExit()
+        let expected = try Data(contentsOf: URL(fileURLWithPath: scratch.path("straight/sft/model/model.safetensors")))
+        for trial in 0..<6 {
+            let run = scratch.path("interrupted-\(trial)"), log = scratch.path("interrupted-\(trial).log")
+            let process = try launch(run, log: log)
+            // After the first training step (a later one on odd trials), as a user would press Ctrl-C.
+            let deadline = Date().addingTimeInterval(120)
+            while process.isRunning, Date() < deadline,
+                  !((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains(trial % 2 == 0 ? "pretrain step 1/" : "sft step 2/") {
+                usleep(2_000)
+            }
+            try #require(process.isRunning, "trial \(trial): the run ended before the interrupt")
+            kill(process.processIdentifier, SIGINT)
+            process.waitUntilExit()
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            #expect(process.terminationReason == .exit && process.terminationStatus == 130,
+                    "trial \(trial): \(process.terminationReason == .exit ? "exit" : "signal") \(process.terminationStatus)")
+            #expect(text.contains("interrupted in stage") && text.contains("a checkpoint was written"), "trial \(trial): \(text.suffix(300))")
+            #expect(tornFiles(in: URL(fileURLWithPath: run)).isEmpty, "trial \(trial): a torn file")
+            if trial >= 4 {
+                let resumed = try launch(run, log: log + ".resumed")
+                resumed.waitUntilExit()
+                #expect(resumed.terminationStatus == 0)
+                #expect(try Data(contentsOf: URL(fileURLWithPath: run + "/sft/model/model.safetensors")) == expected,
+                        "trial \(trial): the resumed run's weights are bit-identical")
+            }
+        }
     }
 }
 
