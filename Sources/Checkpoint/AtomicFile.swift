@@ -79,9 +79,26 @@ public final class AtomicFile {
                 throw CheckpointError(file: destination.path, reason: error.reason)
             }
             target = path
-            // mkstemp creates 0600; give the result the usual permissions for a data file.
-            fchmod(descriptor, 0o644)
+            // mkstemp creates 0600: a replaced file keeps its mode, a new one gets what the umask
+            // leaves of 0666, as `open` would have given it.
+            fchmod(descriptor, Self.permissions(replacing: path))
         }
+    }
+
+    /// The mode a file written to `path` gets: the existing file's, or 0666 less the umask.
+    static func permissions(replacing path: String) -> mode_t {
+        var existing = stat()
+        if stat(path, &existing) == 0 { return existing.st_mode & 0o7777 }
+        return 0o666 & ~currentUmask()
+    }
+
+    /// The process's umask, read without changing it (`umask(2)` can only set it, and setting it
+    /// twice would race with other threads creating files); 0o022 where /proc does not say.
+    static func currentUmask() -> mode_t {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Umask:") }),
+              let value = mode_t(line.dropFirst("Umask:".count).trimmingCharacters(in: .whitespaces), radix: 8) else { return 0o022 }
+        return value
     }
 
     /// Where a destination path leads.

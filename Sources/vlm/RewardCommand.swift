@@ -35,6 +35,7 @@ struct RewardCommand: ParsableCommand {
             scores = try scoreResponses(directory: try modelFolder(model), data: URL(fileURLWithPath: data), blankImages: blankImages,
                                         onSkip: { FileHandle.standardError.write(Data("skipped \($0)\n".utf8)) })
         } catch let error as TrainingError { throw CommandFailure("\(error)") }
+        guard !scores.isEmpty else { throw CommandFailure("\(data): no record could be scored (each is named above)") }
         var lines = ""
         for score in scores {
             let object: [String: Any] = ["id": score.id, "rewards": score.rewards]

@@ -52,6 +52,10 @@ struct TrainCommand: ParsableCommand {
     /// Runs the pipeline, alone or as one rank of a data-parallel job (then only rank 0 reports).
     func train(parallelism: DataParallelism?) throws {
         let quiet = !(parallelism?.isWriter ?? true)
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: out, isDirectory: &isFolder), !isFolder.boolValue {
+            throw CommandFailure("--out \(out) is a file; a run folder is a folder (give a new name or an earlier run's folder)")
+        }
         let recipe = try recipeArguments.load()
         let progress = ProgressPrinter(plainEvery: progressEvery)
         let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in

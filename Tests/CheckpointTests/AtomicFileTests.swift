@@ -57,6 +57,21 @@ struct AtomicFileTests {
         #expect(folder.contents == ["report.txt"])
     }
 
+    @Test("A new file gets 0666 less the umask, as open(2) gives; a replaced file keeps its mode")
+    func permissions() throws {
+        let folder = try TemporaryFolder()
+        let url = folder.file("out.json")
+        func mode() throws -> Int { (try FileManager.default.attributesOfItem(atPath: url.path)[.posixPermissions] as! NSNumber).intValue }
+        try AtomicFile.write(Data("a".utf8), to: url)
+        #expect(try mode() == Int(0o666 & ~AtomicFile.currentUmask()))
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: url.path)
+        try AtomicFile.write(Data("b".utf8), to: url)
+        #expect(try mode() == 0o600)
+        try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: url.path)
+        try AtomicFile.write(Data("c".utf8), to: url)
+        #expect(try mode() == 0o640 && String(decoding: try Data(contentsOf: url), as: UTF8.self) == "c")
+    }
+
     @Test("A folder that does not exist is an error naming the destination")
     func missingFolder() {
         let message = thrownDescription { try AtomicFile.write(Data(), to: URL(fileURLWithPath: "/nonexistent/dir/x.bin")) }

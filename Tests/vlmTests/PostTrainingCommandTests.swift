@@ -222,6 +222,16 @@ struct PostTrainingCommandTests {
         #expect(rewards["chosen"] != nil && rewards["rejected"] != nil && rewards["chosen"] != rewards["rejected"])
         let bad = failure(["reward", "--model", TinyVisionSetup.vision.path, "--data", data.path])
         #expect(bad?.message.contains("reward_head.safetensors") == true, "\(bad?.message ?? "no error")")
+        // Through a link, the target is replaced and the link kept.
+        try FileManager.default.createSymbolicLink(atPath: scratch.path("link.jsonl"), withDestinationPath: scratch.path("scores.jsonl"))
+        try FileManager.default.removeItem(atPath: scratch.path("scores.jsonl"))
+        try runVLM(["reward", "--model", scratch.path("run/reward/model"), "--data", data.path, "--out", scratch.path("link.jsonl")])
+        #expect(try String(contentsOfFile: scratch.path("scores.jsonl"), encoding: .utf8).split(separator: "\n") == lines)
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: scratch.path("link.jsonl"))) != nil)
+        // Copied away from its images, no pair can be scored: an error, not an empty success.
+        try FileManager.default.copyItem(atPath: data.path, toPath: scratch.path("moved.jsonl"))
+        let none = failure(["reward", "--model", scratch.path("run/reward/model"), "--data", scratch.path("moved.jsonl")])
+        #expect(none?.status == 1 && none?.message.contains("no record could be scored") == true, "\(none?.message ?? "no error")")
     }
 
     @Test("the held-out reward of a policy's answers is what vlm reward gives those answers, and vlm eval reports it")

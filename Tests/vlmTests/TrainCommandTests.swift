@@ -219,6 +219,10 @@ struct TrainCommandTests {
         #expect(result?.message.contains("recipe.yaml: sft.datasets[0]: qa-trian.jsonl:") == true && result?.message.contains("does not exist") == true,
                 "\(result?.message ?? "no error")")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("run/pretrain")), "the first stage did not start")
+        // An --out that is a file is named, not reported as a Foundation error code.
+        try Data("x".utf8).write(to: URL(fileURLWithPath: scratch.path("file")))
+        let file = failure(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", scratch.path("file"), "--data-root", TinyVisionSetup.world.path])
+        #expect(file?.status == 1 && file?.message.contains("is a file") == true, "\(file?.message ?? "no error")")
     }
 
     /// `kill -9` at random moments — some inside checkpoint writes, which take most of a step at
