@@ -77,6 +77,10 @@ public final class Pipeline {
         let selected = try selectedStages(only: only, from: from)
         try checkDatasetsExist(selected)
         if writer {
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: runFolder.path, isDirectory: &isFolder), !isFolder.boolValue {
+                throw TrainingError("\(runFolder.path) is a file; a run folder is a folder (give a new name or an earlier run's folder)")
+            }
             try FileManager.default.createDirectory(at: runFolder, withIntermediateDirectories: true)
             // What writers killed mid-write left behind (a stage that is skipped below is not revisited).
             DirectoryCommit.removeStaleTemporaries(in: runFolder)

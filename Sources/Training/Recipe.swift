@@ -34,17 +34,8 @@ public struct Recipe: Sendable {
     /// every stage; VALUE is YAML, e.g. `sft.trainable=[projector]`).
     public static func load(from url: URL, overrides: [String] = [], dataRoot: URL? = nil) throws -> Recipe {
         let text: String
-        do {
-            // Through a file handle, so that pipes and process substitution read like files.
-            let handle = try FileHandle(forReadingFrom: url)
-            defer { try? handle.close() }
-            guard let decoded = String(data: try handle.readToEnd() ?? Data(), encoding: .utf8) else {
-                throw RecipeError(file: url.path, reason: "the recipe is not UTF-8 text")
-            }
-            text = decoded
-        } catch let error as RecipeError { throw error } catch {
-            let reason = FileManager.default.fileExists(atPath: url.path) ? error.localizedDescription : "no such file"
-            throw RecipeError(file: url.path, reason: "cannot read the recipe (\(reason))")
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw RecipeError(file: url.path, reason: "cannot read the recipe (\(error.localizedDescription))")
         }
         return try parse(yaml: text, file: url.path, directory: url.deletingLastPathComponent(), overrides: overrides,
                          dataRoot: dataRoot)

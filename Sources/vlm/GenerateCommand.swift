@@ -59,11 +59,10 @@ struct GenerateCommand: ParsableCommand {
     private func writeText(_ data: Data) {
         if let sink = Thread.current.threadDictionary[TextSink.key] as? TextSink { sink.append(data) }
         else {
-            do { try FileHandle.standardOutput.write(contentsOf: data) } catch {
-                // The stream cannot throw through the decoder; a full disk or a closed file ends the command here.
-                FileHandle.standardError.write(Data("Error: cannot write to standard output (\(error.localizedDescription))\n".utf8))
-                Glibc.exit(1)
-            }
+            // Through C's stdout, flushed piece by piece so the text streams; a write that fails
+            // (a full disk, a closed file) ends the command as any unwritable output does.
+            data.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
+            if fflush(stdout) != 0 { VLM.exitIfStandardOutputFailed() }
         }
     }
 

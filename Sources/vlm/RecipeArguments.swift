@@ -14,16 +14,17 @@ struct RecipeArguments: ParsableArguments {
     @Option(help: "The folder dataset paths are relative to (default: the recipe's data_root).")
     var dataRoot: String?
 
-    /// The recipe with the overrides applied and dataset paths resolved against the data root.
+    /// The recipe with the overrides applied and dataset paths resolved against the data root; read
+    /// as every input option is (``readInput(_:)``: `-`, pipes and `/dev/stdin` included).
     func load() throws -> Recipe {
-        let root = dataRoot.map { URL(fileURLWithPath: $0, isDirectory: true) }
-        guard recipe == "-" else { return try Recipe.load(from: URL(fileURLWithPath: recipe), overrides: overrides, dataRoot: root) }
-        let data = FileHandle.standardInput.readDataToEndOfFile()
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw RecipeError(file: "<standard input>", reason: "the recipe is not UTF-8 text")
+        let fromStandardInput = recipe == "-"
+        let file = fromStandardInput ? "<standard input>" : URL(fileURLWithPath: recipe).path
+        guard let text = String(data: try readInput(recipe), encoding: .utf8) else {
+            throw RecipeError(file: file, reason: "the recipe is not UTF-8 text")
         }
-        return try Recipe.parse(yaml: text, file: "<standard input>",
-                                directory: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true),
-                                overrides: overrides, dataRoot: root)
+        let directory = fromStandardInput ? URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+            : URL(fileURLWithPath: recipe).deletingLastPathComponent()
+        return try Recipe.parse(yaml: text, file: file, directory: directory, overrides: overrides,
+                                dataRoot: dataRoot.map { URL(fileURLWithPath: $0, isDirectory: true) })
     }
 }

@@ -52,10 +52,6 @@ struct TrainCommand: ParsableCommand {
     /// Runs the pipeline, alone or as one rank of a data-parallel job (then only rank 0 reports).
     func train(parallelism: DataParallelism?) throws {
         let quiet = !(parallelism?.isWriter ?? true)
-        var isFolder: ObjCBool = false
-        if FileManager.default.fileExists(atPath: out, isDirectory: &isFolder), !isFolder.boolValue {
-            throw CommandFailure("--out \(out) is a file; a run folder is a folder (give a new name or an earlier run's folder)")
-        }
         let recipe = try recipeArguments.load()
         let progress = ProgressPrinter(plainEvery: progressEvery)
         let pipeline = Pipeline(recipe: recipe, base: URL(fileURLWithPath: base), runFolder: URL(fileURLWithPath: out)) { stage, input in
@@ -95,15 +91,9 @@ enum InterruptFlag {
 
     static var isSet: Bool { count > 0 }
 
+    /// Takes SIGINT and SIGTERM through ``InterruptCleanup``'s dispatch sources, the one path every
+    /// signal of this process arrives by (a C handler beside them got some signals and not others).
     static func install() {
-        let handler: @convention(c) (Int32) -> Void = { _ in
-            InterruptFlag.count += 1
-            if InterruptFlag.count > 1 { _exit(130) }
-        }
-        signal(SIGINT, handler)
-        signal(SIGTERM, handler)
-        // A signal that reaches InterruptCleanup's dispatch source instead of the handler above
-        // (it depends on the thread the kernel picks) must stop the run the same way, not end it.
         InterruptCleanup.gracefulStop = { signalNumber in
             guard signalNumber == SIGINT || signalNumber == SIGTERM else { return false }
             InterruptFlag.count += 1

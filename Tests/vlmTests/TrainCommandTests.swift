@@ -219,7 +219,9 @@ struct TrainCommandTests {
         #expect(result?.message.contains("recipe.yaml: sft.datasets[0]: qa-trian.jsonl:") == true && result?.message.contains("does not exist") == true,
                 "\(result?.message ?? "no error")")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("run/pretrain")), "the first stage did not start")
-        // An --out that is a file is named, not reported as a Foundation error code.
+        // An --out that is a file is named, not reported as a Foundation error code (with a recipe
+        // whose datasets all exist, so that this is the only mistake).
+        try text.replacingOccurrences(of: "[qa-trian.jsonl]", with: "[qa-train.jsonl]").write(toFile: recipe, atomically: true, encoding: .utf8)
         try Data("x".utf8).write(to: URL(fileURLWithPath: scratch.path("file")))
         let file = failure(["train", recipe, "--base", TinyVisionSetup.vision.path, "--out", scratch.path("file"), "--data-root", TinyVisionSetup.world.path])
         #expect(file?.status == 1 && file?.message.contains("is a file") == true, "\(file?.message ?? "no error")")
