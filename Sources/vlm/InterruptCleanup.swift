@@ -13,8 +13,8 @@ enum InterruptCleanup {
     /// Called with the signal before the temporaries are removed (e.g. a rank saying why it stops).
     nonisolated(unsafe) static var onSignal: ((Int32) -> Void)? = nil
     /// A command that stops gracefully on a signal (``InterruptFlag``) takes it here instead: when
-    /// this returns true the process goes on. Needed because the signal reaches either a C handler
-    /// or this dispatch source, depending on which thread the kernel picks.
+    /// this returns true the process goes on. Every signal arrives through these sources; a C
+    /// handler installed beside them would get only some, depending on the thread the kernel picks.
     nonisolated(unsafe) static var gracefulStop: ((Int32) -> Bool)? = nil
 
     static func install() {

@@ -278,10 +278,9 @@ struct TrainCommandTests {
         #expect(kills >= 10, "\(kills) kills landed")
     }
 
-    /// Ctrl-C stops at the next step boundary after a checkpoint, every time: the signal can reach
-    /// the process's C handler or its cleanup's dispatch source, depending on the thread the
-    /// kernel picks, and both must stop the run the same way (before, most tries died of the signal
-    /// with no checkpoint). The same command then resumes to an uninterrupted run's bits.
+    /// Ctrl-C stops at the next step boundary after a checkpoint, every time (before, with a C
+    /// handler beside the cleanup's dispatch sources, about half the tries died of the signal with
+    /// no checkpoint). The same command then resumes to an uninterrupted run's bits.
     @Test("Ctrl-C stops at a step boundary with a checkpoint and exit 130, every time; the same command resumes to the same bits")
     func interruptAndResume() throws {
         let binary = builtVLM
